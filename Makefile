@@ -1,0 +1,56 @@
+# One entry point for people, CI (.ci/run) and the before-you-stop check.
+# Everything runs from a project-local virtualenv (.venv) built from requirements-dev.txt.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+export DO_NOT_TRACK := 1
+
+.PHONY: help setup demo airflow stop status test test-all test-e2e lint format manifest bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install everything (idempotent)
+
+demo: setup ## Start the local stack and run the whole pipeline once, end to end; print a summary
+	$(PY) -m dev.stack demo
+
+airflow: setup ## Airflow UI on http://localhost:8080 (airflow standalone) on the local stack
+	$(PY) -m dev.stack airflow
+
+stop: ## Stop every local service this project started (by pid)
+	@test -x $(PY) && $(PY) -m dev.stack stop || true
+
+status: setup ## Show which local services are running
+	$(PY) -m dev.stack status
+
+test: setup ## The test suite CI runs (unit, integration and one full end-to-end run)
+	$(PY) -m pytest -m "not slow" -p no:cacheprovider
+
+test-all: setup ## Everything, including slow suites (property tests at scale, failure matrix)
+	$(PY) -m pytest -p no:cacheprovider
+
+lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/sqlfluff lint include/sql
+
+format: setup ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup ## Benchmarks (print figures; not part of the tests)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean: stop ## Remove local state (.local) — keeps .venv
+	rm -rf .local

@@ -1,0 +1,10 @@
+"""SQL Server CDC → Snowflake for the `billing` source.
+
+One thin file per source config (`include/config/sources/billing.yaml`): a broken YAML then
+shows as an import error of this file only, naming the file and the field, while the other
+sources' DAGs keep loading. Tables are added in the YAML, never here.
+"""
+
+from include.cdc_pipeline.dag_factory import build_cdc_dag
+
+dag = build_cdc_dag("billing")

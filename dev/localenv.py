@@ -1,0 +1,105 @@
+"""Environment of the embedded local stack (no Docker): one place for ports, paths, connections.
+
+`make demo`, `make airflow` and the end-to-end tests all build their environment here, so the
+Airflow connections they define are identical to each other and mirror airflow_settings.yaml
+(which serves the Docker path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Where the local services listen and keep their state."""
+
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("CDC_LOCAL_DIR", ROOT / ".local")))
+    mssql_port: int = int(os.environ.get("CDC_LOCAL_MSSQL_PORT", "11433"))
+    snowflake_port: int = int(os.environ.get("CDC_LOCAL_SNOWFLAKE_PORT", "8765"))
+    smtp_port: int = int(os.environ.get("CDC_LOCAL_SMTP_PORT", "1025"))
+    airflow_port: int = int(os.environ.get("CDC_LOCAL_AIRFLOW_PORT", "8080"))
+    source_database: str = "billing"
+
+    @property
+    def mssql_db_path(self) -> Path:
+        return self.state_dir / "mssql" / f"{self.source_database}.duckdb"
+
+    @property
+    def snowflake_dir(self) -> Path:
+        return self.state_dir / "snowflake"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.state_dir / "airflow"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.state_dir / "mail"
+
+    def connections(self) -> dict[str, dict]:
+        """Airflow connections (as AIRFLOW_CONN_* JSON) that reach the local services."""
+        return {
+            "mssql_billing": {
+                "conn_type": "mssql",
+                "host": "127.0.0.1",
+                "port": self.mssql_port,
+                "schema": self.source_database,
+                "login": "sa",
+                "password": "local",
+                # Selects the DuckDB-backed SQL Server CDC emulator instead of pymssql.
+                "extra": {"emulator": True},
+            },
+            "snowflake_default": {
+                "conn_type": "snowflake",
+                "login": "local",
+                "password": "local",
+                "schema": "RAW",
+                "extra": {
+                    "account": "fakesnow",
+                    "database": "ANALYTICS",
+                    "warehouse": "LOCAL_WH",
+                    "role": "SYSADMIN",
+                    "host": "127.0.0.1",
+                    "port": self.snowflake_port,
+                    "protocol": "http",
+                    "network_timeout": 60,
+                    "login_timeout": 30,
+                },
+            },
+            "smtp_default": {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": self.smtp_port,
+                "extra": {"from_email": "airflow-cdc@example.com", "disable_ssl": True, "disable_tls": True},
+            },
+        }
+
+    def environment(self) -> dict[str, str]:
+        """Variables to add to os.environ for Airflow, dbt and the pipeline to use the local stack."""
+        env = {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DO_NOT_TRACK": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+            "AIRFLOW_VAR_CDC_HASH_SALT_SECRET": "local-dev-salt",
+            "CDC_LOCAL_DIR": str(self.state_dir),
+        }
+        for conn_id, conn in self.connections().items():
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+        return env

@@ -1,0 +1,1 @@
+"""SQL Server CDC → Snowflake replication: config, reader, loader, MERGE builder, DAG factory."""

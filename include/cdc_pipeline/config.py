@@ -1,0 +1,231 @@
+"""Source configuration: one YAML file per SQL Server database, validated with pydantic.
+
+Tables are configuration, not code: adding a table is a reviewed YAML edit. Validation runs when
+the DAG file is parsed, so a broken file must fail loudly *for that file only* (one clear import
+error naming the file and the field) and never stop the other sources' DAGs from loading.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# SQL Server identifiers we accept unquoted in config. Anything else (spaces, quotes, brackets) is
+# refused at parse time so that no config value can smuggle SQL into a statement.
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_$#@]{0,127}$"
+# Snowflake object names we create (upper-cased, unquoted-safe).
+_SF_IDENT = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
+_EMAIL = r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$"
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept ``90s``, ``15m``, ``2h``, ``1d`` (readable in YAML) besides pydantic's own forms."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+Identifier = Annotated[str, Field(pattern=_IDENT)]
+SnowflakeIdentifier = Annotated[str, Field(pattern=_SF_IDENT)]
+Email = Annotated[str, Field(pattern=_EMAIL)]
+
+
+class DeleteMode(str, Enum):
+    """What a source DELETE does to the current-state raw row."""
+
+    SOFT = "soft"  # keep the row, set _CDC_DELETED / _CDC_DELETED_AT
+    HARD = "hard"  # remove the row (the history table still records the delete)
+
+
+class RetentionGapPolicy(str, Enum):
+    """What to do when the watermark is older than the capture instance's start_lsn (changes lost)."""
+
+    FAIL = "fail"  # stop the table with an error naming the gap; a human decides
+    RESNAPSHOT = "resnapshot"  # reload the table from a fresh snapshot, then stream again
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableDefaults(_Strict):
+    """Per-table settings that a source can default for all its tables."""
+
+    delete_mode: DeleteMode = DeleteMode.SOFT
+    retention_gap_policy: RetentionGapPolicy = RetentionGapPolicy.FAIL
+    max_transactions_per_batch: int | None = Field(default=None, gt=0)
+    freshness_sla: Duration = timedelta(hours=1)
+    owner: str | None = None
+
+
+class TableConfig(_Strict):
+    """One replicated source table."""
+
+    source_schema: Identifier = Field(alias="schema")
+    table: Identifier
+    capture_instance: Identifier | None = Field(
+        default=None,
+        description="Pin one capture instance. Unset: follow the table's instances (roll-over on schema change).",
+    )
+    primary_key: list[Identifier] = Field(min_length=1)
+    exclude_columns: list[Identifier] = Field(default_factory=list)
+    hash_columns: list[Identifier] = Field(default_factory=list)
+    target_table: SnowflakeIdentifier | None = None
+    delete_mode: DeleteMode | None = None
+    retention_gap_policy: RetentionGapPolicy | None = None
+    max_transactions_per_batch: int | None = Field(default=None, gt=0)
+    freshness_sla: Duration | None = None
+    owner: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _columns_consistent(self) -> TableConfig:
+        key = {c.lower() for c in self.primary_key}
+        if len(key) != len(self.primary_key):
+            raise ValueError("primary_key lists a column twice")
+        for field in ("exclude_columns", "hash_columns"):
+            clash = key & {c.lower() for c in getattr(self, field)}
+            if clash:
+                raise ValueError(f"{field} must not contain primary key column(s) {sorted(clash)}")
+        both = {c.lower() for c in self.exclude_columns} & {c.lower() for c in self.hash_columns}
+        if both:
+            raise ValueError(f"column(s) {sorted(both)} are both excluded and hashed")
+        return self
+
+    @property
+    def default_capture_instance(self) -> str:
+        """SQL Server's default name when none is given: ``<schema>_<table>``."""
+        return f"{self.source_schema}_{self.table}"
+
+    @property
+    def name(self) -> str:
+        """Stable short name used in task ids, stage paths and control rows."""
+        return f"{self.source_schema}_{self.table}".lower()
+
+    @property
+    def snowflake_table(self) -> str:
+        return (self.target_table or self.table).upper()
+
+
+class SnowflakeTarget(_Strict):
+    """Where a source lands in Snowflake."""
+
+    database: SnowflakeIdentifier
+    account: str = Field(
+        default="local",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Snowflake account identifier, used only to name Assets (lineage); the connection holds the real one.",
+    )
+    staging_schema: SnowflakeIdentifier = "STAGING"
+    raw_schema: SnowflakeIdentifier = "RAW"
+    control_schema: SnowflakeIdentifier = "CONTROL"
+    stage: SnowflakeIdentifier = "CDC_STAGE"
+    azure_stage_url: str | None = Field(
+        default=None,
+        description="Use an external Azure stage at this azure:// URL instead of a Snowflake internal stage.",
+    )
+
+    @field_validator("azure_stage_url")
+    @classmethod
+    def _azure_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^azure://[A-Za-z0-9.-]+/[A-Za-z0-9._/-]+$", value):
+            raise ValueError("azure_stage_url must look like azure://<account>.blob.core.windows.net/<container>/<path>")
+        return value
+
+
+class SourceConfig(_Strict):
+    """One SQL Server database and the tables replicated from it (one DAG)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    description: str = ""
+    mssql_conn_id: str = "mssql_default"
+    snowflake_conn_id: str = "snowflake_default"
+    smtp_conn_id: str = "smtp_default"
+    azure_conn_id: str | None = None
+    target: SnowflakeTarget
+    schedule: str | None = Field(default="*/15 * * * *", description="Cron, @preset, or null for manual runs.")
+    start_date: str = "2026-01-01"
+    owner: str = "data-platform"
+    alert_emails: list[Email] = Field(min_length=1)
+    deadline: Duration | None = Field(default=None, description="Deadline Alert: e-mail when a run takes longer.")
+    chunk_rows: int = Field(default=100_000, gt=0, description="Rows per fetch and per Parquet file.")
+    tags: list[str] = Field(default_factory=list)
+    table_defaults: TableDefaults = TableDefaults()
+    tables: list[TableConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_tables(self) -> SourceConfig:
+        seen: dict[str, str] = {}
+        for table in self.tables:
+            for key in (f"source {table.source_schema}.{table.table}".lower(), f"target {table.snowflake_table}"):
+                if key in seen:
+                    raise ValueError(f"two tables share {key}")
+                seen[key] = key
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"{self.name}_cdc"
+
+    def setting(self, table: TableConfig, field: str) -> Any:
+        """A table's own value for ``field``, else the source's ``table_defaults`` value."""
+        value = getattr(table, field)
+        return getattr(self.table_defaults, field) if value is None else value
+
+
+class ConfigError(ValueError):
+    """A source config file is invalid. The message names the file and the offending field."""
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid CDC source config ({error.error_count()} error(s))"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"  - {location}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_source_config(path: Path) -> SourceConfig:
+    """Read and validate one YAML file; raise ConfigError naming file and field on any problem."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return SourceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+
+
+def config_dir() -> Path:
+    """The folder of source YAML files; ``CDC_CONFIG_DIR`` overrides it (tests, other deployments)."""
+    import os
+
+    override = os.environ.get("CDC_CONFIG_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "config" / "sources"
+
+
+def source_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or config_dir()).glob("*.y*ml"))

@@ -1,0 +1,114 @@
+"""Build one Airflow DAG per source config file.
+
+Parse-time rules (DAG files are parsed every few seconds by the DAG processor): only read and
+validate the YAML here; no connection, Variable or database call, and heavy imports (pyarrow,
+the Snowflake connector, the pipeline code) happen inside the tasks.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
+
+from include.cdc_pipeline.config import SourceConfig, TableConfig, config_dir, load_source_config
+from include.cdc_pipeline.notifications import failure_notifier
+
+SOURCE_POOL = "cdc_sqlserver"
+SNOWFLAKE_POOL = "cdc_snowflake"
+
+
+def raw_asset(source: SourceConfig, table: TableConfig) -> Asset:
+    """The Asset a table's load emits; the dbt DAG is scheduled on these."""
+    target = source.target
+    parts = (target.database, target.raw_schema, table.snowflake_table)
+    return Asset(
+        name=".".join(parts).lower(),
+        uri=f"snowflake://{target.account}/{'/'.join(parts)}",
+        group="cdc_raw",
+    )
+
+
+def _default_args(source: SourceConfig) -> dict[str, Any]:
+    return {
+        "owner": source.owner,
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "on_failure_callback": failure_notifier(source),
+    }
+
+
+def _doc_md(source: SourceConfig, path: Path) -> str:
+    rows = "\n".join(
+        f"| `{t.source_schema}.{t.table}` | `{source.target.raw_schema}.{t.snowflake_table}` "
+        f"| {', '.join(t.primary_key)} | {source.setting(t, 'delete_mode').value} |"
+        for t in source.tables
+    )
+    return (
+        f"# {source.dag_id}\n\n{source.description}\n\n"
+        f"Replicates SQL Server CDC from connection `{source.mssql_conn_id}` into Snowflake "
+        f"`{source.target.database}` (config: `{path.name}`). Each table: **plan** the LSN window "
+        "(no Snowflake query when idle) → **extract_load** (change rows → Parquet → PUT → COPY into "
+        "staging) → **apply** (MERGE into raw, append history, advance the watermark).\n\n"
+        "Trigger with `resnapshot` = a list of table names (or `[\"*\"]`) to reload tables from a "
+        "fresh snapshot.\n\n| source | raw table | key | deletes |\n|---|---|---|---|\n" + rows
+    )
+
+
+def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
+    """Build the DAG for ``<directory>/<config_name>.yaml`` (raises ConfigError naming the field)."""
+    path = (directory or config_dir()) / f"{config_name}.yaml"
+    source = load_source_config(path)
+
+    with DAG(
+        dag_id=source.dag_id,
+        description=source.description or f"SQL Server CDC → Snowflake for {source.name}",
+        schedule=source.schedule,
+        start_date=datetime.fromisoformat(source.start_date),
+        catchup=False,
+        max_active_runs=1,
+        default_args=_default_args(source),
+        tags=["cdc", "sqlserver", "snowflake", f"source:{source.name}", *source.tags],
+        doc_md=_doc_md(source, path),
+        params={
+            "resnapshot": Param(
+                [], type="array", description='Tables to reload from a fresh snapshot, e.g. ["dbo_accounts"] or ["*"].'
+            ),
+        },
+        dagrun_timeout=timedelta(hours=6),
+    ) as dag:
+        for table in source.tables:
+            _table_group(config_name, directory, source, table)
+    return dag
+
+
+def _table_group(config_name: str, directory: Path | None, source: SourceConfig, table: TableConfig) -> None:
+    config_path = str((directory or config_dir()) / f"{config_name}.yaml")
+    with TaskGroup(group_id=table.name, tooltip=f"{table.source_schema}.{table.table}"):
+
+        @task(task_id="plan", pool=SOURCE_POOL)
+        def plan(**context: Any) -> dict[str, Any]:
+            """Decide this run's LSN window for the table (or that it is idle)."""
+            from include.cdc_pipeline.runner import plan_table
+
+            return plan_table(config_path, table.name, context)
+
+        @task(task_id="extract_load", pool=SOURCE_POOL)
+        def extract_load(window: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Read the window's change rows into Parquet chunks, PUT and COPY them into staging."""
+            from include.cdc_pipeline.runner import extract_load_table
+
+            return extract_load_table(config_path, table.name, window, context)
+
+        @task(task_id="apply", pool=SNOWFLAKE_POOL, outlets=[raw_asset(source, table)])
+        def apply(batch: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """MERGE staging into raw, append history, then advance the watermark."""
+            from include.cdc_pipeline.runner import apply_table
+
+            return apply_table(config_path, table.name, batch, context)
+
+        apply(extract_load(plan()))
