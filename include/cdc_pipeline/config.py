@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,14 +49,14 @@ SnowflakeIdentifier = Annotated[str, Field(pattern=_SF_IDENT)]
 Email = Annotated[str, Field(pattern=_EMAIL)]
 
 
-class DeleteMode(str, Enum):
+class DeleteMode(StrEnum):
     """What a source DELETE does to the current-state raw row."""
 
     SOFT = "soft"  # keep the row, set _CDC_DELETED / _CDC_DELETED_AT
     HARD = "hard"  # remove the row (the history table still records the delete)
 
 
-class RetentionGapPolicy(str, Enum):
+class RetentionGapPolicy(StrEnum):
     """What to do when the watermark is older than the capture instance's start_lsn (changes lost)."""
 
     FAIL = "fail"  # stop the table with an error naming the gap; a human decides
@@ -134,7 +134,7 @@ class SnowflakeTarget(_Strict):
     account: str = Field(
         default="local",
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Snowflake account identifier, used only to name Assets (lineage); the connection holds the real one.",
+        description="Snowflake account identifier, only to name Assets (lineage); the connection holds the real one.",
     )
     staging_schema: SnowflakeIdentifier = "STAGING"
     raw_schema: SnowflakeIdentifier = "RAW"
@@ -149,7 +149,9 @@ class SnowflakeTarget(_Strict):
     @classmethod
     def _azure_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^azure://[A-Za-z0-9.-]+/[A-Za-z0-9._/-]+$", value):
-            raise ValueError("azure_stage_url must look like azure://<account>.blob.core.windows.net/<container>/<path>")
+            raise ValueError(
+                "azure_stage_url must look like azure://<account>.blob.core.windows.net/<container>/<path>"
+            )
         return value
 
 
@@ -177,7 +179,10 @@ class SourceConfig(_Strict):
     def _unique_tables(self) -> SourceConfig:
         seen: dict[str, str] = {}
         for table in self.tables:
-            for key in (f"source {table.source_schema}.{table.table}".lower(), f"target {table.snowflake_table}"):
+            for key in (
+                f"source {table.source_schema}.{table.table}".lower(),
+                f"target {table.snowflake_table}",
+            ):
                 if key in seen:
                     raise ValueError(f"two tables share {key}")
                 seen[key] = key

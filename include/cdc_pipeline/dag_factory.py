@@ -54,7 +54,7 @@ def _doc_md(source: SourceConfig, path: Path) -> str:
         f"`{source.target.database}` (config: `{path.name}`). Each table: **plan** the LSN window "
         "(no Snowflake query when idle) → **extract_load** (change rows → Parquet → PUT → COPY into "
         "staging) → **apply** (MERGE into raw, append history, advance the watermark).\n\n"
-        "Trigger with `resnapshot` = a list of table names (or `[\"*\"]`) to reload tables from a "
+        'Trigger with `resnapshot` = a list of table names (or `["*"]`) to reload tables from a '
         "fresh snapshot.\n\n| source | raw table | key | deletes |\n|---|---|---|---|\n" + rows
     )
 
@@ -76,7 +76,9 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
         doc_md=_doc_md(source, path),
         params={
             "resnapshot": Param(
-                [], type="array", description='Tables to reload from a fresh snapshot, e.g. ["dbo_accounts"] or ["*"].'
+                [],
+                type="array",
+                description='Tables to reload from a fresh snapshot, e.g. ["dbo_accounts"] or ["*"].',
             ),
         },
         dagrun_timeout=timedelta(hours=6),

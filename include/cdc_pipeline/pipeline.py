@@ -1,0 +1,518 @@
+"""One table's replication cycle: plan a window, extract + load it, apply it.
+
+Free of Airflow on purpose (the runner module wires it in), so the same code is driven by the
+DAG, by tests that crash it between steps, and by benchmarks. Every step can be repeated: a
+retry of any step, or of the whole cycle, converges to the same Snowflake state.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from include.cdc_pipeline import lsn as lsnlib
+from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
+from include.cdc_pipeline.failpoints import failpoint
+from include.cdc_pipeline.source import CaptureInstance, CdcSource
+from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
+from include.cdc_pipeline.warehouse import (
+    OP_SNAPSHOT,
+    ZERO_SEQVAL,
+    TableLayout,
+    Warehouse,
+    Watermark,
+    ensure_control_table,
+    read_watermark,
+    write_watermark,
+)
+
+log = logging.getLogger(__name__)
+
+# How long an idle table may go without its checked position being written to the control table.
+# Idle polls otherwise touch only Airflow's metadata DB (the hint), never Snowflake.
+IDLE_PERSIST_EVERY = timedelta(hours=1)
+
+
+class CdcError(RuntimeError):
+    """A replication problem that needs a person; the message names table, cause and remedy."""
+
+
+class TableNotCapturedError(CdcError):
+    pass
+
+
+class RetentionGapError(CdcError):
+    pass
+
+
+class HintStore(Protocol):
+    """Cheap per-table state outside Snowflake (Airflow Variables in the DAG)."""
+
+    def get(self) -> dict[str, Any] | None: ...
+
+    def set(self, value: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Window:
+    """What one run does for one table; serialisable (it travels between tasks as XCom)."""
+
+    mode: str  # idle | stream | snapshot
+    capture_instance: str
+    lower: str | None = None  # exclusive, hex LSN (stream)
+    upper: str | None = None  # inclusive, hex LSN (stream; snapshot: set by extract)
+    reason: str = ""
+    switched_from: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Batch:
+    """A window that is loaded into the staging table, ready to apply."""
+
+    window: Window
+    batch_id: str
+    stage_path: str
+    rows: int
+    columns: list[dict[str, Any]]
+    upper_committed_at: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["window"] = self.window.as_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Batch:
+        data = dict(data)
+        data["window"] = Window(**data["window"])
+        return cls(**data)
+
+
+def _max_hex(*values: str | None) -> str | None:
+    present = [v for v in values if v]
+    return max(present) if present else None
+
+
+class TablePipeline:
+    """The replication cycle of one configured table."""
+
+    def __init__(
+        self,
+        source_config: SourceConfig,
+        table: TableConfig,
+        source: Callable[[], CdcSource],
+        warehouse: Callable[[], Warehouse],
+        hints: HintStore,
+        salt: Callable[[], str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self.cfg = source_config
+        self.table = table
+        self._source_factory = source
+        self._warehouse_factory = warehouse
+        self._source: CdcSource | None = None
+        self._warehouse: Warehouse | None = None
+        self.hints = hints
+        self._salt = salt
+        self.workdir = workdir
+
+    # -- lazily opened connections (an idle plan never opens Snowflake) -----------------------
+    @property
+    def source(self) -> CdcSource:
+        if self._source is None:
+            self._source = self._source_factory()
+        return self._source
+
+    @property
+    def warehouse(self) -> Warehouse:
+        if self._warehouse is None:
+            self._warehouse = self._warehouse_factory()
+        return self._warehouse
+
+    @property
+    def snowflake_queries(self) -> int:
+        return self._warehouse.queries if self._warehouse is not None else 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.name}.{self.table.source_schema}.{self.table.table}"
+
+    # -- control state ------------------------------------------------------------------------
+    def _read_watermark(self) -> Watermark | None:
+        t = self.cfg.target
+        self.warehouse.ensure_schemas(t.database, [t.control_schema])
+        ensure_control_table(self.warehouse, t.database, t.control_schema)
+        return read_watermark(self.warehouse, t.database, t.control_schema, self.cfg.name, self.table.name)
+
+    # -- plan ---------------------------------------------------------------------------------
+    def _instances(self) -> list[CaptureInstance]:
+        found = self.source.capture_instances(self.table.source_schema, self.table.table)
+        where = f"{self.table.source_schema}.{self.table.table}"
+        if not found:
+            raise TableNotCapturedError(
+                f"{self.label}: source table {where} has no CDC capture instance (unknown table, or CDC not "
+                f"enabled). Enable it: EXEC sys.sp_cdc_enable_table @source_schema=N'{self.table.source_schema}', "
+                f"@source_name=N'{self.table.table}', @role_name=NULL"
+            )
+        if self.table.capture_instance:
+            pinned = [ci for ci in found if ci.name.lower() == self.table.capture_instance.lower()]
+            if not pinned:
+                raise TableNotCapturedError(
+                    f"{self.label}: capture instance {self.table.capture_instance!r} (pinned in config) does not "
+                    f"exist for {where}; existing: {[ci.name for ci in found]}"
+                )
+            return pinned
+        return found
+
+    def plan(self, resnapshot: bool = False) -> Window:
+        """Decide the window. Idle when the change table holds nothing after the position."""
+        instances = self._instances()
+        newest = instances[-1]
+        if resnapshot:
+            return Window("snapshot", newest.name, reason="re-snapshot requested")
+        hint = self.hints.get()
+        if hint and hint.get("capture_instance") and hint.get("watermark"):
+            mark = Watermark(hint["capture_instance"], hint["watermark"])
+            checked = hint.get("checked_upper")
+            confirmed = False
+        else:
+            found = self._read_watermark()
+            if found is None:
+                return Window("snapshot", newest.name, reason="no watermark yet: initial snapshot")
+            mark, checked, confirmed = found, None, True
+        position = _max_hex(mark.lsn, checked)
+        assert position is not None
+        current, boundary, switched = self._choose_instance(instances, mark.capture_instance, position)
+        gap = self._retention_gap(current, position)
+        if gap:
+            if self.cfg.setting(self.table, "retention_gap_policy") is RetentionGapPolicy.RESNAPSHOT:
+                log.warning("%s; policy resnapshot: reloading the table", gap)
+                return Window("snapshot", newest.name, reason=gap)
+            raise RetentionGapError(
+                f"{gap}. Changes were lost. Re-snapshot the table (trigger the DAG with "
+                f'{{"resnapshot": ["{self.table.name}"]}}) or set retention_gap_policy: resnapshot; '
+                "and consider a longer CDC retention (sys.sp_cdc_change_job @job_type='cleanup', @retention=…)."
+            )
+        max_lsn = self.source.max_lsn()
+        upper = lsnlib.to_hex(max_lsn) if max_lsn else None
+        if upper is not None and boundary is not None:
+            upper = min(upper, boundary)
+        cap = self.cfg.setting(self.table, "max_transactions_per_batch")
+        if upper is not None and cap:
+            bounded = self.source.bounded_upper(lsnlib.from_hex(position), cap)  # type: ignore[arg-type]
+            if bounded is not None:
+                upper = min(upper, lsnlib.to_hex(bounded))  # type: ignore[type-var]
+        first = None
+        if upper is not None and upper > position:
+            first_lsn = self.source.first_change_after(current.name, lsnlib.from_hex(position))  # type: ignore[arg-type]
+            first = lsnlib.to_hex(first_lsn) if first_lsn else None
+        if first is None or upper is None or first > upper:
+            self._record_idle(mark, current.name, upper or position, switched)
+            return Window("idle", current.name, lower=position, upper=upper, reason="no new changes")
+        if not confirmed:
+            # There is work: confirm the position against Snowflake, the only durable truth.
+            found = self._read_watermark()
+            if found is None:
+                return Window("snapshot", newest.name, reason="hint without a watermark in Snowflake: snapshot")
+            if found.lsn != mark.lsn or found.capture_instance != mark.capture_instance:
+                log.warning(
+                    "%s: hint %s differs from Snowflake watermark %s; using Snowflake",
+                    self.label,
+                    mark,
+                    found,
+                )
+                return self.plan_from_watermark(found, instances)
+        return Window(
+            "stream", current.name, lower=mark.lsn, upper=upper, reason="changes pending", switched_from=switched
+        )
+
+    def plan_from_watermark(self, mark: Watermark, instances: list[CaptureInstance]) -> Window:
+        """Re-plan from a confirmed Snowflake watermark (hint was stale)."""
+        self.hints.set({"capture_instance": mark.capture_instance, "watermark": mark.lsn})
+        return self.plan()
+
+    def _choose_instance(
+        self, instances: list[CaptureInstance], name: str, position: str
+    ) -> tuple[CaptureInstance, str | None, str | None]:
+        """Follow capture-instance roll-over: read the old instance up to the new one's start_lsn,
+        then switch. Returns (instance to read, upper bound for it or None, instance switched from)."""
+        by_name = {ci.name.lower(): ci for ci in instances}
+        current = by_name.get(name.lower())
+        if current is None:
+            # The instance we followed is gone (disabled); continue with the oldest remaining one:
+            # the retention-gap check then decides whether anything was lost in between.
+            log.warning(
+                "%s: capture instance %s no longer exists; continuing with %s",
+                self.label,
+                name,
+                instances[0].name,
+            )
+            return instances[0], None, name
+        later = [ci for ci in instances if ci.start_lsn > current.start_lsn]
+        if not later:
+            return current, None, None
+        nxt = later[0]
+        boundary = lsnlib.to_hex(lsnlib.decrement(nxt.start_lsn))
+        assert boundary is not None
+        if position >= boundary:
+            log.warning("%s: switching capture instance %s → %s at %s", self.label, current.name, nxt.name, boundary)
+            return nxt, None, current.name
+        return current, boundary, None
+
+    def _retention_gap(self, instance: CaptureInstance, position: str) -> str | None:
+        start = int.from_bytes(instance.start_lsn, "big")
+        if int(position, 16) + 1 < start:
+            return (
+                f"{self.label}: retention gap — watermark 0x{position} is older than capture instance "
+                f"{instance.name} start_lsn {lsnlib.display(instance.start_lsn)} (CDC cleanup purged changes "
+                "that were never loaded)"
+            )
+        return None
+
+    def _record_idle(self, mark: Watermark, instance: str, checked: str, switched: str | None) -> None:
+        """An idle poll still records that the table was checked (freshness, retention headroom)."""
+        hint = dict(self.hints.get() or {})
+        now = datetime.now(UTC)
+        hint.update(
+            capture_instance=mark.capture_instance if not switched else instance,
+            watermark=mark.lsn,
+            checked_upper=_max_hex(checked, hint.get("checked_upper")),
+            checked_at=now.isoformat(),
+        )
+        persisted = hint.get("persisted_at")
+        if persisted is None or now - datetime.fromisoformat(persisted) > IDLE_PERSIST_EVERY or switched:
+            # Advance the durable position across the idle stretch now and then, so that a quiet
+            # table never falls behind the retention window (Airbyte issue #37772).
+            t = self.cfg.target
+            position = hint["checked_upper"]
+            write_watermark(
+                self.warehouse, t.database, t.control_schema, self.cfg.name, self.table.name,
+                Watermark(hint["capture_instance"], position), None, 0,
+            )  # fmt: skip
+            hint.update(watermark=position, persisted_at=now.isoformat())
+        self.hints.set(hint)
+
+    # -- extract + load -----------------------------------------------------------------------
+    def _mappings(self, instance: str) -> list[ColumnMapping]:
+        columns = self.source.change_table_columns(instance)
+        by_lower = {c.name.lower(): c for c in columns}
+        missing = [k for k in self.table.primary_key if k.lower() not in by_lower]
+        if missing:
+            raise CdcError(
+                f"{self.label}: primary key column(s) {missing} are not captured by capture instance {instance} "
+                f"(captured: {[c.name for c in columns]}); fix primary_key in the config or the capture instance"
+            )
+        for field_name in ("exclude_columns", "hash_columns"):
+            unknown = [c for c in getattr(self.table, field_name) if c.lower() not in by_lower]
+            if unknown:
+                raise CdcError(f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}")
+        excluded = {c.lower() for c in self.table.exclude_columns}
+        hashed = {c.lower() for c in self.table.hash_columns}
+        return [map_column(c, hashed=c.name.lower() in hashed) for c in columns if c.name.lower() not in excluded]
+
+    def layout(self, mappings: Sequence[ColumnMapping]) -> TableLayout:
+        t = self.cfg.target
+        key_lower = [k.lower() for k in self.table.primary_key]
+        key = tuple(m.target_name for k in key_lower for m in mappings if m.source.name.lower() == k)
+        return TableLayout(
+            database=t.database,
+            raw_schema=t.raw_schema,
+            staging_schema=t.staging_schema,
+            table=self.table.snowflake_table,
+            staging_table=f"{self.cfg.name}__{self.table.snowflake_table}".upper(),
+            columns=tuple(mappings),
+            key=key,
+            delete_mode=self.cfg.setting(self.table, "delete_mode"),
+        )
+
+    def _stage(self) -> str:
+        t = self.cfg.target
+        return ".".join([t.database, t.staging_schema, t.stage])
+
+    def extract_load(self, window: Window) -> Batch:
+        """Window rows → Parquet chunks (bounded memory) → PUT → COPY INTO the staging table."""
+        started = time.monotonic()
+        mappings = self._mappings(window.capture_instance)
+        layout = self.layout(mappings)
+        salt = self._salt() if any(m.hashed for m in mappings) and self._salt else None
+        if any(m.hashed for m in mappings) and not salt:
+            raise CdcError(
+                f"{self.label}: hash_columns are configured but no salt is set (Variable cdc_hash_salt_secret)"
+            )
+        names = [m.source.name for m in mappings]
+        if window.mode == "snapshot":
+            window, chunks = self._snapshot_rows(window, names)
+        else:
+            assert window.lower and window.upper
+            chunks = self.source.iter_changes(
+                window.capture_instance, names, lsnlib.from_hex(window.lower), lsnlib.from_hex(window.upper),  # type: ignore[arg-type]
+                self.cfg.chunk_rows,
+            )  # fmt: skip
+        batch_id = f"{window.capture_instance}:{window.lower or 'snapshot'}-{window.upper}"
+        stage_path = f"{self.cfg.name}/{self.table.name}/{window.lower or 'snapshot'}_{window.upper}"
+        t = self.cfg.target
+        wh = self.warehouse
+        wh.ensure_schemas(t.database, [t.staging_schema, t.raw_schema, t.control_schema])
+        wh.ensure_stage(t.database, t.staging_schema, t.stage)
+        # Files of an earlier, crashed attempt at this table must not be loaded twice.
+        wh.stage_remove(self._stage(), f"{self.cfg.name}/{self.table.name}/")
+        rows, read_s, put_s = 0, 0.0, 0.0
+        schema = _parquet_schema(mappings)
+        with tempfile.TemporaryDirectory(prefix="cdc-", dir=self.workdir) as tmp:
+            tick = time.monotonic()
+            for index, chunk in enumerate(chunks):
+                table = _to_arrow(chunk, mappings, schema, salt)
+                path = Path(tmp) / f"part-{index:06d}.parquet"
+                pq.write_table(table, path, compression="zstd")
+                rows += table.num_rows
+                read_s += time.monotonic() - tick
+                failpoint("after_read", self.label)
+                tick = time.monotonic()
+                wh.stage_put(str(path), self._stage(), stage_path)
+                path.unlink()
+                put_s += time.monotonic() - tick
+                tick = time.monotonic()
+        failpoint("after_put", self.label)
+        tick = time.monotonic()
+        wh.create_staging(layout)
+        loaded = wh.copy_into_staging(layout, self._stage(), stage_path) if rows else 0
+        if loaded != rows:
+            raise CdcError(f"{self.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
+        failpoint("after_copy", self.label)
+        committed = self.source.lsn_to_time(lsnlib.from_hex(window.upper)) if window.upper else None  # type: ignore[arg-type]
+        return Batch(
+            window=window,
+            batch_id=batch_id,
+            stage_path=stage_path,
+            rows=rows,
+            columns=[asdict(m.source) | {"hashed": m.hashed} for m in mappings],
+            upper_committed_at=committed.isoformat() if isinstance(committed, datetime) else None,
+            timings={"read_s": read_s, "put_s": put_s, "copy_s": time.monotonic() - tick,
+                     "total_s": time.monotonic() - started},
+        )  # fmt: skip
+
+    def _snapshot_rows(self, window: Window, names: list[str]) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
+        """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
+        streamed later, and replays of changes already in the snapshot are harmless (MERGE by LSN)."""
+        instance = next(ci for ci in self._instances() if ci.name == window.capture_instance)
+        max_lsn = self.source.max_lsn() or lsnlib.ZERO_LSN
+        # An instance enabled after the last captured transaction starts above max_lsn; nothing
+        # between them belongs to this table, so its predecessor is an exact snapshot position.
+        floor = lsnlib.decrement(instance.start_lsn) if int.from_bytes(instance.start_lsn, "big") else lsnlib.ZERO_LSN
+        snap = max(max_lsn, floor)
+        snap_hex = lsnlib.to_hex(snap)
+        committed = self.source.lsn_to_time(snap)
+        window = Window("snapshot", window.capture_instance, lower=None, upper=snap_hex, reason=window.reason)
+        meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed)
+        chunks = self.source.iter_snapshot(
+            self.table.source_schema, self.table.table, names, self.table.primary_key, self.cfg.chunk_rows
+        )
+        return window, ([(*meta, *row) for row in chunk] for chunk in chunks)
+
+    # -- apply --------------------------------------------------------------------------------
+    def apply(self, batch: Batch) -> dict[str, Any]:
+        """MERGE into raw, append history, then (last) advance the watermark and clean up."""
+        started = time.monotonic()
+        mappings = [
+            map_column(SourceColumn(**{k: v for k, v in c.items() if k != "hashed"}), hashed=c["hashed"])
+            for c in batch.columns
+        ]
+        layout = self.layout(mappings)
+        wh = self.warehouse
+        t = self.cfg.target
+        added = wh.ensure_target_tables(layout)
+        if added:
+            log.warning("%s: schema change: added column(s) %s to raw and history", self.label, added)
+        window = batch.window
+        merged = wh.merge_raw(layout) if batch.rows else 0
+        failpoint("after_merge", self.label)
+        lower = window.lower or window.upper or ""
+        appended = wh.append_history(layout, batch.batch_id, lower, window.upper or "") if batch.rows else 0
+        deleted = 0
+        if window.mode == "snapshot":
+            deleted = wh.delete_missing_after_snapshot(layout, window.upper or "", batch.batch_id)
+        failpoint("before_watermark", self.label)
+        ensure_control_table(wh, t.database, t.control_schema)
+        committed = datetime.fromisoformat(batch.upper_committed_at) if batch.upper_committed_at else None
+        mark = Watermark(
+            window.capture_instance, window.upper or "", committed,
+            window.upper if window.mode == "snapshot" else None,
+        )  # fmt: skip
+        write_watermark(
+            wh, t.database, t.control_schema, self.cfg.name, self.table.name, mark, batch.batch_id, batch.rows
+        )
+        # Clean-up after the watermark: leftovers are harmless (next batch replaces them).
+        wh.drop_staging(layout)
+        wh.stage_remove(self._stage(), batch.stage_path + "/")
+        now = datetime.now(UTC).isoformat()
+        self.hints.set(
+            {"capture_instance": window.capture_instance, "watermark": mark.lsn, "checked_upper": mark.lsn,
+             "checked_at": now, "persisted_at": now}
+        )  # fmt: skip
+        return {
+            "table": self.table.name,
+            "mode": window.mode,
+            "capture_instance": window.capture_instance,
+            "window": [window.lower, window.upper],
+            "rows": batch.rows,
+            "merged": merged,
+            "history_appended": appended,
+            "deleted_by_snapshot": deleted,
+            "columns_added": added,
+            "apply_s": round(time.monotonic() - started, 3),
+        }
+
+    def run_once(self, resnapshot: bool = False) -> dict[str, Any]:
+        """plan → extract_load → apply in one call (tests, benchmarks, the demo summary)."""
+        window = self.plan(resnapshot=resnapshot)
+        if window.mode == "idle":
+            return {
+                "table": self.table.name,
+                "mode": "idle",
+                "window": [window.lower, window.upper],
+                "rows": 0,
+            }
+        batch = self.extract_load(window)
+        result = self.apply(batch)
+        result["timings"] = batch.timings
+        return result
+
+
+def _parquet_schema(mappings: Sequence[ColumnMapping]) -> pa.Schema:
+    meta = [
+        pa.field("_CDC_LSN", pa.string()),
+        pa.field("_CDC_SEQVAL", pa.string()),
+        pa.field("_CDC_OPERATION", pa.int8()),
+        pa.field("_CDC_COMMITTED_AT", pa.timestamp("ms")),
+    ]
+    return pa.schema([*meta, *(pa.field(m.target_name, m.arrow_type) for m in mappings)])
+
+
+def _to_arrow(
+    rows: list[tuple[Any, ...]], mappings: Sequence[ColumnMapping], schema: pa.Schema, salt: str | None
+) -> pa.Table:
+    """Rows (start_lsn, seqval, op, commit_time, *columns) → an Arrow table, column by column."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * (4 + len(mappings))
+    lsns = [v.hex().upper() if isinstance(v, bytes | bytearray) else v for v in columns[0]]
+    seqs = [v.hex().upper() if isinstance(v, bytes | bytearray) else v for v in columns[1]]
+    arrays = [
+        pa.array(lsns, pa.string()),
+        pa.array(seqs, pa.string()),
+        pa.array(columns[2], pa.int8()),
+        pa.array(columns[3], pa.timestamp("ms")),
+    ]
+    arrays += [arrow_column(m, columns[4 + i], salt) for i, m in enumerate(mappings)]
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,116 @@
+"""Airflow wiring of the pipeline: what the DAG's tasks call (imported inside the tasks).
+
+Connections come from the source config's connection ids; the per-table hint lives in an
+Airflow Variable (metadata DB), so an idle poll costs no Snowflake query at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
+from include.cdc_pipeline.pipeline import Batch, TablePipeline, Window
+from include.cdc_pipeline.source import CdcSource, CdcSourceHook
+from include.cdc_pipeline.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+SALT_VARIABLE = "cdc_hash_salt_secret"
+
+
+@cache
+def _config(path: str) -> SourceConfig:
+    return load_source_config(Path(path))
+
+
+def _table(source: SourceConfig, name: str) -> TableConfig:
+    for table in source.tables:
+        if table.name == name:
+            return table
+    raise KeyError(f"table {name!r} is not in source {source.name!r}")
+
+
+class VariableHintStore:
+    """The per-table hint as a JSON Airflow Variable ``cdc_state__<source>__<table>``."""
+
+    def __init__(self, source: str, table: str) -> None:
+        self.key = f"cdc_state__{source}__{table}"
+
+    def get(self) -> dict[str, Any] | None:
+        from airflow.sdk import Variable
+
+        value = Variable.get(self.key, default=None, deserialize_json=True)
+        return value if isinstance(value, dict) else None
+
+    def set(self, value: dict[str, Any]) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(
+            self.key, value, serialize_json=True, description="CDC hint (safe to delete: re-read from Snowflake)"
+        )
+
+
+def _salt() -> str:
+    from airflow.sdk import Variable
+
+    return Variable.get(SALT_VARIABLE)
+
+
+def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
+    source = _config(config_path)
+    table = _table(source, table_name)
+
+    def open_source() -> CdcSource:
+        return CdcSource(CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn())
+
+    def open_warehouse() -> Warehouse:
+        from include.cdc_pipeline.snowflake import CdcSnowflakeHook
+
+        return Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
+
+    return TablePipeline(source, table, open_source, open_warehouse, VariableHintStore(source.name, table.name), _salt)
+
+
+def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
+    requested = (context.get("params") or {}).get("resnapshot") or []
+    return "*" in requested or table.name in requested or f"{table.source_schema}.{table.table}" in requested
+
+
+def plan_table(config_path: str, table_name: str, context: dict[str, Any]) -> dict[str, Any]:
+    pipeline = build_pipeline(config_path, table_name)
+    window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table))
+    log.info(
+        "%s: %s window (%s, %s] on %s: %s; Snowflake queries: %d",
+        *(pipeline.label, window.mode, window.lower, window.upper, window.capture_instance, window.reason),
+        pipeline.snowflake_queries,
+    )
+    return window.as_dict() | {"snowflake_queries": pipeline.snowflake_queries}
+
+
+def _skip_if_idle(window: dict[str, Any]) -> None:
+    if window["mode"] == "idle":
+        from airflow.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("idle: no new changes for this table")
+
+
+def extract_load_table(
+    config_path: str, table_name: str, window: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
+    _skip_if_idle(window)
+    pipeline = build_pipeline(config_path, table_name)
+    fields = {k: v for k, v in window.items() if k in Window.__dataclass_fields__}
+    batch = pipeline.extract_load(Window(**fields))
+    log.info("%s: staged %d rows for window (%s, %s]: %s", pipeline.label, batch.rows, batch.window.lower,
+             batch.window.upper, batch.timings)  # fmt: skip
+    return batch.as_dict()
+
+
+def apply_table(config_path: str, table_name: str, batch: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    _skip_if_idle(batch["window"])
+    pipeline = build_pipeline(config_path, table_name)
+    result = pipeline.apply(Batch.from_dict(batch))
+    log.info("%s: applied %s", pipeline.label, result)
+    return result

@@ -1,0 +1,374 @@
+"""The Snowflake side: stage, COPY, MERGE into raw, history append, watermark.
+
+Every statement here is idempotent on its own, and none relies on a multi-statement transaction
+(Snowflake runs each statement atomically; the local emulator cannot MERGE inside BEGIN…COMMIT).
+Exactly-once in effect comes from the order of steps and from the data itself:
+
+* MERGE applies a key's change only when its ``(lsn, seqval, operation)`` is newer than the row's;
+* the history insert skips changes already present (anti-join on LSN, seqval, operation, key);
+* the watermark moves only after both, so a crash re-reads the same window and converges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from include.cdc_pipeline.config import DeleteMode
+from include.cdc_pipeline.sql import sf_ident, sf_table
+from include.cdc_pipeline.types import ColumnMapping
+
+log = logging.getLogger(__name__)
+
+# Metadata columns (README "Raw tables"). LSNs are 20-char upper-case hex: string order = LSN order.
+STAGE_META = [
+    ("_CDC_LSN", "VARCHAR(20)"),  # commit LSN of the change (snapshot: the snapshot's LSN)
+    ("_CDC_SEQVAL", "VARCHAR(20)"),  # order of the change inside its transaction
+    ("_CDC_OPERATION", "NUMBER(1,0)"),  # 0 snapshot, 1 delete, 2 insert, 4 update (after image)
+    ("_CDC_COMMITTED_AT", "TIMESTAMP_NTZ(3)"),  # source commit time (cdc.lsn_time_mapping, server time)
+]
+RAW_META = [
+    *STAGE_META,
+    ("_CDC_LOADED_AT", "TIMESTAMP_NTZ(6)"),  # when this row was last written in Snowflake (UTC)
+    ("_CDC_DELETED", "BOOLEAN"),  # the source row is deleted (soft delete mode)
+    ("_CDC_DELETED_AT", "TIMESTAMP_NTZ(3)"),  # commit time of the delete
+]
+HISTORY_META = [
+    *STAGE_META,
+    ("_CDC_LOADED_AT", "TIMESTAMP_NTZ(6)"),
+    ("_CDC_BATCH_ID", "VARCHAR(80)"),  # the batch that appended the row (audit, replay checks)
+]
+ZERO_SEQVAL = "0" * 20
+OP_SNAPSHOT, OP_DELETE, OP_INSERT, OP_UPDATE = 0, 1, 2, 4
+
+
+class SchemaDriftError(RuntimeError):
+    """The raw table and the capture instance disagree in a way a human must resolve."""
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """The Snowflake objects of one replicated table and the columns that flow into them."""
+
+    database: str
+    raw_schema: str
+    staging_schema: str
+    table: str  # RAW table name (upper case)
+    staging_table: str
+    columns: tuple[ColumnMapping, ...]
+    key: tuple[str, ...]  # target column names of the primary key
+    delete_mode: DeleteMode
+
+    @property
+    def raw(self) -> str:
+        return sf_table(self.database, self.raw_schema, self.table)
+
+    @property
+    def history(self) -> str:
+        return sf_table(self.database, self.raw_schema, f"{self.table}_HISTORY")
+
+    @property
+    def staging(self) -> str:
+        return sf_table(self.database, self.staging_schema, self.staging_table)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.target_name for c in self.columns]
+
+
+def _column_defs(columns: Iterable[tuple[str, str]]) -> str:
+    return ", ".join(f"{sf_ident(name)} {type_}" for name, type_ in columns)
+
+
+def _newer(s: str, t: str) -> str:
+    """``(s.lsn, s.seqval, s.op) > (t.lsn, t.seqval, t.op)`` spelled out (no row-value compare)."""
+    lsn, seq, op = (sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION"))
+    return (
+        f"({s}.{lsn} > {t}.{lsn} OR ({s}.{lsn} = {t}.{lsn} AND ({s}.{seq} > {t}.{seq}"
+        f" OR ({s}.{seq} = {t}.{seq} AND {s}.{op} > {t}.{op}))))"
+    )
+
+
+class Warehouse:
+    """Runs the pipeline's statements on one Snowflake DB-API connection and counts them."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.queries = 0
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def execute(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        self.queries += 1
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
+    # -- objects ------------------------------------------------------------------------------
+    def ensure_schemas(self, database: str, schemas: Iterable[str]) -> None:
+        self.execute(f"CREATE DATABASE IF NOT EXISTS {sf_ident(database)}")
+        for schema in schemas:
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {sf_table(database, schema)}")
+
+    def ensure_stage(self, database: str, schema: str, stage: str) -> None:
+        self.execute(f"CREATE STAGE IF NOT EXISTS {sf_table(database, schema, stage)}")
+
+    def existing_columns(self, database: str, schema: str, table: str) -> dict[str, str]:
+        rows = self.execute(
+            f"SELECT column_name, data_type FROM {sf_ident(database)}.information_schema.columns"
+            " WHERE table_schema = %(schema)s AND table_name = %(table)s",
+            {"schema": schema.upper(), "table": table.upper()},
+        )
+        return {name.upper(): data_type for name, data_type in rows}
+
+    def ensure_target_tables(self, layout: TableLayout) -> list[str]:
+        """Create raw/history tables if missing; add columns the capture instance gained.
+
+        Returns the names of added columns. A column that exists with an incompatible type is a
+        SchemaDriftError: Snowflake cannot change it in place without a decision about old data.
+        """
+        source = [(c.target_name, c.snowflake_type) for c in layout.columns]
+        added: list[str] = []
+        for table, meta in ((layout.table, RAW_META), (f"{layout.table}_HISTORY", HISTORY_META)):
+            target = sf_table(layout.database, layout.raw_schema, table)
+            existing = self.existing_columns(layout.database, layout.raw_schema, table)
+            if not existing:
+                self.execute(f"CREATE TABLE IF NOT EXISTS {target} ({_column_defs([*source, *meta])})")
+                continue
+            for name, type_ in [*source, *meta]:
+                if name not in existing:
+                    self.execute(f"ALTER TABLE {target} ADD COLUMN {sf_ident(name)} {type_}")
+                    added.append(f"{table}.{name}")
+                elif not _compatible(existing[name], type_):
+                    raise SchemaDriftError(
+                        f"{target}.{name} is {existing[name]} in Snowflake but the source now maps to {type_}; "
+                        "change the column (or re-create the table and re-snapshot) by hand"
+                    )
+        return added
+
+    # -- load ---------------------------------------------------------------------------------
+    def stage_remove(self, stage: str, path: str) -> None:
+        self.execute(f"REMOVE @{stage}/{path}")
+
+    def stage_put(self, local_file: str, stage: str, path: str) -> None:
+        self.execute(f"PUT 'file://{local_file}' @{stage}/{path} AUTO_COMPRESS=FALSE OVERWRITE=TRUE")
+
+    def create_staging(self, layout: TableLayout) -> None:
+        columns = [(c.target_name, c.snowflake_type) for c in layout.columns] + STAGE_META
+        self.execute(f"CREATE OR REPLACE TRANSIENT TABLE {layout.staging} ({_column_defs(columns)})")
+
+    def copy_into_staging(self, layout: TableLayout, stage: str, path: str) -> int:
+        self.execute(
+            f"COPY INTO {layout.staging} FROM @{stage}/{path} FILE_FORMAT = (TYPE = PARQUET)"
+            " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
+        )
+        return int(self.execute(f"SELECT COUNT(*) FROM {layout.staging}")[0][0])
+
+    # -- apply --------------------------------------------------------------------------------
+    def merge_raw(self, layout: TableLayout) -> int:
+        """Apply the latest change per key, only where it is newer than the stored row."""
+        key = [sf_ident(k) for k in layout.key]
+        cols = [sf_ident(n) for n in layout.names]
+        lsn, seq, op, committed = (
+            sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION", "_CDC_COMMITTED_AT")
+        )
+        loaded, deleted, deleted_at = (sf_ident(c) for c in ("_CDC_LOADED_AT", "_CDC_DELETED", "_CDC_DELETED_AT"))
+        latest = (
+            f"SELECT * FROM {layout.staging} QUALIFY ROW_NUMBER() OVER (PARTITION BY {', '.join(key)}"
+            f" ORDER BY {lsn} DESC, {seq} DESC, {op} DESC) = 1"
+        )
+        on = " AND ".join(f"t.{k} = s.{k}" for k in key)
+        newer = _newer("s", "t")
+        # Target columns in SET stay unqualified: Snowflake's MERGE grammar.
+        set_meta = f"{lsn} = s.{lsn}, {seq} = s.{seq}, {op} = s.{op}, {committed} = s.{committed}"
+        now = "CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+        set_values = ", ".join(f"{c} = s.{c}" for c in cols if c not in key)
+        upsert = f"UPDATE SET {set_values + ', ' if set_values else ''}{set_meta}, {loaded} = {now}"
+        insert_cols = ", ".join([*cols, lsn, seq, op, committed, loaded, deleted, deleted_at])
+        values = lambda is_delete: ", ".join(  # noqa: E731 - two spellings of one VALUES list
+            [*(f"s.{c}" for c in cols), f"s.{lsn}", f"s.{seq}", f"s.{op}", f"s.{committed}", now,
+             "TRUE" if is_delete else "FALSE", f"s.{committed}" if is_delete else "NULL"]
+        )  # fmt: skip
+        if layout.delete_mode is DeleteMode.HARD:
+            on_delete = f"WHEN MATCHED AND s.{op} = {OP_DELETE} AND {newer} THEN DELETE"
+            insert_deleted = ""
+        else:
+            on_delete = (
+                f"WHEN MATCHED AND s.{op} = {OP_DELETE} AND {newer} THEN UPDATE SET {set_meta},"
+                f" {loaded} = {now}, {deleted} = TRUE, {deleted_at} = s.{committed}"
+            )
+            # A key inserted and deleted inside one window still gets its (deleted) row, so raw
+            # does not depend on where batch boundaries fell.
+            insert_deleted = (
+                f" WHEN NOT MATCHED AND s.{op} = {OP_DELETE} THEN INSERT ({insert_cols}) VALUES ({values(True)})"
+            )
+        sql = (
+            f"MERGE INTO {layout.raw} AS t USING ({latest}) AS s ON {on} {on_delete}"
+            f" WHEN MATCHED AND s.{op} <> {OP_DELETE} AND {newer} THEN {upsert},"
+            f" {deleted} = FALSE, {deleted_at} = NULL"
+            f" WHEN NOT MATCHED AND s.{op} <> {OP_DELETE} THEN INSERT ({insert_cols}) VALUES ({values(False)})"
+            f"{insert_deleted}"
+        )
+        rows = self.execute(sql)
+        return _affected(rows)
+
+    def append_history(self, layout: TableLayout, batch_id: str, lower: str, upper: str) -> int:
+        """Append every staged change once: changes already in history (a replay) are skipped."""
+        key = [sf_ident(k) for k in layout.key]
+        cols = [sf_ident(n) for n in layout.names]
+        meta = [sf_ident(c) for c, _ in STAGE_META]
+        lsn, seq, op = meta[0], meta[1], meta[2]
+        match = " AND ".join([f"h.{c} = s.{c}" for c in (lsn, seq, op)] + [f"h.{k} = s.{k}" for k in key])
+        sql = (
+            f"INSERT INTO {layout.history} ({', '.join([*cols, *meta])}, {sf_ident('_CDC_LOADED_AT')},"
+            f" {sf_ident('_CDC_BATCH_ID')}) SELECT {', '.join(f's.{c}' for c in [*cols, *meta])},"
+            f" CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(batch)s FROM {layout.staging} AS s WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {layout.history} AS h WHERE h.{lsn} >= %(lower)s AND h.{lsn} <= %(upper)s AND {match})"
+        )
+        return _affected(self.execute(sql, {"batch": batch_id, "lower": lower, "upper": upper}))
+
+    def delete_missing_after_snapshot(self, layout: TableLayout, snapshot_lsn: str, batch_id: str) -> int:
+        """After a re-snapshot: rows the snapshot did not contain were deleted while changes were lost.
+
+        They are the live rows still older than the snapshot LSN. History first (idempotent by its
+        anti-join), then the raw rows, so a crash between the two converges on retry.
+        """
+        lsn, seq, op = (sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION"))
+        committed, deleted = sf_ident("_CDC_COMMITTED_AT"), sf_ident("_CDC_DELETED")
+        cols = [sf_ident(n) for n in layout.names]
+        key = [sf_ident(k) for k in layout.key]
+        stale = f"{lsn} < %(snap)s AND NOT COALESCE({deleted}, FALSE)"
+        match = " AND ".join(
+            [f"h.{lsn} = %(snap)s", f"h.{seq} = %(zero)s", f"h.{op} = {OP_DELETE}"] + [f"h.{k} = r.{k}" for k in key]
+        )
+        params = {"snap": snapshot_lsn, "zero": ZERO_SEQVAL, "batch": batch_id}
+        self.execute(
+            f"INSERT INTO {layout.history} ({', '.join(cols)}, {lsn}, {seq}, {op}, {committed},"
+            f" {sf_ident('_CDC_LOADED_AT')}, {sf_ident('_CDC_BATCH_ID')})"
+            f" SELECT {', '.join(f'r.{c}' for c in cols)}, %(snap)s, %(zero)s, {OP_DELETE}, NULL,"
+            f" CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(batch)s FROM {layout.raw} AS r WHERE {stale}"
+            f" AND NOT EXISTS (SELECT 1 FROM {layout.history} AS h WHERE {match})",
+            params,
+        )
+        if layout.delete_mode is DeleteMode.HARD:
+            return _affected(self.execute(f"DELETE FROM {layout.raw} WHERE {stale}", params))
+        return _affected(
+            self.execute(
+                f"UPDATE {layout.raw} SET {deleted} = TRUE, {sf_ident('_CDC_DELETED_AT')} = NULL,"
+                f" {op} = {OP_DELETE}, {lsn} = %(snap)s, {seq} = %(zero)s,"
+                f" {sf_ident('_CDC_LOADED_AT')} = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ WHERE {stale}",
+                params,
+            )
+        )
+
+    def drop_staging(self, layout: TableLayout) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {layout.staging}")
+
+
+def _affected(rows: list[tuple[Any, ...]]) -> int:
+    """Rows changed by a DML statement (Snowflake returns counts as the single result row)."""
+    return int(sum(v for v in rows[0] if isinstance(v, int))) if rows else 0
+
+
+_TYPE_FAMILY = {
+    "NUMBER": "NUMBER", "DECIMAL": "NUMBER", "INTEGER": "NUMBER", "BIGINT": "NUMBER", "INT": "NUMBER",
+    "SMALLINT": "NUMBER", "TINYINT": "NUMBER", "HUGEINT": "NUMBER", "FLOAT": "FLOAT", "DOUBLE": "FLOAT",
+    "REAL": "FLOAT", "VARCHAR": "TEXT", "TEXT": "TEXT", "STRING": "TEXT", "BOOLEAN": "BOOLEAN",
+    "DATE": "DATE", "TIME": "TIME", "TIMESTAMP_NTZ": "TIMESTAMP", "TIMESTAMP": "TIMESTAMP",
+    "TIMESTAMP_TZ": "TIMESTAMP_TZ", "TIMESTAMP WITH TIME ZONE": "TIMESTAMP_TZ", "BINARY": "BINARY",
+    "BLOB": "BINARY", "VARBINARY": "BINARY",
+}  # fmt: skip
+
+
+def _compatible(existing: str, wanted: str) -> bool:
+    """Same type family (Snowflake reports NUMBER/TEXT/TIMESTAMP_NTZ, the emulator DuckDB names)."""
+
+    def family(type_: str) -> str:
+        base = type_.upper().split("(")[0].strip()
+        return _TYPE_FAMILY.get(base, base)
+
+    return family(existing) == family(wanted)
+
+
+# -- control table ----------------------------------------------------------------------------
+WATERMARK_COLUMNS = [
+    ("SOURCE_NAME", "VARCHAR"),
+    ("TABLE_NAME", "VARCHAR"),  # <schema>_<table> as in config (lower case)
+    ("CAPTURE_INSTANCE", "VARCHAR"),  # the instance the watermark refers to
+    ("WATERMARK_LSN", "VARCHAR(20)"),  # everything up to and including this LSN is applied
+    ("WATERMARK_COMMITTED_AT", "TIMESTAMP_NTZ(3)"),  # source commit time of that LSN (freshness)
+    ("SNAPSHOT_LSN", "VARCHAR(20)"),  # LSN of the last (re-)snapshot
+    ("LAST_BATCH_ID", "VARCHAR(80)"),
+    ("LAST_BATCH_ROWS", "NUMBER(19,0)"),
+    ("UPDATED_AT", "TIMESTAMP_NTZ(6)"),  # UTC
+]
+
+
+@dataclass(frozen=True)
+class Watermark:
+    capture_instance: str
+    lsn: str
+    committed_at: Any = None
+    snapshot_lsn: str | None = None
+
+
+def _control_table(database: str, schema: str) -> str:
+    return sf_table(database, schema, "CDC_WATERMARKS")
+
+
+def ensure_control_table(wh: Warehouse, database: str, schema: str) -> None:
+    wh.execute(f"CREATE TABLE IF NOT EXISTS {_control_table(database, schema)} ({_column_defs(WATERMARK_COLUMNS)})")
+
+
+def read_watermark(wh: Warehouse, database: str, schema: str, source: str, table: str) -> Watermark | None:
+    rows = wh.execute(
+        f"SELECT CAPTURE_INSTANCE, WATERMARK_LSN, WATERMARK_COMMITTED_AT, SNAPSHOT_LSN"
+        f" FROM {_control_table(database, schema)} WHERE SOURCE_NAME = %(source)s AND TABLE_NAME = %(table)s",
+        {"source": source, "table": table},
+    )
+    if not rows:
+        return None
+    if len(rows) > 1:
+        raise RuntimeError(f"control table holds {len(rows)} watermarks for {source}.{table}; expected one")
+    ci, lsn_hex, committed, snap = rows[0]
+    return Watermark(ci, lsn_hex, committed, snap)
+
+
+def write_watermark(
+    wh: Warehouse,
+    database: str,
+    schema: str,
+    source: str,
+    table: str,
+    mark: Watermark,
+    batch_id: str | None,
+    batch_rows: int,
+) -> None:
+    """Upsert the table's watermark: the last statement of a batch, after its data is durable."""
+    params = {
+        "source": source,
+        "table": table,
+        "ci": mark.capture_instance,
+        "lsn": mark.lsn,
+        "committed": mark.committed_at,
+        "snap": mark.snapshot_lsn,
+        "batch": batch_id,
+        "rows": batch_rows,
+    }
+    wh.execute(
+        f"MERGE INTO {_control_table(database, schema)} AS t USING (SELECT %(source)s AS SOURCE_NAME,"
+        " %(table)s AS TABLE_NAME) AS s ON t.SOURCE_NAME = s.SOURCE_NAME AND t.TABLE_NAME = s.TABLE_NAME"
+        " WHEN MATCHED THEN UPDATE SET CAPTURE_INSTANCE = %(ci)s, WATERMARK_LSN = %(lsn)s,"
+        " WATERMARK_COMMITTED_AT = %(committed)s, SNAPSHOT_LSN = COALESCE(%(snap)s, t.SNAPSHOT_LSN),"
+        " LAST_BATCH_ID = %(batch)s, LAST_BATCH_ROWS = %(rows)s,"
+        " UPDATED_AT = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+        " WHEN NOT MATCHED THEN INSERT (SOURCE_NAME, TABLE_NAME, CAPTURE_INSTANCE, WATERMARK_LSN,"
+        " WATERMARK_COMMITTED_AT, SNAPSHOT_LSN, LAST_BATCH_ID, LAST_BATCH_ROWS, UPDATED_AT) VALUES"
+        " (%(source)s, %(table)s, %(ci)s, %(lsn)s, %(committed)s, %(snap)s, %(batch)s, %(rows)s,"
+        " CURRENT_TIMESTAMP()::TIMESTAMP_NTZ)",
+        params,
+    )
