@@ -3,6 +3,7 @@
 One thin file per source config (`include/config/sources/billing.yaml`): a broken YAML then
 shows as an import error of this file only, naming the file and the field, while the other
 sources' DAGs keep loading. Tables are added in the YAML, never here.
+(Airflow only parses files that mention both "airflow" and "dag": this docstring does.)
 """
 
 from include.cdc_pipeline.dag_factory import build_cdc_dag
