@@ -31,6 +31,7 @@ from include.cdc_pipeline.warehouse import (
     Warehouse,
     Watermark,
     ensure_control_table,
+    log_batch,
     read_watermark,
     write_watermark,
 )
@@ -158,7 +159,7 @@ class TablePipeline:
         return read_watermark(self.warehouse, t.database, t.control_schema, self.cfg.name, self.table.name)
 
     # -- plan ---------------------------------------------------------------------------------
-    def _instances(self) -> list[CaptureInstance]:
+    def instances(self) -> list[CaptureInstance]:
         found = self.source.capture_instances(self.table.source_schema, self.table.table)
         where = f"{self.table.source_schema}.{self.table.table}"
         if not found:
@@ -179,7 +180,7 @@ class TablePipeline:
 
     def plan(self, resnapshot: bool = False) -> Window:
         """Decide the window. Idle when the change table holds nothing after the position."""
-        instances = self._instances()
+        instances = self.instances()
         newest = instances[-1]
         if resnapshot:
             return Window("snapshot", newest.name, reason="re-snapshot requested")
@@ -306,7 +307,7 @@ class TablePipeline:
         self.hints.set(hint)
 
     # -- extract + load -----------------------------------------------------------------------
-    def _mappings(self, instance: str) -> list[ColumnMapping]:
+    def mappings(self, instance: str) -> list[ColumnMapping]:
         columns = self.source.change_table_columns(instance)
         by_lower = {c.name.lower(): c for c in columns}
         missing = [k for k in self.table.primary_key if k.lower() not in by_lower]
@@ -345,7 +346,7 @@ class TablePipeline:
     def extract_load(self, window: Window) -> Batch:
         """Window rows → Parquet chunks (bounded memory) → PUT → COPY INTO the staging table."""
         started = time.monotonic()
-        mappings = self._mappings(window.capture_instance)
+        mappings = self.mappings(window.capture_instance)
         layout = self.layout(mappings)
         salt = self._salt() if any(m.hashed for m in mappings) and self._salt else None
         if any(m.hashed for m in mappings) and not salt:
@@ -407,7 +408,7 @@ class TablePipeline:
     def _snapshot_rows(self, window: Window, names: list[str]) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
         """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
         streamed later, and replays of changes already in the snapshot are harmless (MERGE by LSN)."""
-        instance = next(ci for ci in self._instances() if ci.name == window.capture_instance)
+        instance = next(ci for ci in self.instances() if ci.name == window.capture_instance)
         max_lsn = self.source.max_lsn() or lsnlib.ZERO_LSN
         # An instance enabled after the last captured transaction starts above max_lsn; nothing
         # between them belongs to this table, so its predecessor is an exact snapshot position.
@@ -457,6 +458,14 @@ class TablePipeline:
         # Clean-up after the watermark: leftovers are harmless (next batch replaces them).
         wh.drop_staging(layout)
         wh.stage_remove(self._stage(), batch.stage_path + "/")
+        apply_s = round(time.monotonic() - started, 3)
+        log_batch(wh, t.database, t.control_schema, {
+            "batch_id": batch.batch_id, "source_name": self.cfg.name, "table_name": self.table.name,
+            "mode": window.mode, "capture_instance": window.capture_instance, "lower_lsn": window.lower,
+            "upper_lsn": window.upper, "rows_staged": batch.rows, "rows_merged": merged,
+            "history_appended": appended, "extract_seconds": batch.timings.get("total_s"),
+            "apply_seconds": apply_s, "upper_committed_at": committed,
+        })  # fmt: skip
         now = datetime.now(UTC).isoformat()
         self.hints.set(
             {"capture_instance": window.capture_instance, "watermark": mark.lsn, "checked_upper": mark.lsn,
@@ -472,7 +481,7 @@ class TablePipeline:
             "history_appended": appended,
             "deleted_by_snapshot": deleted,
             "columns_added": added,
-            "apply_s": round(time.monotonic() - started, 3),
+            "apply_s": apply_s,
         }
 
     def run_once(self, resnapshot: bool = False) -> dict[str, Any]:

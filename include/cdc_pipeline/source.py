@@ -85,6 +85,10 @@ class CdcSource:
         finally:
             cursor.close()
 
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one read-only statement and return all rows (small results only)."""
+        return self._all(sql, params)
+
     def max_lsn(self) -> bytes | None:
         row = self._one(template("tsql/max_lsn.sql"))
         return bytes(row[0]) if row and row[0] is not None else None

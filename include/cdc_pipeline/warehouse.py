@@ -372,3 +372,40 @@ def write_watermark(
         " CURRENT_TIMESTAMP()::TIMESTAMP_NTZ)",
         params,
     )
+
+
+BATCH_LOG_COLUMNS = [
+    ("BATCH_ID", "VARCHAR(80)"),
+    ("SOURCE_NAME", "VARCHAR"),
+    ("TABLE_NAME", "VARCHAR"),
+    ("MODE", "VARCHAR(10)"),  # stream | snapshot
+    ("CAPTURE_INSTANCE", "VARCHAR"),
+    ("LOWER_LSN", "VARCHAR(20)"),  # exclusive
+    ("UPPER_LSN", "VARCHAR(20)"),  # inclusive
+    ("ROWS_STAGED", "NUMBER(19,0)"),
+    ("ROWS_MERGED", "NUMBER(19,0)"),
+    ("HISTORY_APPENDED", "NUMBER(19,0)"),
+    ("EXTRACT_SECONDS", "FLOAT"),
+    ("APPLY_SECONDS", "FLOAT"),
+    ("UPPER_COMMITTED_AT", "TIMESTAMP_NTZ(3)"),
+    ("APPLIED_AT", "TIMESTAMP_NTZ(6)"),
+]
+
+
+def log_batch(wh: Warehouse, database: str, schema: str, row: dict[str, Any]) -> None:
+    """Record an applied batch in CONTROL.CDC_BATCHES (audit, monitoring, the demo summary).
+
+    Written after the watermark; a retry updates the same BATCH_ID row instead of adding one.
+    """
+    table = sf_table(database, schema, "CDC_BATCHES")
+    wh.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_column_defs(BATCH_LOG_COLUMNS)})")
+    names = [name for name, _ in BATCH_LOG_COLUMNS if name != "APPLIED_AT"]
+    values = ", ".join(f"%({n.lower()})s AS {n}" for n in names)
+    wh.execute(
+        f"MERGE INTO {table} AS t USING (SELECT {values}) AS s ON t.BATCH_ID = s.BATCH_ID"
+        f" WHEN MATCHED THEN UPDATE SET {', '.join(f'{n} = s.{n}' for n in names[1:])},"
+        " APPLIED_AT = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+        f" WHEN NOT MATCHED THEN INSERT ({', '.join(names)}, APPLIED_AT)"
+        f" VALUES ({', '.join(f's.{n}' for n in names)}, CURRENT_TIMESTAMP()::TIMESTAMP_NTZ)",
+        {n.lower(): row.get(n.lower()) for n in names},
+    )

@@ -1,0 +1,70 @@
+"""Table pipelines wired straight to the local stack, without Airflow.
+
+For the demo's summary, the end-to-end tests and the benchmarks: the same TablePipeline the
+DAG runs, with connections opened directly (emulator client, snowflake.connector) and the hint
+kept in memory instead of an Airflow Variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from include.cdc_pipeline.config import SourceConfig, load_source_config
+from include.cdc_pipeline.pipeline import TablePipeline
+from include.cdc_pipeline.source import CdcSource
+from include.cdc_pipeline.warehouse import Warehouse
+
+LOCAL_SALT = "local-dev-salt"
+
+
+class MemoryHints:
+    """HintStore kept in a dict (one per table)."""
+
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+    def get(self) -> dict[str, Any] | None:
+        return dict(self.value) if self.value else None
+
+    def set(self, value: dict[str, Any]) -> None:
+        self.value = dict(value)
+
+
+def open_source(mssql_port: int, database: str = "billing") -> CdcSource:
+    from dev.mssql_emulator import connect
+
+    return CdcSource(connect(server="127.0.0.1", port=mssql_port, database=database))
+
+
+def open_warehouse(snowflake_port: int, database: str | None = None) -> Warehouse:
+    import snowflake.connector
+
+    from dev.snowflake_local import connection_params
+
+    return Warehouse(snowflake.connector.connect(**connection_params(snowflake_port, database=database)))
+
+
+def pipelines(
+    config: SourceConfig | Path,
+    mssql_port: int,
+    snowflake_port: int,
+    hints: dict[str, MemoryHints] | None = None,
+    salt: str = LOCAL_SALT,
+) -> list[TablePipeline]:
+    """One pipeline per configured table; pass the same ``hints`` dict to keep state across calls."""
+    source = config if isinstance(config, SourceConfig) else load_source_config(config)
+    hints = hints if hints is not None else {}
+    result = []
+    for table in source.tables:
+        result.append(
+            TablePipeline(
+                source,
+                table,
+                lambda: open_source(mssql_port),
+                lambda: open_warehouse(snowflake_port),
+                hints.setdefault(table.name, MemoryHints()),
+                lambda: salt,
+            )
+        )
+    return result

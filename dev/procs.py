@@ -1,0 +1,111 @@
+"""Background processes of the local stack: start in their own process group, stop by pid.
+
+Each service records its pid in ``<state>/run/<name>.pid``; stopping ends exactly that process
+group (never anything found by name), which also ends the children it forked (airflow
+standalone's scheduler, API server and workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def _pid_file(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.pid"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def running(run_dir: Path, name: str) -> int | None:
+    """The pid of a running service started by us, else None (a stale pid file is removed)."""
+    path = _pid_file(run_dir, name)
+    if not path.exists():
+        return None
+    pid = int(path.read_text().strip() or 0)
+    if pid and alive(pid):
+        return pid
+    path.unlink(missing_ok=True)
+    return None
+
+
+def start(
+    run_dir: Path,
+    name: str,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    log_file: Path,
+    cwd: Path | None = None,
+) -> int:
+    """Start ``command`` detached in a new session unless it already runs; return its pid."""
+    pid = running(run_dir, name)
+    if pid:
+        return pid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: stop() ends it and all its children
+        )
+    _pid_file(run_dir, name).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop_pid(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not alive(pid) and not _group_alive(pid):
+                return
+            time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(run_dir: Path, name: str, grace: float = 15.0) -> bool:
+    """Stop a service we started; True when one was running."""
+    pid = running(run_dir, name)
+    path = _pid_file(run_dir, name)
+    if pid is None:
+        path.unlink(missing_ok=True)
+        return False
+    stop_pid(pid, grace)
+    path.unlink(missing_ok=True)
+    return True

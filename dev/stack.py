@@ -1,0 +1,204 @@
+"""The embedded local stack: SQL Server CDC emulator + local Snowflake + Airflow, no Docker.
+
+    python -m dev.stack up | demo | airflow | stop | status
+
+`make demo`, `make airflow` and `make stop` call this. Every service runs in its own process
+group with its pid recorded under .local/run, and `stop` ends exactly those groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dev import procs
+from dev.localenv import ROOT, LocalStack
+
+PY = sys.executable
+SERVICES = ("workload", "airflow", "mssql")  # stop order (local Snowflake is stopped last)
+
+
+class Stack:
+    def __init__(self, stack: LocalStack | None = None) -> None:
+        self.cfg = stack or LocalStack()
+        self.env = {**os.environ, **self.cfg.environment()}
+        self.run_dir = self.cfg.state_dir / "run"
+        self.log_dir = self.cfg.state_dir / "logs"
+
+    def say(self, message: str) -> None:
+        print(f"[stack] {message}", flush=True)
+
+    # -- services -----------------------------------------------------------------------------
+    def start_snowflake(self) -> None:
+        from dev import snowflake_local
+
+        pid = snowflake_local.start(self.cfg.snowflake_dir, port=self.cfg.snowflake_port)
+        self.say(f"local Snowflake ready on 127.0.0.1:{self.cfg.snowflake_port} (pid {pid}, {self.cfg.snowflake_dir})")
+
+    def start_mssql(self) -> None:
+        self.cfg.mssql_db_path.parent.mkdir(parents=True, exist_ok=True)
+        pid = procs.start(
+            self.run_dir,
+            "mssql",
+            [PY, "-m", "dev.mssql_emulator", "serve", "--db", str(self.cfg.mssql_db_path),
+             "--port", str(self.cfg.mssql_port), "--capture-interval", "1.0"],
+            self.env,
+            self.log_dir / "mssql.log",
+            cwd=ROOT,
+        )  # fmt: skip
+        _wait_port(self.cfg.mssql_port, "SQL Server CDC emulator", self.log_dir / "mssql.log", pid)
+        where = f"127.0.0.1:{self.cfg.mssql_port} (pid {pid}, {self.cfg.mssql_db_path})"
+        self.say(f"SQL Server CDC emulator ready on {where}")
+
+    def workload(self, *args: str) -> str:
+        command = [PY, "-m", "dev.mssql_emulator.workload", *args, "--server", "127.0.0.1",
+                   "--port", str(self.cfg.mssql_port), "--database", self.cfg.source_database]  # fmt: skip
+        return self.run(command, capture=True)
+
+    def airflow_bootstrap(self) -> None:
+        """Metadata DB and pools (idempotent)."""
+        self.cfg.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.run([PY, "-m", "airflow", "db", "migrate"], capture=True)
+        pools = (("cdc_sqlserver", 4, "SQL Server sessions"), ("cdc_snowflake", 8, "Snowflake sessions"))
+        for pool, slots, what in pools:
+            self.run([PY, "-m", "airflow", "pools", "set", pool, str(slots), f"Concurrent CDC {what}"], capture=True)
+
+    def up(self) -> None:
+        self.start_snowflake()
+        self.start_mssql()
+        marker = self.cfg.state_dir / "mssql" / "initialized"
+        if not marker.exists():
+            self.say("creating the demo billing database and enabling CDC (workload generator, seed 42)")
+            print(self.workload("init", "--seed", "42"), end="")
+            marker.write_text("ok\n")
+        self.airflow_bootstrap()
+
+    def stop(self) -> None:
+        from dev import snowflake_local
+
+        for name in SERVICES:
+            if procs.stop(self.run_dir, name):
+                self.say(f"stopped {name}")
+        if snowflake_local.stop(self.cfg.snowflake_dir):
+            self.say("stopped local Snowflake")
+        self.say("nothing of ours is running")
+
+    def status(self) -> int:
+        from dev import snowflake_local
+
+        ready, info = snowflake_local.status(self.cfg.snowflake_dir, self.cfg.snowflake_port)
+        print(f"snowflake  {'ready' if ready else 'down'}  {info.pid if info else '-'}")
+        for name in reversed(SERVICES):
+            pid = procs.running(self.run_dir, name)
+            print(f"{name:<10} {'up' if pid else 'down'}  {pid or '-'}")
+        return 0
+
+    # -- helpers ------------------------------------------------------------------------------
+    def run(self, command: Sequence[str], capture: bool = False) -> str:
+        result = subprocess.run(list(command), env=self.env, cwd=ROOT, capture_output=capture, text=True, check=False)
+        if result.returncode != 0:
+            detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if capture else ""
+            raise SystemExit(f"command failed ({result.returncode}): {' '.join(command)}\n{detail}")
+        return result.stdout if capture else ""
+
+    def dag_test(self, dag_id: str, conf: dict[str, Any] | None = None) -> float:
+        started = time.monotonic()
+        command = [PY, "-m", "airflow", "dags", "test", dag_id]
+        if conf:
+            command += ["--conf", json.dumps(conf)]
+        log_file = self.log_dir / f"dag-{dag_id}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a") as log:
+            result = subprocess.run(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"DAG {dag_id} failed; see {log_file}")
+        return time.monotonic() - started
+
+    # -- the demo -----------------------------------------------------------------------------
+    def demo(self, traffic_seconds: int = 20, rate: int = 25) -> None:
+        t0 = time.monotonic()
+        self.up()
+        from dev import demo_report
+
+        self.say(f"live OLTP traffic: ~{rate} transactions/s for {traffic_seconds}s (workload generator)")
+        procs.start(
+            self.run_dir, "workload",
+            [PY, "-m", "dev.mssql_emulator.workload", "live", "--rate", str(rate), "--duration", str(traffic_seconds),
+             "--seed", str(int(time.time())), "--server", "127.0.0.1", "--port", str(self.cfg.mssql_port),
+             "--database", self.cfg.source_database],
+            self.env, self.log_dir / "workload.log", cwd=ROOT,
+        )  # fmt: skip
+        runs = []
+        for attempt in (1, 2):
+            self.say(f"run {attempt}: airflow dags test billing_cdc (while traffic flows)")
+            runs.append(self.dag_test("billing_cdc"))
+            demo_report.print_runs(self.env, f"after run {attempt} ({runs[-1]:.1f}s)")
+        while procs.running(self.run_dir, "workload"):
+            time.sleep(0.5)
+        self.say("traffic stopped; waiting for the capture job, then a final catch-up run")
+        time.sleep(2.5)
+        runs.append(self.dag_test("billing_cdc"))
+        demo_report.print_runs(self.env, f"after the final run ({runs[-1]:.1f}s)")
+        ok = demo_report.compare_source_and_raw(self.env)
+        self.say(f"demo finished in {time.monotonic() - t0:.0f}s; services keep running (make stop ends them)")
+        if not ok:
+            raise SystemExit("raw tables differ from the source: see above")
+
+    def airflow(self) -> None:
+        self.up()
+        pid = procs.start(
+            self.run_dir, "airflow", [PY, "-m", "airflow", "standalone"], self.env,
+            self.log_dir / "airflow.log", cwd=ROOT,
+        )  # fmt: skip
+        url = f"http://localhost:{self.cfg.airflow_port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(2)
+        else:
+            raise SystemExit(f"Airflow did not answer at {url}; see {self.log_dir / 'airflow.log'}")
+        password_file = self.cfg.airflow_home / "simple_auth_manager_passwords.json.generated"
+        login = password_file.read_text().strip() if password_file.exists() else "(see the log)"
+        self.say(f"Airflow UI: {url}  (pid {pid}; users/passwords: {login}); `make stop` ends it")
+
+
+def _wait_port(port: int, what: str, log_file: Path, pid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if not procs.alive(pid):
+            break
+        time.sleep(0.3)
+    tail = log_file.read_text()[-3000:] if log_file.exists() else ""
+    raise SystemExit(f"{what} did not start on port {port}:\n{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "demo", "airflow", "stop", "status"])
+    args = parser.parse_args(argv)
+    stack = Stack()
+    if args.command == "status":
+        return stack.status()
+    getattr(stack, args.command)()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
