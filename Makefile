@@ -43,7 +43,7 @@ test-all: setup ## Everything, including slow suites (property tests at scale, f
 lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/sqlfluff lint include/sql
+	cd include/sql/tsql && $(CURDIR)/$(VENV)/bin/sqlfluff lint .   # T-SQL (own .sqlfluff: tsql, %s params)
 
 format: setup ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

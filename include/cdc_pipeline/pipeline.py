@@ -73,6 +73,7 @@ class Window:
     upper: str | None = None  # inclusive, hex LSN (stream; snapshot: set by extract)
     reason: str = ""
     switched_from: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,8 +238,23 @@ class TablePipeline:
                 )
                 return self.plan_from_watermark(found, instances)
         return Window(
-            "stream", current.name, lower=mark.lsn, upper=upper, reason="changes pending", switched_from=switched
-        )
+            "stream", current.name, lower=mark.lsn, upper=upper, reason="changes pending", switched_from=switched,
+            warnings=self._ddl_warnings(current.name, mark.lsn),
+        )  # fmt: skip
+
+    def _ddl_warnings(self, instance: str, after: str) -> list[str]:
+        """Source DDL needs a person: the change table keeps the shape it had at enable time."""
+        warnings = []
+        for command, ddl_lsn, ddl_time in self.source.ddl_after(instance, lsnlib.from_hex(after)):  # type: ignore[arg-type]
+            message = (
+                f"{self.label}: DDL on the source table at {lsnlib.display(ddl_lsn)} ({ddl_time}): {command!r}. "
+                f"Capture instance {instance} keeps its original columns: to replicate an added column, create a "
+                f"new capture instance (EXEC sys.sp_cdc_enable_table … @capture_instance=N'{instance}_v2'); the "
+                "pipeline switches to it without a gap, then disable the old one."
+            )
+            log.warning(message)
+            warnings.append(message)
+        return warnings
 
     def plan_from_watermark(self, mark: Watermark, instances: list[CaptureInstance]) -> Window:
         """Re-plan from a confirmed Snowflake watermark (hint was stale)."""

@@ -120,6 +120,13 @@ class CdcSource:
         row = self._one(sql, (after,))
         return bytes(row[0]) if row else None
 
+    def ddl_after(self, capture_instance: str, after: bytes) -> list[tuple[str, bytes, datetime]]:
+        """DDL recorded in cdc.ddl_history for the instance's table after ``after``."""
+        return [
+            (command, bytes(ddl_lsn), ddl_time)
+            for command, ddl_lsn, ddl_time in self._all(template("tsql/ddl_history.sql"), (capture_instance, after))
+        ]
+
     def bounded_upper(self, after: bytes, max_transactions: int) -> bytes | None:
         row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, after))
         return bytes(row[0]) if row and row[0] is not None else None

@@ -163,8 +163,10 @@ class Warehouse:
 
     def copy_into_staging(self, layout: TableLayout, stage: str, path: str) -> int:
         self.execute(
+            # FORCE: the staging table is new each batch, a retried batch must load its files again.
+            # PURGE: loaded files leave the stage at once (the staging table now holds the data).
             f"COPY INTO {layout.staging} FROM @{stage}/{path} FILE_FORMAT = (TYPE = PARQUET)"
-            " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE"
+            " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
         )
         return int(self.execute(f"SELECT COUNT(*) FROM {layout.staging}")[0][0])
 

@@ -3,7 +3,7 @@ SELECT
     c.name,
     t.name AS type_name,
     c.max_length,
-    c.precision,
+    c.[precision],
     c.scale,
     c.is_nullable
 FROM sys.columns AS c
