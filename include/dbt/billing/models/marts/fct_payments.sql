@@ -1,0 +1,37 @@
+-- One row per current (not deleted) payment, in its invoice's currency, with the account version
+-- in force when it was paid and how early or late it came relative to the due date.
+with payments as (
+    select * from {{ ref('stg_payments') }}
+),
+
+invoices as (
+    select * from {{ ref('stg_invoices') }}
+),
+
+accounts as (
+    select * from {{ ref('dim_accounts') }}
+)
+
+select
+    payments.payment_id,
+    payments.invoice_id,
+    invoices.invoice_number,
+    payments.account_id,
+    accounts.account_version_key,
+    payments.amount,
+    invoices.currency,
+    payments.payment_method,
+    payments.status,
+    payments.status = 'refunded' as is_refunded,
+    iff(payments.status = 'settled', payments.amount, 0) as settled_amount,
+    payments.paid_at,
+    payments.paid_at::date as paid_date,
+    invoices.due_date,
+    datediff(day, invoices.due_date, payments.paid_at::date) as days_after_due,
+    payments.external_ref
+from payments
+left join invoices on payments.invoice_id = invoices.invoice_id
+left join accounts
+    on
+        payments.account_id = accounts.account_id
+        and {{ as_of_filter('payments.paid_at', 'accounts') }}
