@@ -70,6 +70,8 @@ class LocalStack:
                     "protocol": "http",
                     "network_timeout": 60,
                     "login_timeout": 30,
+                    # Bounds one statement; shorter makes the connector re-send a still-running one.
+                    "socket_timeout": 600,
                 },
             },
             "smtp_default": {

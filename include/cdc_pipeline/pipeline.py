@@ -142,6 +142,7 @@ class TablePipeline:
     def warehouse(self) -> Warehouse:
         if self._warehouse is None:
             self._warehouse = self._warehouse_factory()
+            self._warehouse.use_schema(self.cfg.target.database, self.cfg.target.raw_schema)
         return self._warehouse
 
     @property
@@ -452,7 +453,11 @@ class TablePipeline:
         t = self.cfg.target
         added = wh.ensure_target_tables(layout)
         if added:
-            log.warning("%s: schema change: added column(s) %s to raw and history", self.label, added)
+            log.warning(
+                "%s: schema change: added column(s) %s to raw and history. Their values before capture instance "
+                "%s started are unknown (CDC did not capture them): re-snapshot the table to backfill them.",
+                self.label, added, batch.window.capture_instance,
+            )  # fmt: skip
         window = batch.window
         merged = wh.merge_raw(layout) if batch.rows else 0
         failpoint("after_merge", self.label)

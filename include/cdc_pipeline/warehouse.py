@@ -109,8 +109,17 @@ class Warehouse:
             cursor.close()
 
     # -- objects ------------------------------------------------------------------------------
-    def ensure_schemas(self, database: str, schemas: Iterable[str]) -> None:
+    def use_schema(self, database: str, schema: str) -> None:
+        """Create the target database and schema if needed and make them current.
+
+        Statements are fully qualified; a current database and schema are still needed by the
+        local emulator (COPY's load history, MERGE), and are harmless on Snowflake.
+        """
         self.execute(f"CREATE DATABASE IF NOT EXISTS {sf_ident(database)}")
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {sf_table(database, schema)}")
+        self.execute(f"USE SCHEMA {sf_table(database, schema)}")
+
+    def ensure_schemas(self, database: str, schemas: Iterable[str]) -> None:
         for schema in schemas:
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {sf_table(database, schema)}")
 

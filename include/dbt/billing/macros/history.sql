@@ -105,6 +105,12 @@ intervals as (
         lead(scd_change_at) over (partition by {{ key }} order by scd_change_seq) as next_change_at,
         lead(scd_is_delete) over (partition by {{ key }} order by scd_change_seq) as next_is_delete
     from boundaries
+),
+
+versions as (
+    select *
+    from intervals
+    where not scd_is_delete
 )
 
 select
@@ -116,9 +122,9 @@ select
     next_change_at as valid_to,
     next_change_at is null as is_current,
     coalesce(next_is_delete, false) as closed_by_delete,
+    row_number() over (partition by {{ key }} order by scd_change_seq) as version_number,
     cdc_operation as opened_by_operation
-from intervals
-where not scd_is_delete
+from versions
 {%- endmacro %}
 
 
@@ -131,6 +137,19 @@ where not scd_is_delete
 {% macro as_of_filter(ts, alias=none) -%}
     {%- set p = (alias ~ '.') if alias else '' -%}
     {{ p }}valid_from < {{ ts }} and ({{ p }}valid_to is null or {{ p }}valid_to >= {{ ts }})
+{%- endmacro %}
+
+
+{#-
+    Point-in-time join of an event to an SCD2 dimension: the version in force just before `ts`
+    (as_of_filter) - and, for events older than the history itself (before the initial snapshot
+    that opened the key's first version), that first snapshot version: the earliest state known.
+-#}
+{% macro as_of_join(ts, alias) -%}
+    (
+        {{ as_of_filter(ts, alias) }}
+        or ({{ alias }}.version_number = 1 and {{ alias }}.opened_by_operation = 0 and {{ ts }} <= {{ alias }}.valid_from)
+    )
 {%- endmacro %}
 
 

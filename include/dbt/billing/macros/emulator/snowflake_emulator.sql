@@ -6,9 +6,10 @@
 
     What the emulator cannot run, and what we render instead:
     1. fully-qualified TEMPORARY relations (DuckDB keeps temp objects in its "temp" catalog, and
-       DESCRIBE cannot see them, which on_schema_change needs): the incremental model's
-       <model>__dbt_tmp view is created as an ordinary view in the model's schema (the
-       materialization drops it at the end, as it does the temporary one);
+       DESCRIBE cannot see them, which on_schema_change and unit tests need): the <name>__dbt_tmp
+       relations of incremental models (a view) and of unit tests (a table) are created as an
+       ordinary view / a transient table in the model's schema; the materializations drop them at
+       the end, as they drop the temporary ones;
     2. unqualified column references in MERGE ... WHEN NOT MATCHED THEN INSERT ... VALUES (...):
        the VALUES list names DBT_INTERNAL_SOURCE.<column>;
     3. BEGIN ... COMMIT around a MERGE: the statement runs alone (every Snowflake statement is
@@ -23,6 +24,14 @@
 {% macro snowflake__create_view_as_with_temp_flag(relation, sql, is_temporary=False) -%}
     {%- set temporary = is_temporary and not snowflake_emulator_enabled() -%}
     {{ return(dbt.snowflake__create_view_as_with_temp_flag(relation, sql, temporary)) }}
+{%- endmacro %}
+
+
+{% macro snowflake__create_table_temporary_sql(relation, compiled_code) -%}
+    {%- if snowflake_emulator_enabled() -%}
+        {{ return(dbt.snowflake__create_table_transient_sql(relation, compiled_code)) }}
+    {%- endif -%}
+    {{ return(dbt.snowflake__create_table_temporary_sql(relation, compiled_code)) }}
 {%- endmacro %}
 
 

@@ -20,7 +20,12 @@ with bounds as (
         {%- elif var('features_start_date', none) %}
         '{{ var("features_start_date") }}'::date as start_date,
         {%- else %}
-        (select min(issued_at)::date from {{ ref('int_invoice_versions') }}) as start_date,
+        -- the first day the history covers (the initial snapshot); earlier states are unknown
+        (
+            select min(valid_from)::date
+            from {{ ref('int_invoice_versions') }}
+            where valid_from > '1900-01-01 00:00:00'::timestamp_ntz
+        ) as start_date,
         {%- endif %}
         {%- if var('features_end_date', none) %}
         '{{ var("features_end_date") }}'::date as end_date
@@ -58,8 +63,8 @@ payment_state as (
     select
         calendar.as_of_date,
         versions.invoice_id,
-        sum(versions.amount) as paid_amount,
-        sum(iff(versions.paid_at::date = calendar.as_of_date, versions.amount, 0)) as paid_on_day
+        sum(versions.amount)::number(18, 2) as paid_amount,
+        sum(iff(versions.paid_at::date = calendar.as_of_date, versions.amount, 0))::number(18, 2) as paid_on_day
     from calendar
     inner join {{ ref('int_payment_versions') }} as versions
         on {{ as_of_filter('calendar.as_of_ts', 'versions') }}

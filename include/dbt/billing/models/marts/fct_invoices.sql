@@ -8,7 +8,7 @@ lines as (
     select
         invoice_id,
         count(*) as line_count,
-        sum(line_amount) as lines_amount
+        sum(line_amount)::number(18, 2) as lines_amount
     from {{ ref('stg_invoice_lines') }}
     group by invoice_id
 ),
@@ -17,8 +17,8 @@ payments as (
     select
         invoice_id,
         count_if(status = 'settled') as settled_payment_count,
-        sum(iff(status = 'settled', amount, 0)) as paid_amount,
-        sum(iff(status = 'refunded', amount, 0)) as refunded_amount,
+        sum(iff(status = 'settled', amount, 0))::number(18, 2) as paid_amount,
+        sum(iff(status = 'refunded', amount, 0))::number(18, 2) as refunded_amount,
         max(iff(status = 'settled', paid_at, null)) as last_paid_at
     from {{ ref('stg_payments') }}
     group by invoice_id
@@ -42,10 +42,10 @@ joined as (
         invoices.due_date,
         invoices.total_amount,
         coalesce(lines.line_count, 0) as line_count,
-        coalesce(lines.lines_amount, 0) as lines_amount,
+        coalesce(lines.lines_amount, 0)::number(18, 2) as lines_amount,
         coalesce(payments.settled_payment_count, 0) as settled_payment_count,
-        coalesce(payments.paid_amount, 0) as paid_amount,
-        coalesce(payments.refunded_amount, 0) as refunded_amount,
+        coalesce(payments.paid_amount, 0)::number(18, 2) as paid_amount,
+        coalesce(payments.refunded_amount, 0)::number(18, 2) as refunded_amount,
         payments.last_paid_at,
         invoices.updated_at
     from invoices
@@ -54,12 +54,12 @@ joined as (
     left join accounts
         on
             invoices.account_id = accounts.account_id
-            and {{ as_of_filter('invoices.issued_at', 'accounts') }}
+            and {{ as_of_join('invoices.issued_at', 'accounts') }}
 )
 
 select
     *,
-    iff(status = 'issued', greatest(total_amount - paid_amount, 0), 0) as outstanding_amount,
+    iff(status = 'issued', greatest(total_amount - paid_amount, 0), 0)::number(18, 2) as outstanding_amount,
     status = 'issued' and total_amount > paid_amount and due_date < {{ today_utc() }} as is_overdue,
     iff(
         status = 'issued' and total_amount > paid_amount and due_date < {{ today_utc() }},

@@ -23,7 +23,7 @@ select
     payments.payment_method,
     payments.status,
     payments.status = 'refunded' as is_refunded,
-    iff(payments.status = 'settled', payments.amount, 0) as settled_amount,
+    iff(payments.status = 'settled', payments.amount, 0)::number(18, 2) as settled_amount,
     payments.paid_at,
     payments.paid_at::date as paid_date,
     invoices.due_date,
@@ -34,4 +34,4 @@ left join invoices on payments.invoice_id = invoices.invoice_id
 left join accounts
     on
         payments.account_id = accounts.account_id
-        and {{ as_of_filter('payments.paid_at', 'accounts') }}
+        and {{ as_of_join('payments.paid_at', 'accounts') }}

@@ -21,7 +21,7 @@ invoices as (
 payments as (
     select
         versions.invoice_id,
-        sum(versions.amount) as paid_amount
+        sum(versions.amount)::number(18, 2) as paid_amount
     from {{ ref('int_payment_versions') }} as versions
     cross join cutoff
     where
@@ -50,8 +50,8 @@ open_items as (
         invoices.issued_at,
         invoices.due_date,
         invoices.total_amount,
-        coalesce(payments.paid_amount, 0) as paid_amount,
-        greatest(invoices.total_amount - coalesce(payments.paid_amount, 0), 0) as outstanding_amount,
+        coalesce(payments.paid_amount, 0)::number(18, 2) as paid_amount,
+        greatest(invoices.total_amount - coalesce(payments.paid_amount, 0), 0)::number(18, 2) as outstanding_amount,
         datediff(day, invoices.due_date, invoices.as_of_date) as days_after_due
     from invoices
     left join payments on invoices.invoice_id = payments.invoice_id
