@@ -69,7 +69,9 @@ def test_broken_config_is_one_import_error_and_others_still_load(tmp_path: Path,
     dags.mkdir()
     good = (ROOT / "include/config/sources/billing.yaml").read_text()
     (configs / "good.yaml").write_text(good.replace("name: billing", "name: good"))
-    (configs / "bad.yaml").write_text(good.replace("name: billing", "name: bad").replace("primary_key:", "primary_kee:", 1))
+    (configs / "bad.yaml").write_text(
+        good.replace("name: billing", "name: bad").replace("primary_key:", "primary_kee:", 1)
+    )
     for name in ("good", "bad"):
         (dags / f"cdc_{name}.py").write_text(
             textwrap.dedent(f"""

@@ -54,8 +54,14 @@ class Harness:
 
     def source_config(self, tables: list[dict[str, Any]], **overrides: Any) -> SourceConfig:
         return SourceConfig.model_validate(
-            {"name": "src", "target": {"database": self.database}, "alert_emails": ["oncall@example.com"],
-             "chunk_rows": 7, "tables": tables, **overrides}  # fmt: skip
+            {
+                "name": "src",
+                "target": {"database": self.database},
+                "alert_emails": ["oncall@example.com"],
+                "chunk_rows": 7,
+                "tables": tables,
+                **overrides,
+            }
         )
 
     def pipeline(self, config: SourceConfig, table: int = 0, counter: list[Warehouse] | None = None) -> TablePipeline:
@@ -67,9 +73,13 @@ class Harness:
 
         spec = config.tables[table]
         return TablePipeline(
-            config, spec, lambda: CdcSource(self.engine.connect()), warehouse,
-            self.hints.setdefault(spec.name, MemoryHints()), lambda: SALT,
-        )  # fmt: skip
+            config,
+            spec,
+            lambda: CdcSource(self.engine.connect()),
+            warehouse,
+            self.hints.setdefault(spec.name, MemoryHints()),
+            lambda: SALT,
+        )
 
     def snowflake_rows(self, sql: str) -> list[tuple[Any, ...]]:
         conn = self.snowflake.connect()

@@ -89,7 +89,9 @@ def test_random_workload_snapshot_then_stream_converges(harness: Harness, seed: 
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_failure_at_every_step_boundary_then_retry_converges(harness: Harness, point: str, tmp_path, monkeypatch) -> None:
+def test_failure_at_every_step_boundary_then_retry_converges(
+    harness: Harness, point: str, tmp_path, monkeypatch
+) -> None:
     config, workload = orders_harness(harness, seed=7)
     harness.pipeline(config).run_once()
     workload.run(harness.engine.connect(), 25)
@@ -161,8 +163,10 @@ def test_idle_run_issues_no_snowflake_query(harness: Harness) -> None:
     hint = harness.hints["dbo_orders"].get()
     assert hint and hint["checked_at"] and hint["checked_upper"] >= hint["watermark"]
     # Changes in *other* tables move max_lsn but are still no work for this one.
-    harness.sql("CREATE TABLE dbo.other (id int NOT NULL PRIMARY KEY)",
-                "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'other', @role_name=NULL")  # fmt: skip
+    harness.sql(
+        "CREATE TABLE dbo.other (id int NOT NULL PRIMARY KEY)",
+        "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'other', @role_name=NULL",
+    )
     harness.sql("INSERT INTO dbo.other VALUES (1)")
     harness.capture()
     assert harness.pipeline(config, counter=opened).run_once()["mode"] == "idle"
@@ -176,8 +180,10 @@ def test_retention_gap_fails_loudly_by_default(harness: Harness) -> None:
     harness.capture()
     # The cleanup job purges changes that were never loaded.
     max_lsn = harness.query("SELECT sys.fn_cdc_get_max_lsn()")[0][0]
-    harness.sql("EXEC sys.sp_cdc_cleanup_change_table @capture_instance=N'dbo_orders', @low_water_mark=%s, "
-                "@threshold=5000", params=(max_lsn,))  # fmt: skip
+    harness.sql(
+        "EXEC sys.sp_cdc_cleanup_change_table @capture_instance=N'dbo_orders', @low_water_mark=%s, @threshold=5000",
+        params=(max_lsn,),
+    )
     with pytest.raises(RetentionGapError) as caught:
         harness.pipeline(config).run_once()
     message = str(caught.value)
@@ -198,8 +204,10 @@ def test_retention_gap_resnapshots_by_policy(harness: Harness) -> None:
     workload.run(h.engine.connect(), 10)
     h.capture()
     max_lsn = h.query("SELECT sys.fn_cdc_get_max_lsn()")[0][0]
-    h.sql("EXEC sys.sp_cdc_cleanup_change_table @capture_instance=N'dbo_orders', @low_water_mark=%s, "
-          "@threshold=5000", params=(max_lsn,))  # fmt: skip
+    h.sql(
+        "EXEC sys.sp_cdc_cleanup_change_table @capture_instance=N'dbo_orders', @low_water_mark=%s, @threshold=5000",
+        params=(max_lsn,),
+    )
     result = h.pipeline(config).run_once()
     assert result["mode"] == "snapshot" and result["deleted_by_snapshot"] >= 1
     assert reconcile(h.pipeline(config), salt=SALT).ok
@@ -215,8 +223,10 @@ def test_retention_gap_resnapshots_by_policy(harness: Harness) -> None:
 
 def test_capture_instance_roll_over_has_no_gap_and_no_duplicate(harness: Harness) -> None:
     h = harness
-    h.sql("CREATE TABLE dbo.items (id int NOT NULL PRIMARY KEY, name nvarchar(50) NOT NULL)",
-          "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'items', @role_name=NULL")  # fmt: skip
+    h.sql(
+        "CREATE TABLE dbo.items (id int NOT NULL PRIMARY KEY, name nvarchar(50) NOT NULL)",
+        "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'items', @role_name=NULL",
+    )
     h.sql("INSERT INTO dbo.items VALUES (1, N'a'), (2, N'b'), (3, N'c')")
     h.capture()
     config = h.source_config([{"schema": "dbo", "table": "items", "primary_key": ["id"]}])
@@ -227,8 +237,10 @@ def test_capture_instance_roll_over_has_no_gap_and_no_duplicate(harness: Harness
     h.capture()
     window = h.pipeline(config).plan()
     assert window.mode == "stream" and any("ALTER TABLE" in w.upper() or "price" in w for w in window.warnings)
-    h.sql("EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'items', @role_name=NULL, "
-          "@capture_instance=N'dbo_items_v2'")  # fmt: skip
+    h.sql(
+        "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'items', @role_name=NULL, "
+        "@capture_instance=N'dbo_items_v2'"
+    )
     h.sql("UPDATE dbo.items SET price = 2.50 WHERE id = 2")
     h.sql("INSERT INTO dbo.items VALUES (4, N'd', 4.00)")
     h.sql("DELETE FROM dbo.items WHERE id = 3")
@@ -256,13 +268,16 @@ def test_capture_instance_roll_over_has_no_gap_and_no_duplicate(harness: Harness
 
 def test_primary_key_update_and_hard_delete(harness: Harness) -> None:
     h = harness
-    h.sql("CREATE TABLE dbo.lines (invoice_id bigint NOT NULL, line_no int NOT NULL, qty int NOT NULL,"
-          " PRIMARY KEY (invoice_id, line_no))",
-          "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'lines', @role_name=NULL")  # fmt: skip
+    h.sql(
+        "CREATE TABLE dbo.lines (invoice_id bigint NOT NULL, line_no int NOT NULL, qty int NOT NULL,"
+        " PRIMARY KEY (invoice_id, line_no))",
+        "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'lines', @role_name=NULL",
+    )
     h.sql("INSERT INTO dbo.lines VALUES (10, 1, 5), (10, 2, 6), (11, 1, 7)")
     h.capture()
-    config = h.source_config([{"schema": "dbo", "table": "lines", "primary_key": ["invoice_id", "line_no"],
-                               "delete_mode": "hard"}])  # fmt: skip
+    config = h.source_config(
+        [{"schema": "dbo", "table": "lines", "primary_key": ["invoice_id", "line_no"], "delete_mode": "hard"}]
+    )
     h.pipeline(config).run_once()
     h.sql("UPDATE dbo.lines SET line_no = 3 WHERE invoice_id = 10 AND line_no = 2")
     h.sql("DELETE FROM dbo.lines WHERE invoice_id = 11")
@@ -299,12 +314,23 @@ def test_window_capped_by_transactions(harness: Harness) -> None:
 
 def test_hashed_column_never_lands_in_clear(harness: Harness) -> None:
     h = harness
-    h.sql("CREATE TABLE dbo.people (id int NOT NULL PRIMARY KEY, email nvarchar(320) NULL, secret varchar(10) NULL)",
-          "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'people', @role_name=NULL")  # fmt: skip
+    h.sql(
+        "CREATE TABLE dbo.people (id int NOT NULL PRIMARY KEY, email nvarchar(320) NULL, secret varchar(10) NULL)",
+        "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'people', @role_name=NULL",
+    )
     h.sql("INSERT INTO dbo.people VALUES (1, N'ann@example.com', 'x'), (2, NULL, 'y')")
     h.capture()
-    config = h.source_config([{"schema": "dbo", "table": "people", "primary_key": ["id"],
-                               "hash_columns": ["email"], "exclude_columns": ["secret"]}])  # fmt: skip
+    config = h.source_config(
+        [
+            {
+                "schema": "dbo",
+                "table": "people",
+                "primary_key": ["id"],
+                "hash_columns": ["email"],
+                "exclude_columns": ["secret"],
+            }
+        ]
+    )
     h.pipeline(config).run_once()
     h.sql("UPDATE dbo.people SET email = N'bob@example.com' WHERE id = 2")
     h.capture()
@@ -314,8 +340,7 @@ def test_hashed_column_never_lands_in_clear(harness: Harness) -> None:
     assert rows[1] == (2, expected)
     everything = repr(h.snowflake_rows(f"SELECT * FROM {h.database}.RAW.PEOPLE_HISTORY"))
     assert "@example.com" not in everything and "SECRET" not in repr(
-        h.snowflake_rows(f"SELECT column_name FROM {h.database}.information_schema.columns"
-                         " WHERE table_name = 'PEOPLE'")  # fmt: skip
+        h.snowflake_rows(f"SELECT column_name FROM {h.database}.information_schema.columns WHERE table_name = 'PEOPLE'")
     )
     assert_converged(h, config)
 

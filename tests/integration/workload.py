@@ -45,8 +45,14 @@ class OrdersWorkload:
             for _ in range(rows):
                 values.append("(%s, %s, %s, %s, %s, %s)")
                 note = self.rng.choice([None, "", "ünïcode ✓", "x" * self.rng.randint(1, 50)])
-                params += [self.rng.choice(REGIONS), self.next_id, "new",
-                           f"{self.rng.randint(0, 99999)}.{self.rng.randint(0, 99):02d}", note, self._ts()]  # fmt: skip
+                params += [
+                    self.rng.choice(REGIONS),
+                    self.next_id,
+                    "new",
+                    f"{self.rng.randint(0, 99999)}.{self.rng.randint(0, 99):02d}",
+                    note,
+                    self._ts(),
+                ]
                 self.next_id += 1
             return f"INSERT INTO dbo.orders VALUES {', '.join(values)}", tuple(params)
         region, order_id = self.rng.choice(existing)
@@ -58,7 +64,10 @@ class OrdersWorkload:
             )
         if roll < 0.80:
             return "UPDATE dbo.orders SET note = %s, updated_at = %s WHERE region = %s", (
-                f"bulk {self.clock}", self._ts(), self.rng.choice(REGIONS))
+                f"bulk {self.clock}",
+                self._ts(),
+                self.rng.choice(REGIONS),
+            )
         if roll < 0.90:
             return "DELETE FROM dbo.orders WHERE region = %s AND order_id = %s", (region, order_id)
         # Primary-key update: CDC records it as a delete followed by an insert.
