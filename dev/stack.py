@@ -59,10 +59,10 @@ class Stack:
         where = f"127.0.0.1:{self.cfg.mssql_port} (pid {pid}, {self.cfg.mssql_db_path})"
         self.say(f"SQL Server CDC emulator ready on {where}")
 
-    def workload(self, *args: str) -> str:
-        command = [PY, "-m", "dev.mssql_emulator.workload", *args, "--server", "127.0.0.1",
-                   "--port", str(self.cfg.mssql_port), "--database", self.cfg.source_database]  # fmt: skip
-        return self.run(command, capture=True)
+    def workload_command(self, seed: int, *mode: str) -> list[str]:
+        """``python -m dev.mssql_emulator.workload`` against the emulator server (options, then the mode)."""
+        return [PY, "-m", "dev.mssql_emulator.workload", "--server", "127.0.0.1", "--port", str(self.cfg.mssql_port),
+                "--database", self.cfg.source_database, "--seed", str(seed), *mode]  # fmt: skip
 
     def airflow_bootstrap(self) -> None:
         """Metadata DB and pools (idempotent)."""
@@ -78,7 +78,7 @@ class Stack:
         marker = self.cfg.state_dir / "mssql" / "initialized"
         if not marker.exists():
             self.say("creating the demo billing database and enabling CDC (workload generator, seed 42)")
-            print(self.workload("init", "--seed", "42"), end="")
+            print(self.run(self.workload_command(42, "init"), capture=True), end="")
             marker.write_text("ok\n")
         self.airflow_bootstrap()
 
@@ -130,13 +130,8 @@ class Stack:
         from dev import demo_report
 
         self.say(f"live OLTP traffic: ~{rate} transactions/s for {traffic_seconds}s (workload generator)")
-        procs.start(
-            self.run_dir, "workload",
-            [PY, "-m", "dev.mssql_emulator.workload", "live", "--rate", str(rate), "--duration", str(traffic_seconds),
-             "--seed", str(int(time.time())), "--server", "127.0.0.1", "--port", str(self.cfg.mssql_port),
-             "--database", self.cfg.source_database],
-            self.env, self.log_dir / "workload.log", cwd=ROOT,
-        )  # fmt: skip
+        live = self.workload_command(int(time.time()), "live", "--rate", str(rate), "--duration", str(traffic_seconds))
+        procs.start(self.run_dir, "workload", live, self.env, self.log_dir / "workload.log", cwd=ROOT)
         runs = []
         for attempt in (1, 2):
             self.say(f"run {attempt}: airflow dags test billing_cdc (while traffic flows)")
