@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from datetime import datetime
 
 from dev.localenv import ROOT
 from dev.localpipeline import pipelines
 from include.cdc_pipeline.reconcile import reconcile
 
 CONFIG = ROOT / "include" / "config" / "sources" / "billing.yaml"
+logging.getLogger("snowflake.connector").setLevel(logging.WARNING)
 
 
 def _ports(env: Mapping[str, str]) -> tuple[int, int]:
     return int(env.get("CDC_LOCAL_MSSQL_PORT", "11433")), int(env.get("CDC_LOCAL_SNOWFLAKE_PORT", "8765"))
 
 
-def print_runs(env: Mapping[str, str], title: str) -> None:
-    """The latest batch of each table from CONTROL.CDC_BATCHES."""
+def snowflake_now(env: Mapping[str, str]) -> datetime:
+    """The local Snowflake's clock (APPLIED_AT is written with it)."""
     mssql_port, snowflake_port = _ports(env)
-    wh = pipelines(CONFIG, mssql_port, snowflake_port)[0].warehouse
-    rows = wh.execute(
+    return pipelines(CONFIG, mssql_port, snowflake_port)[0].warehouse.execute(
+        "SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+    )[0][0]
+
+
+def print_batches(env: Mapping[str, str], since: datetime, title: str) -> None:
+    """Batches applied since ``since`` (CONTROL.CDC_BATCHES); tables without one were idle."""
+    mssql_port, snowflake_port = _ports(env)
+    tables = pipelines(CONFIG, mssql_port, snowflake_port)
+    rows = tables[0].warehouse.execute(
         "SELECT TABLE_NAME, MODE, LOWER_LSN, UPPER_LSN, ROWS_STAGED, ROWS_MERGED, HISTORY_APPENDED,"
-        " EXTRACT_SECONDS, APPLY_SECONDS FROM ANALYTICS.CONTROL.CDC_BATCHES"
-        " QUALIFY ROW_NUMBER() OVER (PARTITION BY TABLE_NAME ORDER BY APPLIED_AT DESC) = 1 ORDER BY TABLE_NAME"
+        " EXTRACT_SECONDS, APPLY_SECONDS FROM ANALYTICS.CONTROL.CDC_BATCHES WHERE APPLIED_AT >= %(since)s"
+        " ORDER BY TABLE_NAME, APPLIED_AT",
+        {"since": since},
     )
-    print(f"\n== {title}: latest batch per table (ANALYTICS.CONTROL.CDC_BATCHES)")
-    print(f"{'table':<20}{'mode':<10}{'LSN window (lower, upper]':<48}{'rows':>8}{'merged':>8}{'hist+':>8}"
+    print(f"\n== {title}: batches applied (ANALYTICS.CONTROL.CDC_BATCHES)")
+    print(f"{'table':<20}{'mode':<10}{'LSN window (lower, upper]':<48}{'changes':>8}{'merged':>8}{'hist+':>8}"
           f"{'extract s':>11}{'apply s':>9}")  # fmt: skip
+    seen = set()
     for table, mode, lower, upper, staged, merged, hist, ext, app in rows:
+        seen.add(table)
         window = f"({lower or '-'}, {upper}]"
         print(f"{table:<20}{mode:<10}{window:<48}{staged:>8}{merged:>8}{hist:>8}{ext or 0:>11.2f}{app or 0:>9.2f}")
+    for pipeline in tables:
+        if pipeline.table.name not in seen:
+            print(f"{pipeline.table.name:<20}{'idle':<10}(no new changes: no Snowflake query was needed)")
 
 
 def compare_source_and_raw(env: Mapping[str, str]) -> bool:

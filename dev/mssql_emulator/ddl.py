@@ -1,0 +1,319 @@
+"""CREATE / ALTER / DROP / TRUNCATE: DuckDB DDL plus the SQL Server-typed catalog rows.
+
+Every DDL statement on a table with capture instances is recorded for ``cdc.ddl_history`` (the
+capture job writes it, like SQL Server's log reader). The change tables themselves never change
+shape: a column added later is not captured; a dropped captured column comes through as NULL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from . import errors
+from .catalog import TableInfo, pk_constraint_name
+from .results import Result
+from .sqltypes import SqlType
+from .translate import ColumnDef, RawStatement, parse_alter_add, parse_create_table, table_parts, to_duckdb, transform
+
+
+def execute(session: Any, node: exp.Expression, raw: RawStatement) -> Result:
+    if isinstance(node, exp.Create):
+        kind = (node.args.get("kind") or "").upper()
+        if kind == "TABLE":
+            return create_table(session, raw)
+        if kind == "SCHEMA":
+            return create_schema(session, node)
+        if kind in ("DATABASE", "INDEX", "STATISTICS"):
+            return Result(None, -1)  # one database per emulator; indexes carry no semantics here
+        if kind == "VIEW":
+            return create_view(session, node)
+        raise errors.syntax_error(f"CREATE {kind}")
+    if isinstance(node, exp.Alter):
+        return alter_table(session, node, raw)
+    if isinstance(node, exp.Drop):
+        return drop(session, node)
+    if isinstance(node, exp.TruncateTable):
+        return truncate(session, node)
+    raise errors.syntax_error(raw.first_word)
+
+
+def _mark_ddl(session: Any) -> None:
+    session.begin_write()
+    session.has_ddl = True
+
+
+def column_rows(object_id: int, columns: list[tuple[int, str, SqlType, bool, bool]]) -> list[list[Any]]:
+    """emu.columns rows: (object_id, column_id, name, type_sql, type_name, ids, sizes, flags)."""
+    rows = []
+    for column_id, name, sql_type, nullable, identity in columns:
+        rows.append(
+            [
+                object_id,
+                column_id,
+                name,
+                sql_type.sql(),
+                sql_type.name,
+                sql_type.system_type_id,
+                sql_type.user_type_id,
+                sql_type.max_length(),
+                sql_type.sys_precision(),
+                sql_type.sys_scale(),
+                nullable,
+                identity,
+            ]
+        )
+    return rows
+
+
+def insert_columns(session_cur: Any, rows: list[list[Any]]) -> None:
+    if rows:
+        session_cur.executemany("INSERT INTO emu.columns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _column_sql(session: Any, col: ColumnDef, seq_name: str | None) -> str:
+    parts = [f'"{col.name}" {col.type.duck_type()}']
+    if not col.nullable:
+        parts.append("NOT NULL")
+    if seq_name is not None:
+        parts.append(f"DEFAULT nextval('{seq_name}')")
+    elif col.default_sql:
+        try:
+            default = sqlglot.parse_one(col.default_sql, read="tsql")
+        except sqlglot.errors.ParseError as exc:
+            raise errors.syntax_error(col.default_sql) from exc
+        parts.append(f"DEFAULT ({to_duckdb(transform(default, session.context(dynamic_time=True), top_level=False))})")
+    return " ".join(parts)
+
+
+def create_table(session: Any, raw: RawStatement) -> Result:
+    table = parse_create_table(raw)
+    schema = table.schema or "dbo"
+    if table.name.startswith("#"):
+        raise errors.SqlServerError(102, "Incorrect syntax near '#'. (temporary tables are not emulated)", 15)
+    if session.engine.table_info(session, schema, table.name) is not None:
+        raise errors.SqlServerError(2714, f"There is already an object named '{table.name}' in the database.")
+    _mark_ddl(session)
+    cur = session.cur
+    object_id = session.engine.new_object_id(cur)
+    defs = []
+    for col in table.columns:
+        seq_name = None
+        if col.identity is not None:
+            seq_name = f"{schema}.__identity_{table.name}_{col.name}"
+            session.run_duck(
+                f'CREATE SEQUENCE "{schema}"."__identity_{table.name}_{col.name}" '
+                f"START {col.identity[0]} INCREMENT {col.identity[1]}"
+            )
+        defs.append(_column_sql(session, col, seq_name))
+    if table.pk:
+        names = {c.name.lower(): c.name for c in table.columns}
+        for k in table.pk:
+            if k.lower() not in names:
+                raise errors.invalid_column(k)
+        defs.append("PRIMARY KEY (" + ", ".join(f'"{names[k.lower()]}"' for k in table.pk) + ")")
+    session.run_duck(f'CREATE TABLE "{schema}"."{table.name}" ({", ".join(defs)})')
+    now = session.engine.clock.now()
+    pk_name = table.pk_name or (pk_constraint_name(table.name, object_id) if table.pk else None)
+    cur.execute(
+        "INSERT INTO emu.objects VALUES (?, ?, ?, 'U', ?, ?, false, ?)",
+        [object_id, schema, table.name, now, now, pk_name],
+    )
+    insert_columns(
+        cur,
+        column_rows(
+            object_id,
+            [(i + 1, c.name, c.type, c.nullable, c.identity is not None) for i, c in enumerate(table.columns)],
+        ),
+    )
+    names = {c.name.lower(): c.name for c in table.columns}
+    if table.pk:
+        cur.executemany(
+            "INSERT INTO emu.key_columns VALUES (?, ?, ?)",
+            [[object_id, i + 1, names[k.lower()]] for i, k in enumerate(table.pk)],
+        )
+    return Result(None, -1)
+
+
+def create_schema(session: Any, node: exp.Create) -> Result:
+    name = node.this.name if isinstance(node.this, (exp.Table, exp.Identifier)) else str(node.this)
+    _mark_ddl(session)
+    session.run_duck(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
+    exists = session.cur.execute("SELECT 1 FROM emu.schemas WHERE lower(name) = lower(?)", [name]).fetchone()
+    if not exists:
+        session.cur.execute(
+            "INSERT INTO emu.schemas SELECT greatest(max(schema_id) + 1, 6), ? FROM emu.schemas", [name]
+        )
+    return Result(None, -1)
+
+
+def create_view(session: Any, node: exp.Create) -> Result:
+    _mark_ddl(session)
+    sql = to_duckdb(transform(node, session.context(dynamic_time=True), top_level=False))
+    session.run_duck(sql)
+    return Result(None, -1)
+
+
+def _record_ddl(session: Any, info: TableInfo, command: str, required_column_update: bool = False) -> None:
+    """Queue a cdc.ddl_history row per capture instance (written by the capture job)."""
+    if not info.instances:
+        return
+    tran = session.ensure_tran_id()
+    lsn = session.engine.alloc_lsn()
+    session.cur.executemany(
+        "INSERT INTO emu.pending_ddl VALUES (?, ?, ?, ?, ?, ?)",
+        [[tran, info.object_id, inst.object_id, required_column_update, command, lsn] for inst in info.instances],
+    )
+    session.has_cdc_ddl = True
+
+
+def _table_info_or_208(session: Any, table: exp.Table) -> TableInfo:
+    schema, name = table_parts(table)
+    info = session.engine.table_info(session, schema or "dbo", name)
+    if info is None:
+        raise errors.invalid_object(f"{schema}.{name}" if schema else name)
+    return info
+
+
+def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
+    if (node.args.get("kind") or "").upper() != "TABLE":
+        raise errors.syntax_error("ALTER")
+    info = _table_info_or_208(session, node.this)
+    _mark_ddl(session)
+    cur = session.cur
+    actions = node.args.get("actions") or []
+    required_update = False
+    if actions and all(isinstance(a, exp.ColumnDef) for a in actions):
+        new_cols = parse_alter_add(raw)
+        next_id = cur.execute(
+            "SELECT coalesce(max(column_id), 0) + 1 FROM emu.columns WHERE object_id = ?", [info.object_id]
+        ).fetchone()[0]
+        rows = []
+        for offset, col in enumerate(new_cols):
+            if info.column(col.name) is not None:
+                raise errors.SqlServerError(
+                    2705,
+                    f"Column names in each table must be unique. Column name '{col.name}' in table "
+                    f"'{info.display}' is specified more than once.",
+                )
+            session.run_duck(f"ALTER TABLE {info.qualified} ADD COLUMN {_column_sql(session, col, None)}")
+            rows.append((next_id + offset, col.name, col.type, col.nullable, False))
+        insert_columns(cur, column_rows(info.object_id, rows))
+    else:
+        for action in actions:
+            if isinstance(action, exp.Drop) and (action.args.get("kind") or "").upper() == "COLUMN":
+                for col_node in action.args.get("tables") or []:
+                    col = info.column(col_node.name)
+                    if col is None:
+                        raise errors.SqlServerError(
+                            4924,
+                            f"ALTER TABLE DROP COLUMN failed because column '{col_node.name}' does not "
+                            f"exist in table '{info.name}'.",
+                        )
+                    if col.name.lower() in {k.lower() for k in info.pk}:
+                        raise errors.SqlServerError(
+                            5074, f"The object '{info.pk_name}' is dependent on column '{col.name}'."
+                        )
+                    session.run_duck(f'ALTER TABLE {info.qualified} DROP COLUMN "{col.name}"')
+                    cur.execute(
+                        "DELETE FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)",
+                        [info.object_id, col.name],
+                    )
+            elif isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
+                from .translate import sqltype_from_datatype
+
+                col = info.column(action.this.name)
+                if col is None:
+                    raise errors.invalid_column(action.this.name)
+                new_type = _alter_column_type(raw, col.name) or sqltype_from_datatype(action.args["dtype"])
+                session.run_duck(f'ALTER TABLE {info.qualified} ALTER COLUMN "{col.name}" TYPE {new_type.duck_type()}')
+                row = column_rows(info.object_id, [(col.column_id, col.name, new_type, col.nullable, False)])[0]
+                cur.execute(
+                    "UPDATE emu.columns SET type_sql = ?, type_name = ?, system_type_id = ?, user_type_id = ?, "
+                    "max_length = ?, precision = ?, scale = ? WHERE object_id = ? AND column_id = ?",
+                    [row[3], row[4], row[5], row[6], row[7], row[8], row[9], info.object_id, col.column_id],
+                )
+                captured = {c.name.lower() for inst in info.instances for c in inst.columns}
+                required_update = required_update or col.name.lower() in captured
+            else:
+                raise errors.SqlServerError(
+                    102, "Incorrect syntax near 'ALTER'. (only ADD, DROP COLUMN and ALTER COLUMN are emulated)", 15
+                )
+    cur.execute(
+        "UPDATE emu.objects SET modify_date = ? WHERE object_id = ?", [session.engine.clock.now(), info.object_id]
+    )
+    _record_ddl(session, info, raw.text, required_update)
+    return Result(None, -1)
+
+
+def _alter_column_type(raw: RawStatement, column: str) -> SqlType | None:
+    """The exact new type of ``ALTER TABLE t ALTER COLUMN c <type>`` (from tokens)."""
+    from .translate import parse_column_def
+
+    toks = raw.tokens
+    for i, tok in enumerate(toks):
+        if tok.text.upper() == "COLUMN" and i + 1 < len(toks) and toks[i + 1].text.lower() == column.lower():
+            try:
+                return parse_column_def(toks[i + 1 :], raw.text).type
+            except errors.SqlServerError:
+                return None
+    return None
+
+
+def drop(session: Any, node: exp.Drop) -> Result:
+    kind = (node.args.get("kind") or "").upper()
+    if kind == "SCHEMA":
+        _mark_ddl(session)
+        name = node.this.name
+        session.run_duck(f'DROP SCHEMA "{name}"')
+        session.cur.execute("DELETE FROM emu.schemas WHERE lower(name) = lower(?)", [name])
+        return Result(None, -1)
+    if kind == "VIEW":
+        _mark_ddl(session)
+        session.run_duck(to_duckdb(transform(node, session.context(), top_level=False)))
+        return Result(None, -1)
+    if kind != "TABLE":
+        raise errors.syntax_error(f"DROP {kind}")
+    tables = node.args.get("tables") or ([node.this] if node.this is not None else [])
+    for table in tables:
+        schema, name = table_parts(table)
+        info = session.engine.table_info(session, schema or "dbo", name)
+        if info is None:
+            if node.args.get("exists"):
+                continue
+            raise errors.SqlServerError(
+                3701,
+                f"Cannot drop the table '{schema + '.' if schema else ''}{name}', because it does not exist "
+                "or you do not have permission.",
+            )
+        if info.instances:
+            from . import cdc
+
+            # SQL Server drops the table's capture instances with it.
+            cdc.disable_table(session, info.schema, info.name, "all")
+        _mark_ddl(session)
+        session.run_duck(f"DROP TABLE {info.qualified}")
+        cur = session.cur
+        for sql in (
+            "DELETE FROM emu.columns WHERE object_id = ?",
+            "DELETE FROM emu.key_columns WHERE object_id = ?",
+            "DELETE FROM emu.objects WHERE object_id = ?",
+        ):
+            cur.execute(sql, [info.object_id])
+    return Result(None, -1)
+
+
+def truncate(session: Any, node: exp.TruncateTable) -> Result:
+    for table in node.expressions:
+        info = _table_info_or_208(session, table)
+        if info.instances:
+            raise errors.SqlServerError(
+                4711,
+                f"Cannot truncate table '{info.display}' because it is published for replication or "
+                "enabled for Change Data Capture.",
+            )
+        session.begin_write()
+        session.run_duck(f"DELETE FROM {info.qualified}")
+    return Result(None, -1)

@@ -1,0 +1,562 @@
+"""T-SQL text → DuckDB SQL: parameter binding, batch splitting, DDL parsing, the transform pass.
+
+sqlglot parses T-SQL well but its DuckDB output needs fixing for the emulator (see DESIGN.md
+"Facts established"): SQL Server types, ``N'…'`` literals, bracketed function names, LSN literal
+padding, ``GETDATE()`` against the emulator clock, ``OBJECT_ID()``, unnamed result columns and
+the CDC table-valued functions (which must raise Msg 313 *before* running, so they are expanded
+by the session, not by a DuckDB macro).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import sqlglot
+from pymssql import _mssql
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.tokens import Token, TokenType
+
+from . import errors
+from .catalog import LSN_COLUMNS
+from .sqltypes import SqlType, UnknownTypeError, make_type
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+TSQL = Dialect.get_or_raise("tsql")
+NONAME_PREFIX = "__emu_noname_"
+
+
+# -- parameters ------------------------------------------------------------------------------
+def bind_params(sql: str, params: Any) -> str:
+    """Substitute pymssql-style parameters exactly as pymssql does (client side, same quoting).
+
+    pymssql leaves the text untouched when ``params`` is empty/None (so a literal ``%`` survives).
+    """
+    if params is None or (isinstance(params, (tuple, list, dict)) and len(params) == 0):
+        return sql
+    if isinstance(params, list):
+        params = tuple(params)
+    if not isinstance(params, (tuple, dict)):
+        params = (params,)
+    try:
+        return _mssql.substitute_params(sql, params).decode("utf-8")
+    except (ValueError, KeyError, TypeError) as exc:  # what pymssql raises for bad params
+        raise errors.SqlServerError(8179, f"Could not substitute parameters: {exc}") from exc
+
+
+def literal_sql(value: Any) -> str:
+    """A Python value as a T-SQL literal (for variables and emulator-built statements)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "0x" + bytes(value).hex().upper()
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if isinstance(value, datetime):
+        return f"'{value.isoformat(sep=' ')}'"
+    if isinstance(value, (date, time, UUID)):
+        return f"'{value}'"
+    return "N'" + str(value).replace("'", "''") + "'"
+
+
+# -- splitting -------------------------------------------------------------------------------
+@dataclass
+class RawStatement:
+    """One statement of a batch: its original text and tokens."""
+
+    text: str
+    tokens: list[Token]
+
+    @property
+    def first_word(self) -> str:
+        return self.tokens[0].text.upper() if self.tokens else ""
+
+
+def split_batch(sql: str) -> list[RawStatement]:
+    """Split a batch at top-level semicolons (T-SQL's optional terminators)."""
+    try:
+        tokens = TSQL.tokenize(sql)
+    except sqlglot.errors.TokenError as exc:
+        raise errors.syntax_error(str(exc)[:60]) from exc
+    out: list[RawStatement] = []
+    current: list[Token] = []
+    depth = 0
+    for tok in tokens:
+        if tok.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif tok.token_type == TokenType.R_PAREN:
+            depth -= 1
+        if tok.token_type == TokenType.SEMICOLON and depth <= 0:
+            if current:
+                out.append(RawStatement(sql[current[0].start : current[-1].end + 1], current))
+            current = []
+            continue
+        current.append(tok)
+    if current:
+        out.append(RawStatement(sql[current[0].start : current[-1].end + 1], current))
+    return out
+
+
+def parse_statement(raw: RawStatement) -> exp.Expression:
+    try:
+        parsed = sqlglot.parse(raw.text, read="tsql")
+    except sqlglot.errors.ParseError as exc:
+        near = ""
+        if exc.errors:
+            near = exc.errors[0].get("highlight") or ""
+        raise errors.syntax_error(near or raw.first_word) from exc
+    statements = [p for p in parsed if p is not None]
+    if len(statements) != 1:
+        raise errors.syntax_error(raw.first_word)
+    return statements[0]
+
+
+# -- DDL: column definitions (parsed from tokens to keep SQL Server's exact type names) --------
+@dataclass
+class ColumnDef:
+    name: str
+    type: SqlType
+    nullable: bool = True
+    primary_key: bool = False
+    default_sql: str | None = None  # T-SQL text of the DEFAULT expression
+    identity: tuple[int, int] | None = None
+
+
+@dataclass
+class TableDef:
+    schema: str | None
+    name: str
+    columns: list[ColumnDef] = field(default_factory=list)
+    pk: list[str] = field(default_factory=list)
+    pk_name: str | None = None
+
+
+_ELEMENT_END = {TokenType.COMMA}
+_COLUMN_KEYWORDS = {
+    "NOT",
+    "NULL",
+    "PRIMARY",
+    "PRIMARY KEY",
+    "CONSTRAINT",
+    "IDENTITY",
+    "UNIQUE",
+    "COLLATE",
+    "DEFAULT",
+    "CHECK",
+    "REFERENCES",
+    "FOREIGN",
+    "SPARSE",
+    "ROWGUIDCOL",
+    "CLUSTERED",
+    "NONCLUSTERED",
+}
+
+
+def _ident(tok: Token) -> str:
+    return tok.text
+
+
+def _split_elements(tokens: list[Token]) -> list[list[Token]]:
+    """Split a token list at depth-0 commas."""
+    out: list[list[Token]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.token_type == TokenType.L_PAREN:
+            depth += 1
+        elif tok.token_type == TokenType.R_PAREN:
+            depth -= 1
+        if tok.token_type == TokenType.COMMA and depth == 0:
+            out.append([])
+            continue
+        out[-1].append(tok)
+    return [e for e in out if e]
+
+
+def _paren_group(tokens: list[Token], start: int) -> tuple[list[Token], int]:
+    """Tokens inside the parenthesis opening at ``start``; returns (inner, index after ')')."""
+    depth = 0
+    for i in range(start, len(tokens)):
+        if tokens[i].token_type == TokenType.L_PAREN:
+            depth += 1
+        elif tokens[i].token_type == TokenType.R_PAREN:
+            depth -= 1
+            if depth == 0:
+                return tokens[start + 1 : i], i + 1
+    raise errors.syntax_error(tokens[start].text)
+
+
+def _key_columns(tokens: list[Token]) -> list[str]:
+    return [e[0].text for e in _split_elements(tokens)]
+
+
+def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
+    """``name type[(args)] [NULL|NOT NULL] [PRIMARY KEY] [IDENTITY(s,i)] [CONSTRAINT x] [DEFAULT expr]``."""
+    if len(toks) < 2:
+        raise errors.syntax_error(toks[0].text if toks else "")
+    name = _ident(toks[0])
+    i = 1
+    type_words = [toks[i].text.lower()]
+    i += 1
+    # multi-word type names (double precision, national character varying)
+    while i < len(toks) and toks[i].text.upper() in ("PRECISION", "VARYING", "CHARACTER"):
+        type_words.append(toks[i].text.lower())
+        i += 1
+    args: list[str] = []
+    if i < len(toks) and toks[i].token_type == TokenType.L_PAREN:
+        inner, i = _paren_group(toks, i)
+        args = ["".join(t.text for t in e).lower() for e in _split_elements(inner)]
+    try:
+        sql_type = make_type(" ".join(type_words), args)
+    except (UnknownTypeError, ValueError) as exc:
+        raise errors.SqlServerError(
+            2715, f"Column, parameter, or variable #{1}: Cannot find data type {' '.join(type_words)}."
+        ) from exc
+    col = ColumnDef(name, sql_type)
+    while i < len(toks):
+        word = toks[i].text.upper()
+        if word == "NOT" and i + 1 < len(toks) and toks[i + 1].text.upper() == "NULL":
+            col.nullable = False
+            i += 2
+        elif word == "NULL":
+            col.nullable = True
+            i += 1
+        elif word in ("PRIMARY KEY", "PRIMARY"):
+            col.primary_key = True
+            col.nullable = False
+            i += 1 if word == "PRIMARY KEY" else 2
+        elif word == "IDENTITY":
+            i += 1
+            seed, inc = 1, 1
+            if i < len(toks) and toks[i].token_type == TokenType.L_PAREN:
+                inner, i = _paren_group(toks, i)
+                parts = ["".join(t.text for t in e) for e in _split_elements(inner)]
+                seed, inc = int(parts[0]), int(parts[1]) if len(parts) > 1 else 1
+            col.identity = (seed, inc)
+            col.nullable = False
+        elif word == "DEFAULT":
+            i += 1
+            start = i
+            depth = 0
+            while i < len(toks):
+                t = toks[i]
+                if t.token_type == TokenType.L_PAREN:
+                    depth += 1
+                elif t.token_type == TokenType.R_PAREN:
+                    depth -= 1
+                elif depth == 0 and t.text.upper() in _COLUMN_KEYWORDS and i > start:
+                    break
+                i += 1
+            col.default_sql = sql[toks[start].start : toks[i - 1].end + 1]
+        elif word == "COLLATE" or word == "CONSTRAINT":
+            i += 2
+        else:
+            i += 1  # CLUSTERED, NONCLUSTERED, SPARSE, ROWGUIDCOL… carry no data semantics here
+    return col
+
+
+def parse_create_table(raw: RawStatement) -> TableDef:
+    toks = raw.tokens
+    # CREATE TABLE <name parts> ( ... )
+    i = 2
+    parts: list[str] = []
+    while i < len(toks) and toks[i].token_type != TokenType.L_PAREN:
+        if toks[i].token_type != TokenType.DOT:
+            parts.append(toks[i].text)
+        i += 1
+    if not parts or i >= len(toks):
+        raise errors.syntax_error(raw.first_word)
+    inner, _ = _paren_group(toks, i)
+    table = TableDef(parts[-2] if len(parts) >= 2 else None, parts[-1])
+    for element in _split_elements(inner):
+        word = element[0].text.upper()
+        j = 0
+        constraint_name = None
+        if word == "CONSTRAINT":
+            constraint_name = element[1].text
+            j = 2
+            word = element[j].text.upper()
+        if word in ("PRIMARY KEY", "PRIMARY"):
+            k = j + 1 if word == "PRIMARY KEY" else j + 2
+            while k < len(element) and element[k].token_type != TokenType.L_PAREN:
+                k += 1
+            group, _ = _paren_group(element, k)
+            table.pk = _key_columns(group)
+            table.pk_name = constraint_name
+            continue
+        if word in ("UNIQUE", "FOREIGN", "CHECK", "INDEX", "FOREIGN KEY"):
+            continue
+        col = parse_column_def(element, raw.text)
+        if col.primary_key:
+            table.pk = [col.name]
+            # an inline "CONSTRAINT pk_x PRIMARY KEY" names the key
+            for k in range(len(element) - 1):
+                if element[k].text.upper() == "CONSTRAINT" and element[k + 2].text.upper().startswith("PRIMARY"):
+                    table.pk_name = element[k + 1].text
+        table.columns.append(col)
+    for col in table.columns:
+        if col.name.lower() in {p.lower() for p in table.pk}:
+            col.nullable = False
+    return table
+
+
+def parse_alter_add(raw: RawStatement) -> list[ColumnDef]:
+    """Column definitions of ``ALTER TABLE t ADD c1 type …, c2 type …``."""
+    toks = raw.tokens
+    for i, tok in enumerate(toks):
+        if tok.text.upper() == "ADD":
+            rest = toks[i + 1 :]
+            if rest and rest[0].text.upper() == "COLUMN":
+                rest = rest[1:]
+            return [parse_column_def(e, raw.text) for e in _split_elements(rest)]
+    raise errors.syntax_error("ALTER")
+
+
+# -- the transform pass ----------------------------------------------------------------------
+_DUCK_TYPE_CACHE: dict[str, exp.DataType] = {}
+
+
+def duck_datatype(sql_type: SqlType) -> exp.DataType:
+    text = sql_type.duck_type()
+    if text not in _DUCK_TYPE_CACHE:
+        _DUCK_TYPE_CACHE[text] = exp.DataType.build(text, dialect="duckdb")
+    return _DUCK_TYPE_CACHE[text].copy()
+
+
+def sqltype_from_datatype(dt: exp.DataType) -> SqlType:
+    """Best-effort SqlType for a sqlglot DataType met in CAST/CONVERT/DECLARE."""
+    t = dt.this
+    args = [e.sql("tsql").lower() for e in dt.expressions]
+    names = {
+        exp.DType.INT: "int",
+        exp.DType.BIGINT: "bigint",
+        exp.DType.SMALLINT: "smallint",
+        exp.DType.UTINYINT: "tinyint",
+        exp.DType.TINYINT: "tinyint",
+        exp.DType.BIT: "bit",
+        exp.DType.BOOLEAN: "bit",
+        exp.DType.DECIMAL: "decimal",
+        exp.DType.MONEY: "money",
+        exp.DType.SMALLMONEY: "smallmoney",
+        exp.DType.FLOAT: "float",
+        exp.DType.DOUBLE: "float",
+        exp.DType.CHAR: "char",
+        exp.DType.VARCHAR: "varchar",
+        exp.DType.NCHAR: "nchar",
+        exp.DType.NVARCHAR: "nvarchar",
+        exp.DType.TEXT: "varchar",
+        exp.DType.DATE: "date",
+        exp.DType.TIME: "time",
+        exp.DType.DATETIME: "datetime",
+        exp.DType.DATETIME2: "datetime2",
+        exp.DType.SMALLDATETIME: "smalldatetime",
+        exp.DType.TIMESTAMPTZ: "datetimeoffset",
+        exp.DType.UUID: "uniqueidentifier",
+        exp.DType.BINARY: "binary",
+        exp.DType.VARBINARY: "varbinary",
+        exp.DType.IMAGE: "image",
+        exp.DType.XML: "xml",
+        exp.DType.ROWVERSION: "timestamp",
+        exp.DType.TIMESTAMP: "datetime2",
+    }
+    name = names.get(t)
+    if name is None:
+        if t == exp.DType.USERDEFINED and str(dt.args.get("kind") or dt.sql("tsql")).lower() == "sysname":
+            return make_type("sysname", [])
+        return make_type("nvarchar", ["max"])
+    if name in ("char", "varchar", "nchar", "nvarchar", "binary", "varbinary") and not args:
+        args = ["30"]  # CAST(x AS varchar) means varchar(30) in SQL Server
+    if name == "varchar" and t == exp.DType.TEXT:
+        args = ["max"]
+    return make_type(name, args)
+
+
+@dataclass
+class TranslateContext:
+    """What the transform pass needs from the session."""
+
+    now: Callable[[], datetime]
+    cdc_enabled: bool
+    db_name: str
+    variables: Mapping[str, Any]
+    session_values: Mapping[str, Any]  # @@TRANCOUNT, @@SPID, …
+    expand_cdc_function: Callable[[str, str, list[exp.Expression], str | None], exp.Expression]
+    dynamic_time: bool = False  # DEFAULT expressions keep GETDATE() dynamic
+
+
+_TIME_FUNCS = {"GETDATE", "SYSDATETIME", "CURRENT_TIMESTAMP", "SYSUTCDATETIME", "GETUTCDATE", "SYSDATETIMEOFFSET"}
+_SYS_FUNCS = {
+    "OBJECT_NAME": "object_name",
+    "OBJECT_SCHEMA_NAME": "object_schema_name",
+    "SCHEMA_NAME": "schema_name",
+    "SCHEMA_ID": "schema_id",
+}
+
+
+_OFFSET_RE = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:.]+ [+-]\d\d:\d\d$")
+
+
+def _offset_literal(text: str) -> str:
+    """``'2026-01-01 10:00 +02:00'`` (SQL Server's datetimeoffset form) → no space before the
+    offset, which is the form DuckDB's TIMESTAMPTZ cast accepts."""
+    if _OFFSET_RE.match(text):
+        return text[:-7] + text[-6:]
+    return text
+
+
+def _sys_call(name: str, args: Sequence[exp.Expression]) -> exp.Expression:
+    return exp.Dot(this=exp.to_identifier("sys"), expression=exp.Anonymous(this=name, expressions=list(args)))
+
+
+def _pad_lsn_literal(node: exp.Expression) -> None:
+    """Right-pad short 0x literals compared with binary(10) LSN columns (SQL Server ignores trailing
+    zero bytes when comparing binary values; DuckDB does not)."""
+    for cmp in node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE):
+        left, right = cmp.this, cmp.expression
+        for col, lit in ((left, right), (right, left)):
+            if (
+                isinstance(col, exp.Column)
+                and isinstance(lit, exp.HexString)
+                and col.name.lower() in LSN_COLUMNS
+                and len(lit.this) < 20
+            ):
+                digits = lit.this if len(lit.this) % 2 == 0 else "0" + lit.this
+                lit.set("this", digits.ljust(20, "0"))
+
+
+def _value_literal(value: Any) -> exp.Expression:
+    """A Python value (variable contents) as a DuckDB-typed literal node."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return exp.HexString(this=bytes(value).hex().upper())
+    if isinstance(value, (int, float, Decimal)):
+        return exp.Literal.number(str(value))
+    if isinstance(value, datetime):
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ" if value.tzinfo else "TIMESTAMP")
+    if isinstance(value, date):
+        return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
+    if isinstance(value, time):
+        return exp.cast(exp.Literal.string(value.isoformat()), "TIME")
+    if isinstance(value, UUID):
+        return exp.cast(exp.Literal.string(str(value)), "UUID")
+    return exp.Literal.string(str(value))
+
+
+def _timestamp_literal(value: datetime) -> exp.Expression:
+    return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), "TIMESTAMP")
+
+
+def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = True) -> exp.Expression:
+    """Rewrite a parsed T-SQL statement so that DuckDB runs it with SQL Server's meaning."""
+    node = node.copy()
+    _pad_lsn_literal(node)
+
+    def fix(n: exp.Expression) -> exp.Expression:
+        if isinstance(n, exp.National):
+            return exp.Literal.string(_offset_literal(n.this))
+        if isinstance(n, exp.Literal) and n.is_string and _OFFSET_RE.match(n.this):
+            return exp.Literal.string(_offset_literal(n.this))
+        if isinstance(n, exp.Table):
+            return _fix_table(n, ctx)
+        if isinstance(n, exp.DataType) and not isinstance(n.parent, exp.DataType):
+            try:
+                return duck_datatype(sqltype_from_datatype(n))
+            except (UnknownTypeError, ValueError):
+                return n
+        if isinstance(n, exp.CurrentTimestamp):
+            if ctx.dynamic_time:
+                return exp.Anonymous(this="current_localtimestamp")
+            return _timestamp_literal(ctx.now())
+        if isinstance(n, exp.ObjectId):
+            return _sys_call("object_id", [sub(n.this)])
+        if isinstance(n, exp.Anonymous):
+            name = n.name.upper() if isinstance(n.this, str) else str(n.this).upper()
+            if name in _TIME_FUNCS:
+                if ctx.dynamic_time:
+                    return exp.Anonymous(this="current_localtimestamp")
+                return _timestamp_literal(ctx.now())
+            if name in _SYS_FUNCS and not isinstance(n.parent, exp.Dot):
+                return _sys_call(_SYS_FUNCS[name], [sub(a) for a in n.expressions])
+            if name == "DB_NAME" and not n.expressions:
+                return exp.Literal.string(ctx.db_name)
+            if name == "DB_ID":
+                return exp.Literal.number(5)
+            if name == "DATALENGTH":
+                return exp.Anonymous(this="octet_length", expressions=[sub(a) for a in n.expressions])
+        if isinstance(n, exp.Parameter):
+            inner = n.this
+            if isinstance(inner, exp.Parameter):  # @@NAME
+                key = inner.name.upper()
+                if key in ctx.session_values:
+                    return _value_literal(ctx.session_values[key])
+                raise errors.SqlServerError(137, f'Must declare the scalar variable "@@{inner.name}".', 15)
+            key = n.name.lower()
+            if key not in ctx.variables:
+                raise errors.SqlServerError(137, f'Must declare the scalar variable "@{n.name}".', 15)
+            return _value_literal(ctx.variables[key])
+        return n
+
+    def sub(n: exp.Expression) -> exp.Expression:
+        # transform() does not descend into a node it just replaced: rewrite its arguments here
+        return n.transform(fix, copy=False)
+
+    node = node.transform(fix, copy=False)
+    if top_level and isinstance(node, exp.Select):
+        _name_projections(node)
+    return node
+
+
+def _fix_table(table: exp.Table, ctx: TranslateContext) -> exp.Expression:
+    func = table.this
+    db = table.args.get("db")
+    db_name = db.name.lower() if db is not None else ""
+    if isinstance(func, exp.Anonymous):
+        fname = func.this.name if isinstance(func.this, exp.Identifier) else str(func.this)
+        low = fname.lower()
+        if db_name == "cdc" and low.startswith(("fn_cdc_get_all_changes_", "fn_cdc_get_net_changes_")):
+            if not ctx.cdc_enabled:
+                raise errors.invalid_object(f"cdc.{fname}")
+            alias = table.alias or None
+            return ctx.expand_cdc_function(low, fname, list(func.expressions), alias)
+        return table
+    if table.args.get("catalog") is not None:
+        table.set("catalog", None)
+    if db_name == "cdc" and not ctx.cdc_enabled:
+        raise errors.invalid_object(f"cdc.{table.name}")
+    if table.args.get("hints"):
+        table.set("hints", None)
+    return table
+
+
+def _name_projections(select: exp.Select) -> None:
+    """pymssql reports '' for an unnamed result column; alias them so the DB-API layer can tell."""
+    new = []
+    for i, proj in enumerate(select.expressions):
+        if isinstance(proj, (exp.Alias, exp.Column, exp.Star)) or (
+            isinstance(proj, exp.Dot) and isinstance(proj.expression, exp.Star)
+        ):
+            new.append(proj)
+        else:
+            new.append(exp.alias_(proj, f"{NONAME_PREFIX}{i}", quoted=True))
+    select.set("expressions", new)
+
+
+def to_duckdb(node: exp.Expression) -> str:
+    return node.sql(dialect="duckdb", identify=True)
+
+
+def table_parts(table: exp.Table) -> tuple[str | None, str]:
+    db = table.args.get("db")
+    return (db.name if db is not None else None, table.name)
