@@ -37,8 +37,10 @@ def print_batches(env: Mapping[str, str], since: datetime, title: str) -> None:
         {"since": since},
     )
     print(f"\n== {title}: batches applied (ANALYTICS.CONTROL.CDC_BATCHES)")
-    print(f"{'table':<20}{'mode':<10}{'LSN window (lower, upper]':<48}{'changes':>8}{'merged':>8}{'hist+':>8}"
-          f"{'extract s':>11}{'apply s':>9}")  # fmt: skip
+    print(
+        f"{'table':<20}{'mode':<10}{'LSN window (lower, upper]':<48}{'changes':>8}{'merged':>8}{'hist+':>8}"
+        f"{'extract s':>11}{'apply s':>9}"
+    )
     seen = set()
     for table, mode, lower, upper, staged, merged, hist, ext, app in rows:
         seen.add(table)
@@ -59,9 +61,14 @@ def compare_source_and_raw(env: Mapping[str, str]) -> bool:
         result = reconcile(pipeline, salt=env.get("AIRFLOW_VAR_CDC_HASH_SALT_SECRET"))
         layout = pipeline.layout(pipeline.mappings(pipeline.instances()[-1].name))
         history = pipeline.warehouse.execute(f"SELECT COUNT(*) FROM {layout.history}")[0][0]
-        verdict = "identical" if result.ok else f"DIFFERENT missing={result.missing} extra={result.extra} " \
-            f"changed={result.different}"  # fmt: skip
+        verdict = (
+            "identical"
+            if result.ok
+            else f"DIFFERENT missing={result.missing} extra={result.extra} changed={result.different}"
+        )
         ok &= result.ok
-        print(f"{result.table:<20}{result.source_rows:>12}{result.raw_live_rows:>10}{result.raw_deleted_rows:>12}"
-              f"{history:>10}  {verdict}")  # fmt: skip
+        print(
+            f"{result.table:<20}{result.source_rows:>12}{result.raw_live_rows:>10}{result.raw_deleted_rows:>12}"
+            f"{history:>10}  {verdict}"
+        )
     return ok

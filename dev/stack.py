@@ -49,20 +49,42 @@ class Stack:
         pid = procs.start(
             self.run_dir,
             "mssql",
-            [PY, "-m", "dev.mssql_emulator", "serve", "--db", str(self.cfg.mssql_db_path),
-             "--port", str(self.cfg.mssql_port), "--capture-interval", "1.0"],
+            [
+                PY,
+                "-m",
+                "dev.mssql_emulator",
+                "serve",
+                "--db",
+                str(self.cfg.mssql_db_path),
+                "--port",
+                str(self.cfg.mssql_port),
+                "--capture-interval",
+                "1.0",
+            ],
             self.env,
             self.log_dir / "mssql.log",
             cwd=ROOT,
-        )  # fmt: skip
+        )
         _wait_port(self.cfg.mssql_port, "SQL Server CDC emulator", self.log_dir / "mssql.log", pid)
         where = f"127.0.0.1:{self.cfg.mssql_port} (pid {pid}, {self.cfg.mssql_db_path})"
         self.say(f"SQL Server CDC emulator ready on {where}")
 
     def workload_command(self, seed: int, *mode: str) -> list[str]:
         """``python -m dev.mssql_emulator.workload`` against the emulator server (options, then the mode)."""
-        return [PY, "-m", "dev.mssql_emulator.workload", "--server", "127.0.0.1", "--port", str(self.cfg.mssql_port),
-                "--database", self.cfg.source_database, "--seed", str(seed), *mode]  # fmt: skip
+        return [
+            PY,
+            "-m",
+            "dev.mssql_emulator.workload",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(self.cfg.mssql_port),
+            "--database",
+            self.cfg.source_database,
+            "--seed",
+            str(seed),
+            *mode,
+        ]
 
     def airflow_bootstrap(self) -> None:
         """Metadata DB and pools (idempotent)."""
@@ -154,9 +176,13 @@ class Stack:
     def airflow(self) -> None:
         self.up()
         pid = procs.start(
-            self.run_dir, "airflow", [PY, "-m", "airflow", "standalone"], self.env,
-            self.log_dir / "airflow.log", cwd=ROOT,
-        )  # fmt: skip
+            self.run_dir,
+            "airflow",
+            [PY, "-m", "airflow", "standalone"],
+            self.env,
+            self.log_dir / "airflow.log",
+            cwd=ROOT,
+        )
         url = f"http://localhost:{self.cfg.airflow_port}"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

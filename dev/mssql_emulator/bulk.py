@@ -29,6 +29,12 @@ from .dml import _blob_literal, _pad, all_bits_mask
 from .translate import to_duckdb
 
 
+def _cast_sql(name: str, duck_type: str, sql_type: Any) -> str:
+    """The column cast to its storage type, char(n) blank-padded as the SQL path stores it."""
+    cast = sqlglot.parse_one(f'CAST("{name}" AS {duck_type})', read="duckdb")
+    return to_duckdb(_pad(cast, sql_type))
+
+
 def bulk_apply(
     engine: Any, *, total_lsns: int, total_trans: int, transactions: pa.Table, changes: dict[str, pa.Table]
 ) -> dict[str, Any]:
@@ -53,11 +59,7 @@ def bulk_apply(
                 if info is None:
                     raise errors.invalid_object(qualified)
                 cur.register("__bulk_rows_arrow", table)
-                casts = ", ".join(
-                    f"{to_duckdb(_pad(sqlglot.parse_one(f'CAST("{c.name}" AS {c.duck_type})', read='duckdb'), c.type))}"
-                    f' AS "{c.name}"'
-                    for c in info.columns
-                )
+                casts = ", ".join(f'{_cast_sql(c.name, c.duck_type, c.type)} AS "{c.name}"' for c in info.columns)
                 cur.execute(
                     "CREATE OR REPLACE TEMP TABLE __bulk AS SELECT r.__tx, r.__seq, r.__op, r.__cmd, "
                     f"t.commit_off, {casts} FROM __bulk_rows_arrow r JOIN __bulk_tx t ON t.tx = r.__tx"

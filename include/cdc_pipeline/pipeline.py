@@ -239,9 +239,14 @@ class TablePipeline:
                 )
                 return self.plan_from_watermark(found, instances)
         return Window(
-            "stream", current.name, lower=mark.lsn, upper=upper, reason="changes pending", switched_from=switched,
+            "stream",
+            current.name,
+            lower=mark.lsn,
+            upper=upper,
+            reason="changes pending",
+            switched_from=switched,
             warnings=self._ddl_warnings(current.name, mark.lsn),
-        )  # fmt: skip
+        )
 
     def _ddl_warnings(self, instance: str, after: str) -> list[str]:
         """Source DDL needs a person: the change table keeps the shape it had at enable time."""
@@ -317,9 +322,15 @@ class TablePipeline:
             t = self.cfg.target
             position = hint["checked_upper"]
             write_watermark(
-                self.warehouse, t.database, t.control_schema, self.cfg.name, self.table.name,
-                Watermark(hint["capture_instance"], position), None, 0,
-            )  # fmt: skip
+                self.warehouse,
+                t.database,
+                t.control_schema,
+                self.cfg.name,
+                self.table.name,
+                Watermark(hint["capture_instance"], position),
+                None,
+                0,
+            )
             hint.update(watermark=position, persisted_at=now.isoformat())
         self.hints.set(hint)
 
@@ -376,9 +387,12 @@ class TablePipeline:
         else:
             assert window.lower and window.upper
             chunks = self.source.iter_changes(
-                window.capture_instance, names, lsnlib.from_hex(window.lower), lsnlib.from_hex(window.upper),  # type: ignore[arg-type]
+                window.capture_instance,
+                names,
+                lsnlib.from_hex(window.lower),
+                lsnlib.from_hex(window.upper),  # type: ignore[arg-type]
                 self.cfg.chunk_rows,
-            )  # fmt: skip
+            )
         batch_id = f"{window.capture_instance}:{window.lower or 'snapshot'}-{window.upper}"
         stage_path = f"{self.cfg.name}/{self.table.name}/{window.lower or 'snapshot'}_{window.upper}"
         t = self.cfg.target
@@ -387,7 +401,7 @@ class TablePipeline:
         wh.ensure_stage(t.database, t.staging_schema, t.stage)
         # Files of an earlier, crashed attempt at this table must not be loaded twice.
         wh.stage_remove(self._stage(), f"{self.cfg.name}/{self.table.name}/")
-        rows, read_s, put_s = 0, 0.0, 0.0
+        rows, parquet_bytes, read_s, put_s = 0, 0, 0.0, 0.0
         schema = _parquet_schema(mappings)
         with tempfile.TemporaryDirectory(prefix="cdc-", dir=self.workdir) as tmp:
             tick = time.monotonic()
@@ -396,6 +410,7 @@ class TablePipeline:
                 path = Path(tmp) / f"part-{index:06d}.parquet"
                 pq.write_table(table, path, compression="zstd")
                 rows += table.num_rows
+                parquet_bytes += path.stat().st_size
                 read_s += time.monotonic() - tick
                 failpoint("after_read", self.label)
                 tick = time.monotonic()
@@ -418,9 +433,14 @@ class TablePipeline:
             rows=rows,
             columns=[asdict(m.source) | {"hashed": m.hashed} for m in mappings],
             upper_committed_at=committed.isoformat() if isinstance(committed, datetime) else None,
-            timings={"read_s": read_s, "put_s": put_s, "copy_s": time.monotonic() - tick,
-                     "total_s": time.monotonic() - started},
-        )  # fmt: skip
+            timings={
+                "read_s": read_s,
+                "put_s": put_s,
+                "copy_s": time.monotonic() - tick,
+                "parquet_bytes": parquet_bytes,
+                "total_s": time.monotonic() - started,
+            },
+        )
 
     def _snapshot_rows(self, window: Window, names: list[str]) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
         """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
@@ -456,8 +476,10 @@ class TablePipeline:
             log.warning(
                 "%s: schema change: added column(s) %s to raw and history. Their values before capture instance "
                 "%s started are unknown (CDC did not capture them): re-snapshot the table to backfill them.",
-                self.label, added, batch.window.capture_instance,
-            )  # fmt: skip
+                self.label,
+                added,
+                batch.window.capture_instance,
+            )
         window = batch.window
         merged = wh.merge_raw(layout) if batch.rows else 0
         failpoint("after_merge", self.label)
@@ -470,9 +492,11 @@ class TablePipeline:
         ensure_control_table(wh, t.database, t.control_schema)
         committed = datetime.fromisoformat(batch.upper_committed_at) if batch.upper_committed_at else None
         mark = Watermark(
-            window.capture_instance, window.upper or "", committed,
+            window.capture_instance,
+            window.upper or "",
+            committed,
             window.upper if window.mode == "snapshot" else None,
-        )  # fmt: skip
+        )
         write_watermark(
             wh, t.database, t.control_schema, self.cfg.name, self.table.name, mark, batch.batch_id, batch.rows
         )
@@ -480,18 +504,36 @@ class TablePipeline:
         wh.drop_staging(layout)
         wh.stage_remove(self._stage(), batch.stage_path + "/")
         apply_s = round(time.monotonic() - started, 3)
-        log_batch(wh, t.database, t.control_schema, {
-            "batch_id": batch.batch_id, "source_name": self.cfg.name, "table_name": self.table.name,
-            "mode": window.mode, "capture_instance": window.capture_instance, "lower_lsn": window.lower,
-            "upper_lsn": window.upper, "rows_staged": batch.rows, "rows_merged": merged,
-            "history_appended": appended, "extract_seconds": batch.timings.get("total_s"),
-            "apply_seconds": apply_s, "upper_committed_at": committed,
-        })  # fmt: skip
+        log_batch(
+            wh,
+            t.database,
+            t.control_schema,
+            {
+                "batch_id": batch.batch_id,
+                "source_name": self.cfg.name,
+                "table_name": self.table.name,
+                "mode": window.mode,
+                "capture_instance": window.capture_instance,
+                "lower_lsn": window.lower,
+                "upper_lsn": window.upper,
+                "rows_staged": batch.rows,
+                "rows_merged": merged,
+                "history_appended": appended,
+                "extract_seconds": batch.timings.get("total_s"),
+                "apply_seconds": apply_s,
+                "upper_committed_at": committed,
+            },
+        )
         now = datetime.now(UTC).isoformat()
         self.hints.set(
-            {"capture_instance": window.capture_instance, "watermark": mark.lsn, "checked_upper": mark.lsn,
-             "checked_at": now, "persisted_at": now}
-        )  # fmt: skip
+            {
+                "capture_instance": window.capture_instance,
+                "watermark": mark.lsn,
+                "checked_upper": mark.lsn,
+                "checked_at": now,
+                "persisted_at": now,
+            }
+        )
         return {
             "table": self.table.name,
             "mode": window.mode,

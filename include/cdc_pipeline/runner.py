@@ -103,8 +103,14 @@ def extract_load_table(
     pipeline = build_pipeline(config_path, table_name)
     fields = {k: v for k, v in window.items() if k in Window.__dataclass_fields__}
     batch = pipeline.extract_load(Window(**fields))
-    log.info("%s: staged %d rows for window (%s, %s]: %s", pipeline.label, batch.rows, batch.window.lower,
-             batch.window.upper, batch.timings)  # fmt: skip
+    log.info(
+        "%s: staged %d rows for window (%s, %s]: %s",
+        pipeline.label,
+        batch.rows,
+        batch.window.lower,
+        batch.window.upper,
+        batch.timings,
+    )
     return batch.as_dict()
 
 

@@ -59,8 +59,12 @@ def _text(value: Any) -> Any:
     return None if value is None else str(value)
 
 
-_INTS = {"tinyint": (pa.int16(), "NUMBER(3,0)"), "smallint": (pa.int16(), "NUMBER(5,0)"),
-         "int": (pa.int32(), "NUMBER(10,0)"), "bigint": (pa.int64(), "NUMBER(19,0)")}  # fmt: skip
+_INTS = {
+    "tinyint": (pa.int16(), "NUMBER(3,0)"),
+    "smallint": (pa.int16(), "NUMBER(5,0)"),
+    "int": (pa.int32(), "NUMBER(10,0)"),
+    "bigint": (pa.int64(), "NUMBER(19,0)"),
+}
 _TEXT = {"char", "varchar", "nchar", "nvarchar", "text", "ntext", "sysname", "xml"}
 _BINARY = {"binary", "varbinary", "image", "timestamp", "rowversion"}
 

@@ -201,9 +201,17 @@ class Warehouse:
         upsert = f"UPDATE SET {set_values + ', ' if set_values else ''}{set_meta}, {loaded} = {now}"
         insert_cols = ", ".join([*cols, lsn, seq, op, committed, loaded, deleted, deleted_at])
         values = lambda is_delete: ", ".join(  # noqa: E731 - two spellings of one VALUES list
-            [*(f"s.{c}" for c in cols), f"s.{lsn}", f"s.{seq}", f"s.{op}", f"s.{committed}", now,
-             "TRUE" if is_delete else "FALSE", f"s.{committed}" if is_delete else "NULL"]
-        )  # fmt: skip
+            [
+                *(f"s.{c}" for c in cols),
+                f"s.{lsn}",
+                f"s.{seq}",
+                f"s.{op}",
+                f"s.{committed}",
+                now,
+                "TRUE" if is_delete else "FALSE",
+                f"s.{committed}" if is_delete else "NULL",
+            ]
+        )
         if layout.delete_mode is DeleteMode.HARD:
             on_delete = f"WHEN MATCHED AND s.{op} = {OP_DELETE} AND {newer} THEN DELETE"
             insert_deleted = ""
@@ -286,13 +294,31 @@ def _affected(rows: list[tuple[Any, ...]]) -> int:
 
 
 _TYPE_FAMILY = {
-    "NUMBER": "NUMBER", "DECIMAL": "NUMBER", "INTEGER": "NUMBER", "BIGINT": "NUMBER", "INT": "NUMBER",
-    "SMALLINT": "NUMBER", "TINYINT": "NUMBER", "HUGEINT": "NUMBER", "FLOAT": "FLOAT", "DOUBLE": "FLOAT",
-    "REAL": "FLOAT", "VARCHAR": "TEXT", "TEXT": "TEXT", "STRING": "TEXT", "BOOLEAN": "BOOLEAN",
-    "DATE": "DATE", "TIME": "TIME", "TIMESTAMP_NTZ": "TIMESTAMP", "TIMESTAMP": "TIMESTAMP",
-    "TIMESTAMP_TZ": "TIMESTAMP_TZ", "TIMESTAMP WITH TIME ZONE": "TIMESTAMP_TZ", "BINARY": "BINARY",
-    "BLOB": "BINARY", "VARBINARY": "BINARY",
-}  # fmt: skip
+    "NUMBER": "NUMBER",
+    "DECIMAL": "NUMBER",
+    "INTEGER": "NUMBER",
+    "BIGINT": "NUMBER",
+    "INT": "NUMBER",
+    "SMALLINT": "NUMBER",
+    "TINYINT": "NUMBER",
+    "HUGEINT": "NUMBER",
+    "FLOAT": "FLOAT",
+    "DOUBLE": "FLOAT",
+    "REAL": "FLOAT",
+    "VARCHAR": "TEXT",
+    "TEXT": "TEXT",
+    "STRING": "TEXT",
+    "BOOLEAN": "BOOLEAN",
+    "DATE": "DATE",
+    "TIME": "TIME",
+    "TIMESTAMP_NTZ": "TIMESTAMP",
+    "TIMESTAMP": "TIMESTAMP",
+    "TIMESTAMP_TZ": "TIMESTAMP_TZ",
+    "TIMESTAMP WITH TIME ZONE": "TIMESTAMP_TZ",
+    "BINARY": "BINARY",
+    "BLOB": "BINARY",
+    "VARBINARY": "BINARY",
+}
 
 
 def _compatible(existing: str, wanted: str) -> bool:
