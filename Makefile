@@ -6,6 +6,9 @@ PY_SYS ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Azurite (Microsoft's Azure Storage emulator, from npm) for the external Azure stage tests.
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
+AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
@@ -20,7 +23,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt
 	@touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install everything (idempotent)
+$(AZURITE):
+	@mkdir -p $(VENV)/azurite
+	cd $(VENV)/azurite && npm install --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
+
+setup: $(STAMP) $(AZURITE) ## Create .venv and install everything (idempotent)
 
 demo: setup ## Start the local stack and run the whole pipeline once, end to end; print a summary
 	$(PY) -m dev.stack demo

@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -127,6 +126,14 @@ class TableConfig(_Strict):
         return (self.target_table or self.table).upper()
 
 
+class AzureStageConfig(_Strict):
+    """An external Azure stage: where the chunks are uploaded (the stage's URL points at the same place)."""
+
+    wasb_conn_id: str = "wasb_default"
+    container: Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$")]
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._/-]*$")] = ""
+
+
 class SnowflakeTarget(_Strict):
     """Where a source lands in Snowflake."""
 
@@ -140,19 +147,10 @@ class SnowflakeTarget(_Strict):
     raw_schema: SnowflakeIdentifier = "RAW"
     control_schema: SnowflakeIdentifier = "CONTROL"
     stage: SnowflakeIdentifier = "CDC_STAGE"
-    azure_stage_url: str | None = Field(
+    azure_stage: AzureStageConfig | None = Field(
         default=None,
-        description="Use an external Azure stage at this azure:// URL instead of a Snowflake internal stage.",
+        description="Upload chunks to Azure Blob Storage; `stage` must then name an external stage over them.",
     )
-
-    @field_validator("azure_stage_url")
-    @classmethod
-    def _azure_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^azure://[A-Za-z0-9.-]+/[A-Za-z0-9._/-]+$", value):
-            raise ValueError(
-                "azure_stage_url must look like azure://<account>.blob.core.windows.net/<container>/<path>"
-            )
-        return value
 
 
 class SourceConfig(_Strict):
@@ -163,7 +161,6 @@ class SourceConfig(_Strict):
     mssql_conn_id: str = "mssql_default"
     snowflake_conn_id: str = "snowflake_default"
     smtp_conn_id: str = "smtp_default"
-    azure_conn_id: str | None = None
     target: SnowflakeTarget
     schedule: str | None = Field(default="*/15 * * * *", description="Cron, @preset, or null for manual runs.")
     start_date: str = "2026-01-01"

@@ -8,7 +8,6 @@ retry of any step, or of the whole cycle, converges to the same Snowflake state.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,12 +16,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
+from include.cdc_pipeline.stages import AzureStage, InternalStage, Stage
 from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
 from include.cdc_pipeline.warehouse import (
     OP_SNAPSHOT,
@@ -120,6 +119,7 @@ class TablePipeline:
         hints: HintStore,
         salt: Callable[[], str] | None = None,
         workdir: Path | None = None,
+        azure_hook: Any = None,
     ) -> None:
         self.cfg = source_config
         self.table = table
@@ -130,6 +130,7 @@ class TablePipeline:
         self.hints = hints
         self._salt = salt
         self.workdir = workdir
+        self._azure_hook = azure_hook
 
     # -- lazily opened connections (an idle plan never opens Snowflake) -----------------------
     @property
@@ -367,9 +368,18 @@ class TablePipeline:
             delete_mode=self.cfg.setting(self.table, "delete_mode"),
         )
 
-    def _stage(self) -> str:
+    def stage(self) -> Stage:
+        """The configured stage: internal (PUT) by default, or external on Azure Blob Storage."""
         t = self.cfg.target
-        return ".".join([t.database, t.staging_schema, t.stage])
+        name = ".".join([t.database, t.staging_schema, t.stage])
+        if t.azure_stage is None:
+            self.warehouse.ensure_stage(t.database, t.staging_schema, t.stage)
+            return InternalStage(self.warehouse, name, self.workdir)
+        if self._azure_hook is None:
+            from airflow.providers.microsoft.azure.hooks.wasb import WasbHook
+
+            self._azure_hook = WasbHook(wasb_conn_id=t.azure_stage.wasb_conn_id)
+        return AzureStage(self._azure_hook, t.azure_stage.container, t.azure_stage.prefix, name)
 
     def extract_load(self, window: Window) -> Batch:
         """Window rows → Parquet chunks (bounded memory) → PUT → COPY INTO the staging table."""
@@ -398,30 +408,25 @@ class TablePipeline:
         t = self.cfg.target
         wh = self.warehouse
         wh.ensure_schemas(t.database, [t.staging_schema, t.raw_schema, t.control_schema])
-        wh.ensure_stage(t.database, t.staging_schema, t.stage)
+        stage = self.stage()
         # Files of an earlier, crashed attempt at this table must not be loaded twice.
-        wh.stage_remove(self._stage(), f"{self.cfg.name}/{self.table.name}/")
+        stage.clear(f"{self.cfg.name}/{self.table.name}/")
         rows, parquet_bytes, read_s, put_s = 0, 0, 0.0, 0.0
         schema = _parquet_schema(mappings)
-        with tempfile.TemporaryDirectory(prefix="cdc-", dir=self.workdir) as tmp:
+        tick = time.monotonic()
+        for index, chunk in enumerate(chunks):
+            table = _to_arrow(chunk, mappings, schema, salt)
+            rows += table.num_rows
+            read_s += time.monotonic() - tick
+            failpoint("after_read", self.label)
             tick = time.monotonic()
-            for index, chunk in enumerate(chunks):
-                table = _to_arrow(chunk, mappings, schema, salt)
-                path = Path(tmp) / f"part-{index:06d}.parquet"
-                pq.write_table(table, path, compression="zstd")
-                rows += table.num_rows
-                parquet_bytes += path.stat().st_size
-                read_s += time.monotonic() - tick
-                failpoint("after_read", self.label)
-                tick = time.monotonic()
-                wh.stage_put(str(path), self._stage(), stage_path)
-                path.unlink()
-                put_s += time.monotonic() - tick
-                tick = time.monotonic()
+            parquet_bytes += stage.write(table, stage_path, f"part-{index:06d}.parquet")
+            put_s += time.monotonic() - tick
+            tick = time.monotonic()
         failpoint("after_put", self.label)
         tick = time.monotonic()
         wh.create_staging(layout)
-        loaded = wh.copy_into_staging(layout, self._stage(), stage_path) if rows else 0
+        loaded = wh.copy_into_staging(layout, stage.name, stage_path) if rows else 0
         if loaded != rows:
             raise CdcError(f"{self.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
         failpoint("after_copy", self.label)
@@ -502,7 +507,7 @@ class TablePipeline:
         )
         # Clean-up after the watermark: leftovers are harmless (next batch replaces them).
         wh.drop_staging(layout)
-        wh.stage_remove(self._stage(), batch.stage_path + "/")
+        self.stage().clear(batch.stage_path + "/")
         apply_s = round(time.monotonic() - started, 3)
         log_batch(
             wh,
