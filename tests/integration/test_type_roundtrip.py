@@ -68,12 +68,13 @@ def test_every_type_round_trips_value_by_value(harness: Harness) -> None:
         f"CREATE TABLE dbo.types (id int NOT NULL PRIMARY KEY, {columns})",
         "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'types', @role_name=NULL",
     )
-    h.sql(f"INSERT INTO dbo.types (id, {', '.join(c for c, *_ in CASES)}) VALUES (1, {', '.join(v for _, _, v, _ in CASES)})")
+    names, literals = ", ".join(c for c, *_ in CASES), ", ".join(v for _, _, v, _ in CASES)
+    h.sql(f"INSERT INTO dbo.types (id, {names}) VALUES (1, {literals})")
     h.sql("INSERT INTO dbo.types (id) VALUES (2)")  # every column NULL
     h.capture()
     config = h.source_config([{"schema": "dbo", "table": "types", "primary_key": ["id"]}])
     h.pipeline(config).run_once()  # snapshot path
-    h.sql(f"INSERT INTO dbo.types (id, {', '.join(c for c, *_ in CASES)}) VALUES (3, {', '.join(v for _, _, v, _ in CASES)})")
+    h.sql(f"INSERT INTO dbo.types (id, {names}) VALUES (3, {literals})")
     h.capture()
     assert h.pipeline(config).run_once()["mode"] == "stream"  # change-table path
 
