@@ -91,7 +91,7 @@ def plan_table(config_path: str, table_name: str, context: dict[str, Any]) -> di
 
 def _skip_if_idle(window: dict[str, Any]) -> None:
     if window["mode"] == "idle":
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException("idle: no new changes for this table")
 
