@@ -5,7 +5,9 @@ Scenarios (each table pipeline runs in a fresh worker process, so its peak RSS i
     updates of those rows) — memory must not grow with the backlog;
   * ten such tables with 100,000 changes each, replicated in parallel (ten processes).
 
-Prints changes/s end to end (plan + extract_load + apply), Parquet MB/s, and peak RSS per worker.
+Prints changes/s end to end (plan + extract_load + apply, measured inside the worker: a task process
+of Airflow has its imports done already), MB/s of change data (Arrow, uncompressed), peak RSS per
+worker, and the wall time including the start of the worker processes.
 Figures, not assertions: run `make bench` or `python benchmarks/bench_ingestion.py [--quick]`.
 The backlog is written with the emulator's bulk path (the same change-table rows the capture job
 would write), so generating it is not part of what is measured.

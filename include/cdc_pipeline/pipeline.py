@@ -8,6 +8,8 @@ retry of any step, or of the whole cycle, converges to the same Snowflake state.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -411,12 +413,13 @@ class TablePipeline:
         stage = self.stage()
         # Files of an earlier, crashed attempt at this table must not be loaded twice.
         stage.clear(f"{self.cfg.name}/{self.table.name}/")
-        rows, parquet_bytes, read_s, put_s = 0, 0, 0.0, 0.0
+        rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
         schema = _parquet_schema(mappings)
         tick = time.monotonic()
-        for index, chunk in enumerate(chunks):
+        for index, chunk in enumerate(_prefetch(chunks)):
             table = _to_arrow(chunk, mappings, schema, salt)
             rows += table.num_rows
+            arrow_bytes += table.nbytes
             read_s += time.monotonic() - tick
             failpoint("after_read", self.label)
             tick = time.monotonic()
@@ -443,6 +446,7 @@ class TablePipeline:
                 "put_s": put_s,
                 "copy_s": time.monotonic() - tick,
                 "parquet_bytes": parquet_bytes,
+                "arrow_bytes": arrow_bytes,
                 "total_s": time.monotonic() - started,
             },
         )
@@ -566,6 +570,46 @@ class TablePipeline:
         result = self.apply(batch)
         result["timings"] = batch.timings
         return result
+
+
+def _prefetch(chunks: Iterator[list[tuple[Any, ...]]], depth: int = 1) -> Iterator[list[tuple[Any, ...]]]:
+    """Fetch the next chunk from the source while this one is converted and uploaded.
+
+    A bounded queue: at most ``depth`` + 2 chunks exist at once, so memory stays flat whatever
+    the window's size. The source connection is used by the reader thread only meanwhile.
+    """
+    done = object()
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        slots.put(chunk, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            slots.put(exc)
+
+    reader = threading.Thread(target=read, name="cdc-source-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=30)
 
 
 def _parquet_schema(mappings: Sequence[ColumnMapping]) -> pa.Schema:

@@ -1,0 +1,210 @@
+"""Benchmark of the dbt layer: DAG parse time, and a Cosmos run against a plain `dbt build`.
+
+    python benchmarks/bench_dbt.py [--repeat 3] [--modes watcher,local] [--parse-repeat 5]
+
+Starts its own local Snowflake (temporary directory, free port; stopped by pid at the end), seeds
+the generated billing dataset (dev/dbt_local.py), then prints:
+
+* parse: `DagBag(dags/billing_dbt.py)` in a fresh interpreter with Airflow already imported (the
+  DAG processor's situation) - median of --parse-repeat runs;
+* plain: `dbt build --target local` as a CLI subprocess (what a person would run), and
+  `dbt source freshness` + `dbt build` (the same work as the DAG) - median of --repeat;
+* cosmos: `dag.test()` of `billing_dbt` in each execution mode (fresh process each time, one
+  Airflow SQLite metadata DB prepared once) - median of --repeat; the ratio to plain.
+
+Figures go to stdout and to benchmarks/results/bench_dbt.json (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dev import dbt_local, snowflake_local  # noqa: E402
+
+PARSE_SNIPPET = """
+import time, logging, warnings
+warnings.filterwarnings("ignore")
+from airflow.dag_processing.dagbag import DagBag
+import airflow.sdk
+t = time.perf_counter()
+bag = DagBag(dag_folder=%r)
+elapsed = time.perf_counter() - t
+assert not bag.import_errors, bag.import_errors
+print("PARSE", elapsed, len(bag.dags["billing_dbt"].tasks))
+"""
+
+DAG_TEST_SNIPPET = """
+import time, warnings
+warnings.filterwarnings("ignore")
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=%r)
+dag = bag.dags["billing_dbt"]
+t = time.perf_counter()
+run = dag.test()
+elapsed = time.perf_counter() - t
+states = {}
+for ti in run.get_task_instances():
+    states[str(ti.state)] = states.get(str(ti.state), 0) + 1
+print("DAGTEST", elapsed, run.state, len(dag.tasks), states)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _airflow_env(home: Path, port: int, mode: str | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "DO_NOT_TRACK": "1",
+            "CDC_DBT_TARGET": "local",
+            "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": json.dumps(
+                {
+                    "conn_type": "snowflake", "login": "local", "password": "local", "schema": "RAW",
+                    "extra": {"account": "fakesnow", "database": "ANALYTICS", "warehouse": "LOCAL_WH",
+                              "role": "SYSADMIN", "host": "127.0.0.1", "port": port, "protocol": "http"},
+                }
+            ),  # fmt: skip
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 1}),
+        }
+    )
+    if mode:
+        env["CDC_DBT_EXECUTION_MODE"] = mode
+    return env
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 900) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, env=env, cwd=ROOT, text=True, capture_output=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return wall, result.stdout
+
+
+def bench_parse(home: Path, port: int, repeat: int) -> dict[str, Any]:
+    env = _airflow_env(home, port)
+    times = []
+    tasks = 0
+    for _ in range(repeat):
+        _, out = _run([sys.executable, "-c", PARSE_SNIPPET % str(ROOT / "dags" / "billing_dbt.py")], env)
+        line = next(line for line in out.splitlines() if line.startswith("PARSE"))
+        times.append(float(line.split()[1]))
+        tasks = int(line.split()[2])
+    return {"median_s": _median(times), "runs_s": times, "tasks": tasks}
+
+
+def bench_plain(port: int, repeat: int) -> dict[str, Any]:
+    build, fresh_build = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        dbt_local.run_dbt(["build", "--quiet"], port, capture=True)
+        build.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        dbt_local.run_dbt(["source", "freshness", "--quiet"], port, capture=True)
+        dbt_local.run_dbt(["build", "--quiet"], port, capture=True)
+        fresh_build.append(time.perf_counter() - start)
+    return {
+        "build_median_s": _median(build), "build_runs_s": build,
+        "freshness_and_build_median_s": _median(fresh_build), "freshness_and_build_runs_s": fresh_build,
+    }  # fmt: skip
+
+
+def bench_cosmos(home: Path, port: int, mode: str, repeat: int) -> dict[str, Any]:
+    env = _airflow_env(home, port, mode)
+    inner, wall = [], []
+    detail = ""
+    for _ in range(repeat):
+        elapsed, out = _run([sys.executable, "-c", DAG_TEST_SNIPPET % str(ROOT / "dags" / "billing_dbt.py")], env)
+        line = next(line for line in out.splitlines() if line.startswith("DAGTEST"))
+        parts = line.split(maxsplit=4)
+        if "success" not in parts[2]:
+            raise RuntimeError(f"dag.test() in {mode} mode ended {parts[2]}: {line}")
+        inner.append(float(parts[1]))
+        wall.append(elapsed)
+        detail = line
+    return {"dag_test_median_s": _median(inner), "dag_test_runs_s": inner, "process_median_s": _median(wall),
+            "last": detail}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--parse-repeat", type=int, default=5)
+    parser.add_argument("--modes", default="watcher,local", help="Cosmos execution modes to time")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-dbt-"))
+    port = _free_port()
+    pid = snowflake_local.start(work / "snowflake", port)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    try:
+        data = dbt_local.generate()
+        counts = dbt_local.seed(data, port)
+        results["dataset"] = {"changes": counts}
+        print(f"dataset: {sum(counts.values())} CDC changes ({counts}); local Snowflake pid {pid} port {port}")
+        dbt_local.ensure_manifest()
+
+        home = work / "airflow"
+        home.mkdir()
+        _run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], _airflow_env(home, port))
+
+        results["parse"] = bench_parse(home, port, args.parse_repeat)
+        print(f"parse   dags/billing_dbt.py: median {results['parse']['median_s']:.3f} s over {args.parse_repeat}"
+              f" runs ({results['parse']['tasks']} tasks)")  # fmt: skip
+
+        dbt_local.run_dbt(["build", "--quiet"], port, capture=True)  # warm-up: tables exist, partial parse
+        results["plain"] = bench_plain(port, args.repeat)
+        plain = results["plain"]["build_median_s"]
+        print(f"plain   dbt build: median {plain:.1f} s; dbt source freshness + dbt build:"
+              f" {results['plain']['freshness_and_build_median_s']:.1f} s (n={args.repeat})")  # fmt: skip
+
+        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+            res = bench_cosmos(home, port, mode, args.repeat)
+            res["ratio_to_plain_build"] = res["dag_test_median_s"] / plain
+            res["ratio_to_plain_freshness_and_build"] = (
+                res["dag_test_median_s"] / results["plain"]["freshness_and_build_median_s"]
+            )
+            results[f"cosmos_{mode}"] = res
+            print(f"cosmos  {mode:8s} dag.test(): median {res['dag_test_median_s']:.1f} s"
+                  f" (process {res['process_median_s']:.1f} s) = {res['ratio_to_plain_build']:.2f}x plain build,"
+                  f" {res['ratio_to_plain_freshness_and_build']:.2f}x freshness+build  [{res['last']}]")  # fmt: skip
+    finally:
+        snowflake_local.stop(work / "snowflake")
+        out = ROOT / "benchmarks" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_dbt.json").write_text(json.dumps(results, indent=2, default=str))
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
