@@ -12,7 +12,7 @@ AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup demo airflow stop status test test-all test-e2e lint format manifest bench clean
+.PHONY: help setup demo airflow stop status test test-all lint format manifest bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff
 format: setup ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+manifest: setup ## Build the dbt manifest Cosmos parses (include/dbt/billing/target/manifest.json)
+	$(PY) -m dev.dbt_local manifest
 
 bench: setup ## Benchmarks (print figures; not part of the tests)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
