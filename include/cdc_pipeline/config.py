@@ -167,7 +167,7 @@ class SourceConfig(_Strict):
     owner: str = "data-platform"
     alert_emails: list[Email] = Field(min_length=1)
     deadline: Duration | None = Field(default=None, description="Deadline Alert: e-mail when a run takes longer.")
-    chunk_rows: int = Field(default=100_000, gt=0, description="Rows per fetch and per Parquet file.")
+    chunk_rows: int = Field(default=50_000, gt=0, description="Rows per fetch and per Parquet file (bounds memory).")
     tags: list[str] = Field(default_factory=list)
     table_defaults: TableDefaults = TableDefaults()
     tables: list[TableConfig] = Field(min_length=1)
