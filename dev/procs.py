@@ -21,18 +21,22 @@ def _pid_file(run_dir: Path, name: str) -> Path:
 
 
 def alive(pid: int) -> bool:
+    """Alive and not a zombie; reaps the process when it is our own exited child."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie (exited, not yet reaped) is not alive for our purposes.
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def running(run_dir: Path, name: str) -> int | None:

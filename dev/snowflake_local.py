@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dev.procs import alive as pid_alive
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -187,25 +189,6 @@ def _write_pid_file(info: ServerInfo) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(info)))
     tmp.replace(path)
-
-
-def pid_alive(pid: int) -> bool:
-    """Alive and not a zombie; reaps the process when it is our own exited child."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _is_our_server(pid: int) -> bool:
