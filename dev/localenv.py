@@ -101,6 +101,9 @@ class LocalStack:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
             "AIRFLOW_VAR_CDC_HASH_SALT_SECRET": "local-dev-salt",
             "CDC_LOCAL_DIR": str(self.state_dir),
+            # dbt profile target for the local Snowflake (emulator overrides are active only there).
+            "CDC_DBT_TARGET": "local",
+            "CDC_LOCAL_SNOWFLAKE_PORT": str(self.snowflake_port),
         }
         for conn_id, conn in self.connections().items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
