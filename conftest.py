@@ -23,6 +23,6 @@ os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 pytest_plugins: list[str] = []
-for _plugin in ("tests.fixtures_snowflake", "tests.fixtures_mssql", "tests.fixtures_azure"):
+for _plugin in ("tests.fixtures_snowflake", "tests.fixtures_mssql", "tests.fixtures_azure", "tests.fixtures_smtp"):
     if (ROOT / (_plugin.replace(".", "/") + ".py")).exists():
         pytest_plugins.append(_plugin)

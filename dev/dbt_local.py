@@ -35,7 +35,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -519,7 +519,7 @@ def generate(anchor: datetime | None = None, seed: int = 7, days: int = 100, his
     op-0 snapshot rows), then ``days`` of captured changes; the last changes happen minutes before
     ``anchor`` so that source freshness passes when ``anchor`` is now.
     """
-    anchor = ms(anchor or datetime.utcnow().replace(microsecond=0))  # noqa: DTZ003 - naive UTC, like the contract
+    anchor = ms(anchor or datetime.utcnow().replace(microsecond=0))
     snapshot_at = ms((anchor - timedelta(days=days)).replace(hour=6, minute=0, second=0, microsecond=0))
     begin = snapshot_at - timedelta(days=history_days)
     data = Dataset(anchor=anchor, snapshot_at=snapshot_at)
@@ -728,7 +728,9 @@ def ensure_manifest() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.dbt_local", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["manifest", "seed", "build", "dbt"])
-    parser.add_argument("--port", type=int, default=None, help="local Snowflake port (default $CDC_LOCAL_SNOWFLAKE_PORT)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="local Snowflake port (default $CDC_LOCAL_SNOWFLAKE_PORT)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed: dataset generator seed")
     parser.add_argument("--database", default=DATABASE, help=f"database to seed / build in (default {DATABASE})")
     argv = list(sys.argv[1:] if argv is None else argv)

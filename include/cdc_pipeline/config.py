@@ -168,6 +168,18 @@ class SourceConfig(_Strict):
     alert_emails: list[Email] = Field(min_length=1)
     deadline: Duration | None = Field(default=None, description="Deadline Alert: e-mail when a run takes longer.")
     chunk_rows: int = Field(default=50_000, gt=0, description="Rows per fetch and per Parquet file (bounds memory).")
+    retention_minutes: int = Field(
+        default=4320,
+        gt=0,
+        description="CDC cleanup retention (health checks); production reads msdb.dbo.cdc_jobs and falls back to this.",
+    )
+    retention_warn_fraction: float = Field(
+        default=0.8, gt=0, lt=1, description="Warn when a table's position is this fraction of the retention old."
+    )
+    capture_stall_after: Duration = Field(
+        default=timedelta(minutes=30),
+        description="Alert when the max LSN time lags the source clock this much while the source is active.",
+    )
     tags: list[str] = Field(default_factory=list)
     table_defaults: TableDefaults = TableDefaults()
     tables: list[TableConfig] = Field(min_length=1)

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 
 from include.cdc_pipeline.config import SourceConfig, TableConfig, config_dir, load_source_config
-from include.cdc_pipeline.notifications import failure_notifier
+from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
 SOURCE_POOL = "cdc_sqlserver"
 SNOWFLAKE_POOL = "cdc_snowflake"
@@ -82,6 +82,8 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
             ),
         },
         dagrun_timeout=timedelta(hours=6),
+        on_failure_callback=run_failure_summary(source),
+        **({"deadline": source_deadline_alert(source)} if source.deadline else {}),
     ) as dag:
         for table in source.tables:
             _table_group(config_name, directory, source, table)

@@ -6,16 +6,21 @@ about 0.5 s to render instead of ~7 s for ``dbt ls``), and nothing here opens a 
 an Airflow Variable or touches a database. The Snowflake profile is resolved from the Airflow
 connection only when a task runs.
 
-Shape of a run::
+Shape of a run (Cosmos task group ``dbt``)::
 
-    source_freshness  ->  dbt (Cosmos task group: one task per model, its tests right after it)
+    source freshness (one task per raw table with a threshold) -> model -> its tests -> ...
+
+In WATCHER mode (the default, chosen by measurement: docs/dbt.md) one producer task runs
+``dbt source freshness`` and then a single ``dbt build``; every source/model/test task reports its
+node's outcome from the producer's XComs.
 
 * **Schedule**: any of the source's raw-table Assets (``AssetAny``). The CDC DAG skips idle tables
   (no Asset event), so "all of" would stall the marts whenever one table is quiet (products change
   a few times a month); "any of" refreshes them as soon as some table changed. Several events
   arriving together are consumed by one run; ``max_active_runs=1`` serialises the rest.
-* **Freshness**: ``dbt source freshness`` on the current-state raw tables first; an ``error``
-  threshold (stale busy table) fails the run before stale marts are published, and alerts.
+* **Freshness**: ``dbt source freshness`` on the current-state raw tables before anything is
+  built. A source past its ``error`` threshold: its task fails (the run fails and alerts) and no
+  model built from it runs, so stale marts are never published; a ``warn`` only logs.
 * **Tests**: data tests and unit tests of a model run right after it (``TestBehavior.AFTER_EACH``);
   a failing test fails its task and everything downstream is not built.
 * **Profile**: ``snowflake_default`` through Cosmos' Snowflake user/password mapping, extended to
@@ -27,11 +32,12 @@ Shape of a run::
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from airflow.sdk import DAG, AssetAny
+from airflow.sdk import DAG, AssetAny, TriggerRule
 from cosmos import (
     DbtTaskGroup,
     ExecutionConfig,
@@ -42,8 +48,7 @@ from cosmos import (
     RenderConfig,
     TestBehavior,
 )
-from cosmos.constants import InvocationMode, SourceRenderingBehavior
-from cosmos.operators.local import DbtSourceLocalOperator
+from cosmos.constants import DbtResourceType, InvocationMode, SourceRenderingBehavior
 from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
@@ -53,7 +58,8 @@ from include.cdc_pipeline.notifications import failure_notifier
 DBT_ROOT = Path(__file__).resolve().parents[1] / "dbt"
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)
 EXECUTION_MODE_ENV = "CDC_DBT_EXECUTION_MODE"  # override of the measured default (docs/dbt.md)
-DEFAULT_EXECUTION_MODE = ExecutionMode.LOCAL
+INVOCATION_MODE_ENV = "CDC_DBT_INVOCATION_MODE"  # subprocess | dbt_runner (default: see invocation_mode)
+DEFAULT_EXECUTION_MODE = ExecutionMode.WATCHER  # measured: docs/dbt.md "Execution mode"
 MARTS_SCHEMA = "MARTS"
 
 
@@ -64,10 +70,42 @@ class SnowflakeConnectionProfileMapping(SnowflakeUserPasswordProfileMapping):
     production account never needs it (https is the default), the local emulator does (http).
     """
 
-    airflow_param_mapping = {
+    airflow_param_mapping: ClassVar[dict[str, Any]] = {
         **SnowflakeUserPasswordProfileMapping.airflow_param_mapping,
         "protocol": "extra.protocol",
     }
+
+
+def skip_dependents_of_stale_sources(
+    context: Any, dag: Any, task_group: Any, nodes: dict[str, Any] | None, sources_json: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """Watcher-mode freshness policy: what is built from a source past its *error* threshold is
+    left out of the run; a *warn* only logs.
+
+    Cosmos' default skips a model only when all of its inputs are stale, and treats warn as stale.
+    Here any model reading a stale source, directly or not, is skipped (stale marts are never
+    published), the source's own task fails (the run fails and alerts), and everything else is built.
+    """
+    stale = {
+        result["unique_id"]
+        for result in (sources_json or {}).get("results", [])
+        if result.get("status") in ("error", "runtime error")
+    }
+    if not stale or not nodes:
+        return []
+    dependents: dict[str, set[str]] = {}
+    for unique_id, node in nodes.items():
+        for parent in node.depends_on:
+            dependents.setdefault(parent, set()).add(unique_id)
+    reached: set[str] = set()
+    queue = list(stale)
+    while queue:
+        for child in dependents.get(queue.pop(), set()):
+            if child not in reached:
+                reached.add(child)
+                queue.append(child)
+    buildable = {DbtResourceType.MODEL, DbtResourceType.SEED, DbtResourceType.SNAPSHOT}
+    return [(uid, "skipped") for uid in sorted(reached) if uid in nodes and nodes[uid].resource_type in buildable]
 
 
 def project_dir(project: str) -> Path:
@@ -85,6 +123,22 @@ def target_name() -> str:
 def execution_mode() -> ExecutionMode:
     value = os.environ.get(EXECUTION_MODE_ENV)
     return ExecutionMode(value.lower()) if value else DEFAULT_EXECUTION_MODE
+
+
+def dbt_executable() -> str:
+    """The dbt CLI next to this interpreter (a virtualenv's bin is often not on PATH), else `dbt`."""
+    local = Path(sys.executable).with_name("dbt")
+    return str(local) if local.exists() else "dbt"
+
+
+def invocation_mode(mode: ExecutionMode) -> InvocationMode:
+    """How dbt is started. Measured defaults (docs/dbt.md): the watcher producer runs dbt as a
+    subprocess (in-process, Cosmos serialises every dbt event to JSON in a callback, which doubled
+    the build time here); LOCAL mode runs many short dbt commands, best in-process."""
+    value = os.environ.get(INVOCATION_MODE_ENV)
+    if value:
+        return InvocationMode(value.lower())
+    return InvocationMode.SUBPROCESS if mode is ExecutionMode.WATCHER else InvocationMode.DBT_RUNNER
 
 
 def profile_config(source: SourceConfig, project: str) -> ProfileConfig:
@@ -116,7 +170,8 @@ def _doc_md(source: SourceConfig, project: str, mode: ExecutionMode, doc: str | 
         f"{doc or ''}\n\n## This DAG\n\ndbt project `include/dbt/{project}` (docs: `docs/dbt.md`), run by "
         f"astronomer-cosmos in `{mode.value}` execution mode from a pre-built manifest. Triggered when any "
         f"of {tables} changed (Assets emitted by `{source.dag_id}`). First `dbt source freshness` "
-        "(error threshold fails the run), then every model followed by its tests. Target: "
+        "(a source past its error threshold fails the run and blocks its models), then every model "
+        "followed by its tests. Target: "
         f"`{target_name()}`; profile from connection `{source.snowflake_conn_id}`."
     )
 
@@ -146,8 +201,15 @@ def build_dbt_dag(
     # Given to ProjectConfig, a local path becomes an ObjectStoragePath, whose first use loads
     # Airflow's provider registry: ~0.6 s of every parse. A pathlib.Path has the same interface here.
     project_config.manifest_path = manifest
-    # dbt-core is installed next to Airflow: run it in-process (dbtRunner), no subprocess per task.
-    execution = ExecutionConfig(execution_mode=mode, invocation_mode=InvocationMode.DBT_RUNNER)
+    # Watcher producer: `dbt source freshness`, then one `dbt build` (dbt CLI of this environment).
+    execution = ExecutionConfig(
+        execution_mode=mode,
+        invocation_mode=invocation_mode(mode),
+        dbt_executable_path=dbt_executable(),
+        setup_operator_args=(
+            {"freshness_callback": skip_dependents_of_stale_sources} if mode is ExecutionMode.WATCHER else None
+        ),
+    )
     operator_args: dict[str, Any] = {"install_deps": False, "emit_datasets": False}
 
     with DAG(
@@ -162,17 +224,7 @@ def build_dbt_dag(
         doc_md=_doc_md(source, project, mode, doc_md),
         dagrun_timeout=timedelta(hours=2),
     ) as dag:
-        freshness = DbtSourceLocalOperator(
-            task_id="source_freshness",
-            doc_md="`dbt source freshness` of the current-state raw tables (warn: log only, error: fail).",
-            project_dir=str(project_dir(project)),
-            profile_config=profile,
-            select=[f"source:{project}"],
-            invocation_mode=InvocationMode.DBT_RUNNER,
-            install_deps=False,
-            emit_datasets=False,
-        )
-        models = DbtTaskGroup(
+        DbtTaskGroup(
             group_id="dbt",
             project_config=project_config,
             profile_config=profile,
@@ -180,10 +232,43 @@ def build_dbt_dag(
             render_config=RenderConfig(
                 load_method=LoadMode.DBT_MANIFEST,
                 test_behavior=TestBehavior.AFTER_EACH,
-                source_rendering_behavior=SourceRenderingBehavior.NONE,
+                # sources with a freshness threshold become tasks upstream of their models
+                source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
             ),
             operator_args=operator_args,
             default_args=_default_args(source),
         )
-        freshness >> models
+        if mode is ExecutionMode.WATCHER:
+            _consumers_after_producer(dag)
     return dag
+
+
+def _consumers_after_producer(dag: DAG) -> None:
+    """Watcher mode: one producer task runs `dbt build`; every model/test task is a sensor that
+    reports its node's result from the producer's XComs.
+
+    Cosmos runs the sensors *alongside* the producer inside a task group. Here they run after it
+    (``none_failed``), which keeps every outcome exact and works with any executor, including the
+    serial ``dag.test()`` (where a sensor started first would wait forever for a producer that
+    never gets its turn):
+
+    * producer succeeded -> each sensor reads its node's status (all passed: dbt build exits 0);
+    * producer failed (a model or test failed) -> sensors are upstream_failed, the run fails, the
+      producer's log names the node, its failure callback alerts;
+    * producer retried -> Cosmos skips the retry by design, and the sensors fall back to running
+      their own node (`dbt run` / `dbt test --select <node>`), so a retry still rebuilds exactly
+      what failed, with per-node tasks;
+    * a source past its freshness error threshold -> its models are left out of the build
+      (skip_dependents_of_stale_sources), its own task fails, their tasks are upstream_failed.
+    """
+    from cosmos.operators._watcher.base import BaseConsumerSensor
+
+    producers = [t for t in dag.tasks if t.task_id.split(".")[-1] == "dbt_producer_watcher"]
+    if len(producers) != 1:
+        raise RuntimeError(f"expected one Cosmos watcher producer in {dag.dag_id}, found {len(producers)}")
+    producer = producers[0]
+    for task in dag.tasks:
+        if isinstance(task, BaseConsumerSensor):
+            task.trigger_rule = TriggerRule.NONE_FAILED
+            if producer.task_id not in task.upstream_task_ids:
+                producer >> task

@@ -1,0 +1,9 @@
+"""CDC health monitoring: the Airflow DAG `cdc_health` (every 15 minutes, all source configs).
+
+Checks the capture job, freshness per table, retention headroom and change-table growth, appends
+the figures to `<db>.CONTROL.CDC_HEALTH` and e-mails the on-call list (docs/runbook.md).
+"""
+
+from include.cdc_pipeline.health_dag import build_health_dag
+
+dag = build_health_dag()

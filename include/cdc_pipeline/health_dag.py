@@ -1,0 +1,115 @@
+"""The ``cdc_health`` DAG: CDC health checks for every source config, every 15 minutes.
+
+One task per source (`check_<source>`): capture job alive, freshness per table, retention
+headroom, change-table rows (include/cdc_pipeline/health.py). Figures are appended to
+``<db>.<control>.CDC_HEALTH``; anything not ok is one mail to the source's on-call list. The task
+succeeds even when it alerts (the mail is the alert), and fails only when it cannot check.
+
+Parse time: only the YAML files are read; a broken one is skipped here (its own DAG file shows
+the import error) so the other sources keep their health checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.notifications import (
+    DEFAULT_ALERT_EMAILS,
+    RunFailureSummary,
+    alert_emails,
+    deadline_alert,
+    task_failure_notifier,
+)
+
+log = logging.getLogger(__name__)
+DAG_ID = "cdc_health"
+SOURCE_POOL = "cdc_sqlserver"
+
+
+def run_source_checks(config_path: str) -> dict[str, Any]:
+    """Run, record and alert for one source (the task body; importable for tests)."""
+    from include.cdc_pipeline import health
+    from include.cdc_pipeline.notifications import send_alert
+    from include.cdc_pipeline.snowflake import CdcSnowflakeHook
+    from include.cdc_pipeline.source import CdcSource, CdcSourceHook
+    from include.cdc_pipeline.warehouse import Warehouse
+
+    source = load_source_config(Path(config_path))
+    src = CdcSource(CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn())
+    wh = Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
+    t = source.target
+    checks = health.run_checks(source, src, wh)
+    health.ensure_health_table(wh, t.database, t.control_schema)
+    previous = health.previous_values(wh, t.database, t.control_schema, source.name, "change_table_rows")
+    checks = health.with_growth(checks, previous)
+    health.record(wh, t.database, t.control_schema, checks)
+    for c in checks:
+        log.log(logging.WARNING if c.alerting else logging.INFO, "%s %s %s: %s", c.status, c.check, c.table, c.detail)
+    mail = health.alert_mail(source, checks)
+    if mail:
+        send_alert(alert_emails(source), *mail, smtp_conn_id=source.smtp_conn_id)
+    return {"checks": len(checks), "alerting": [f"{c.check}:{c.table}" for c in checks if c.alerting]}
+
+
+def _sources(directory: Path) -> list[tuple[Path, SourceConfig]]:
+    found = []
+    for path in source_files(directory):
+        try:
+            found.append((path, load_source_config(path)))
+        except ConfigError as exc:
+            log.warning("cdc_health: skipping %s (invalid config; its own DAG shows the error): %s", path.name, exc)
+    return found
+
+
+def build_health_dag(
+    directory: Path | None = None,
+    schedule: str | None = "*/15 * * * *",
+    deadline: timedelta | None = timedelta(minutes=10),
+) -> DAG:
+    sources = _sources(directory or config_dir())
+    everyone = sorted({e for _, s in sources for e in alert_emails(s)}) or list(DEFAULT_ALERT_EMAILS)
+    smtp_conn_id = sources[0][1].smtp_conn_id if sources else "smtp_default"
+    rows = "\n".join(f"| `{s.name}` | {', '.join(s.alert_emails)} | {s.retention_minutes} min |" for _, s in sources)
+    with DAG(
+        dag_id=DAG_ID,
+        description="CDC health: capture job, freshness, retention headroom, change-table growth",
+        schedule=schedule,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args={
+            "owner": "data-platform",
+            "retries": 1,
+            "retry_delay": timedelta(minutes=1),
+            "on_failure_callback": task_failure_notifier(everyone, smtp_conn_id),
+        },
+        on_failure_callback=RunFailureSummary(everyone, smtp_conn_id),
+        tags=["cdc", "monitoring"],
+        doc_md=__doc__
+        + "\n\n| source | on-call | retention |\n|---|---|---|\n"
+        + rows
+        + "\n\nRunbook: `docs/runbook.md`.",
+        dagrun_timeout=timedelta(minutes=30),
+        **({"deadline": deadline_alert(deadline, everyone, smtp_conn_id, DAG_ID)} if deadline else {}),
+    ) as dag:
+        for path, source in sources:
+            config_path = str(path)
+
+            @task(
+                task_id=f"check_{source.name}",
+                pool=SOURCE_POOL,
+                owner=source.owner,
+                on_failure_callback=task_failure_notifier(alert_emails(source), source.smtp_conn_id),
+            )
+            def check(config_path: str = config_path) -> dict[str, Any]:
+                """Capture job, freshness, retention headroom and change-table rows of one source."""
+                return run_source_checks(config_path)
+
+            check()
+    return dag

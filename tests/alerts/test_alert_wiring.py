@@ -1,0 +1,40 @@
+"""Wiring without services: the health DAG's shape, Deadline Alerts from config, the summary rule."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from include.cdc_pipeline.config import load_source_config, source_files
+from include.cdc_pipeline.notifications import deadline_alert, summary_mail
+
+
+def test_health_dag_has_one_check_per_source_and_a_deadline() -> None:
+    from include.cdc_pipeline.health_dag import build_health_dag
+
+    dag = build_health_dag()
+    names = {load_source_config(p).name for p in source_files()}
+    assert {t.task_id for t in dag.tasks} == {f"check_{n}" for n in names}
+    assert dag.max_active_runs == 1 and dag.tags and dag.doc_md
+    assert dag.deadline is not None
+
+
+def test_cdc_dag_gets_the_deadline_of_its_yaml() -> None:
+    from include.cdc_pipeline.dag_factory import build_cdc_dag
+
+    dag = build_cdc_dag("billing")
+    alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    assert alert.interval == timedelta(minutes=20)  # billing.yaml: deadline: 20m
+    assert dag.on_failure_callback is not None
+
+
+def test_deadline_alert_mails_through_the_smtp_notifier() -> None:
+    alert = deadline_alert(timedelta(minutes=45), ["a@example.com"], "smtp_x", "billing_dbt")
+    data = alert.callback.serialize() if hasattr(alert.callback, "serialize") else vars(alert.callback)
+    text = str(data)
+    assert "SmtpNotifier" in text and "smtp_x" in text and "billing_dbt" in text and "45m" in text
+
+
+def test_summary_lists_tables() -> None:
+    subject, body = summary_mail("billing_cdc", "r1", ["dbo_a.apply", "dbo_b.plan"], "task_failure")
+    assert subject == "[CDC RUN FAILED] billing_cdc: 2 task(s) failed (dbo_a, dbo_b)"
+    assert "dbo_b.plan" in body

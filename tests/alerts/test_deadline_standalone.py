@@ -1,0 +1,114 @@
+"""Deadline Alert e-mail under a real scheduler + triggerer (`airflow standalone`): slow, not in `make test`.
+
+Deadline Alerts fire only when a scheduler queues the run (dag.test() never sets ``queued_at``),
+and the e-mail callback runs in the triggerer. The test starts `airflow standalone` in its own
+process group with a throw-away AIRFLOW_HOME, triggers a DAG whose task outlives its 5 s deadline,
+waits for the mail in the SMTP sink, and stops the process group it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+DAG_FILE = '''
+"""Airflow dag for the deadline test: one task sleeping past a 5 s Deadline Alert."""
+import time
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, task
+
+from include.cdc_pipeline.notifications import deadline_alert
+
+with DAG(
+    dag_id="deadline_probe",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    max_active_runs=1,
+    deadline=deadline_alert(timedelta(seconds=5), ["oncall@example.com"], "smtp_default", "deadline_probe"),
+    tags=["test"],
+    doc_md="deadline test",
+) as dag:
+
+    @task(owner="data-platform", retries=1)
+    def slow() -> None:
+        time.sleep(60)
+
+    slow()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
+    smtp_sink.clear()
+    home, dags = tmp_path / "airflow", tmp_path / "dags"
+    home.mkdir()
+    dags.mkdir()
+    (dags / "deadline_probe.py").write_text(textwrap.dedent(DAG_FILE))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(_free_port()),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp_sink.airflow_conn()),
+            "PYTHONPATH": str(ROOT),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        }
+    )
+    airflow = str(Path(sys.executable).parent / "airflow")
+    log = open(tmp_path / "standalone.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [airflow, "standalone"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        triggered = False
+        while time.monotonic() < deadline and not triggered:
+            time.sleep(5)
+            result = subprocess.run(
+                [airflow, "dags", "trigger", "deadline_probe"], env=env, cwd=ROOT, capture_output=True, text=True
+            )
+            triggered = result.returncode == 0
+        assert triggered, "deadline_probe was never parsed / triggerable"
+        mails = []
+        while time.monotonic() < deadline and not mails:
+            time.sleep(2)
+            mails = [m for m in smtp_sink.mails() if "[CDC DEADLINE MISSED]" in m["Subject"]]
+        assert mails, f"no deadline mail (see {log.name})"
+        assert "deadline_probe" in mails[0]["Subject"]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()

@@ -1,0 +1,118 @@
+"""CDC health checks on the local stack (SQL Server CDC emulator + local Snowflake), with a frozen source clock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from dev.smtp_sink import body_text
+from include.cdc_pipeline import health
+from include.cdc_pipeline.source import CdcSource
+from include.cdc_pipeline.warehouse import Warehouse
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 3, 1, 8, 0, 0)
+TABLE = {"schema": "dbo", "table": "orders", "primary_key": ["id"], "freshness_sla": "30m"}
+
+
+def _loaded(h: Any, **overrides: Any) -> Any:
+    """dbo.orders with CDC, two rows, snapshotted into Snowflake at T0 (clock frozen)."""
+    h.engine.clock.set(T0)
+    h.sql(
+        "CREATE TABLE dbo.orders (id int NOT NULL PRIMARY KEY, amount decimal(10,2))",
+        "EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'orders', @role_name = NULL",
+        "INSERT INTO dbo.orders VALUES (1, 10.00), (2, 20.00)",
+    )
+    h.capture()
+    config = h.source_config([TABLE], **overrides)
+    assert h.pipeline(config).run_once()["mode"] == "snapshot"
+    return config
+
+
+def _checks(h: Any, config: Any) -> dict[tuple[str, str | None], health.Check]:
+    wh = Warehouse(h.snowflake.connect())
+    checks = health.run_checks(config, CdcSource(h.engine.connect()), wh)
+    return {(c.check, c.table): c for c in checks}
+
+
+def test_healthy_table_reports_ok(harness) -> None:
+    config = _loaded(harness)
+    harness.engine.clock.advance(60)
+    checks = _checks(harness, config)
+    assert checks[("freshness", "dbo_orders")].status == "ok"
+    assert checks[("retention_headroom", "dbo_orders")].status == "ok"
+    assert checks[("capture_job", None)].status == "ok"
+    assert checks[("change_table_rows", "dbo_orders")].value == 2
+
+
+def test_source_moved_on_while_ingestion_paused_raises_freshness_alert(harness, mailbox) -> None:
+    # Given a loaded table whose DAG is paused (capture stall threshold 2 h: the source is quiet after
+    # the update, and the emulator cannot tell a quiet source from a stalled job),
+    config = _loaded(harness, capture_stall_after="2h")
+    # when the source changes and 45 minutes pass (SLA 30 min) with the capture job running,
+    harness.engine.clock.advance(5 * 60)
+    harness.sql("UPDATE dbo.orders SET amount = 11.00 WHERE id = 1")
+    harness.capture()
+    harness.engine.clock.advance(40 * 60)
+    harness.capture()
+    checks = _checks(harness, config)
+    # then freshness alerts with the lag measured from the applied data's commit time,
+    fresh = checks[("freshness", "dbo_orders")]
+    assert fresh.status == "alert", fresh
+    assert fresh.value == pytest.approx(45, abs=0.1) and fresh.threshold == 30
+    assert "holds newer changes" in fresh.detail
+    # and the capture job itself is fine.
+    assert checks[("capture_job", None)].status == "ok"
+    # The alert mail names the table and the check.
+    subject, body = health.alert_mail(config, list(checks.values()))
+    from include.cdc_pipeline.notifications import send_alert
+
+    send_alert(config.alert_emails, subject, body)
+    [mail] = mailbox.mails(expect=1)
+    assert "[CDC HEALTH ALERT] src" in mail["Subject"] and "freshness" in mail["Subject"]
+    assert "dbo_orders" in body_text(mail)
+
+
+def test_watermark_near_retention_limit_warns(harness) -> None:
+    # Given a 60-minute cleanup retention (warn at 80 %) and a table loaded at T0,
+    config = _loaded(harness, retention_minutes=60, retention_warn_fraction=0.8)
+    # when 50 minutes pass with changes the table has not loaded,
+    harness.engine.clock.advance(50 * 60)
+    harness.sql("INSERT INTO dbo.orders VALUES (3, 30.00)")
+    harness.capture()
+    check = _checks(harness, config)[("retention_headroom", "dbo_orders")]
+    # then the headroom check warns: 10 minutes left before changes are purged.
+    assert check.status == "warn", check
+    assert check.value == pytest.approx(10, abs=0.1)
+    assert "cleanup retention 60 min" in check.detail
+    # and past the retention it alerts.
+    harness.engine.clock.advance(15 * 60)
+    assert _checks(harness, config)[("retention_headroom", "dbo_orders")].status == "alert"
+
+
+def test_stopped_capture_job_is_reported(harness) -> None:
+    # Given a loaded table,
+    config = _loaded(harness, capture_stall_after="15m")
+    # when the source keeps being written to but nothing is captured for 20 minutes,
+    for i in range(4):
+        harness.engine.clock.advance(5 * 60)
+        harness.sql(f"INSERT INTO dbo.orders VALUES ({10 + i}, 1.00)")
+    check = _checks(harness, config)[("capture_job", None)]
+    # then the capture job is reported as stalled.
+    assert check.status == "alert", check
+    assert check.value == pytest.approx(20, abs=0.1)
+    assert "capture job stalled" in check.detail
+
+
+def test_checks_are_recorded_in_cdc_health(harness) -> None:
+    config = _loaded(harness)
+    wh = Warehouse(harness.snowflake.connect())
+    checks = health.run_checks(config, CdcSource(harness.engine.connect()), wh)
+    t = config.target
+    assert health.record(wh, t.database, t.control_schema, checks) == len(checks)
+    previous = health.previous_values(wh, t.database, t.control_schema, config.name, "change_table_rows")
+    assert previous == {"dbo_orders": 2.0}
+    rows = harness.snowflake_rows(f"SELECT CHECK_NAME, STATUS FROM {t.database}.CONTROL.CDC_HEALTH ORDER BY CHECK_NAME")
+    assert ("freshness", "ok") in rows and ("capture_job", "ok") in rows

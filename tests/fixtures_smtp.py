@@ -1,0 +1,95 @@
+"""Pytest plugin: a real local SMTP server (``python -m dev.smtp_sink serve``) for alert tests.
+
+``smtp_sink`` (session scope) starts the sink in its own process group on a free port, with its
+mail folder in a temporary directory, and stops it by the pid it started at session end.
+``mailbox`` (per test) points ``AIRFLOW_CONN_SMTP_DEFAULT`` at it and empties the folder first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    directory: Path
+    pid: int
+
+    def airflow_conn(self) -> dict[str, Any]:
+        return {
+            "conn_type": "smtp",
+            "host": self.host,
+            "port": self.port,
+            "extra": {"from_email": "airflow-cdc@example.com", "disable_ssl": True, "disable_tls": True},
+        }
+
+    def clear(self) -> None:
+        for path in self.directory.glob("*.eml"):
+            path.unlink()
+
+    def mails(self, expect: int | None = None, timeout: float = 10.0) -> list[Any]:
+        """The stored mails; with ``expect``, wait up to ``timeout`` s for at least that many."""
+        from dev.smtp_sink import read_mails
+
+        deadline = time.monotonic() + timeout
+        found = read_mails(self.directory)
+        while expect is not None and len(found) < expect and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = read_mails(self.directory)
+        return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
+    directory = tmp_path_factory.mktemp("mail")
+    port = _free_port()
+    log = open(directory.parent / "smtp_sink.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dev.smtp_sink", "serve", "--port", str(port), "--dir", str(directory)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"SMTP sink did not start (see {log.name})")
+        time.sleep(0.1)
+    yield SmtpSink("127.0.0.1", port, directory, proc.pid)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def mailbox(smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> SmtpSink:
+    smtp_sink.clear()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(smtp_sink.airflow_conn()))
+    return smtp_sink
