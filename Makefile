@@ -12,7 +12,7 @@ AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup demo airflow stop status test test-all lint format manifest bench clean
+.PHONY: help setup demo airflow stop status mail test test-all lint format manifest bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ airflow: setup $(MANIFEST) ## Airflow UI on http://localhost:8080 (airflow stand
 
 stop: ## Stop every local service this project started (by pid)
 	@test -x $(PY) && $(PY) -m dev.stack stop || true
+
+mail: setup ## Print the alert e-mails the local SMTP sink captured (.local/mail)
+	$(PY) -m dev.smtp_sink print --body --dir .local/mail
 
 status: setup ## Show which local services are running
 	$(PY) -m dev.stack status

@@ -24,7 +24,7 @@ from dev import procs
 from dev.localenv import ROOT, LocalStack
 
 PY = sys.executable
-SERVICES = ("workload", "airflow", "mssql")  # stop order (local Snowflake is stopped last)
+SERVICES = ("workload", "airflow", "mssql", "smtp")  # stop order (local Snowflake is stopped last)
 
 
 class Stack:
@@ -69,6 +69,19 @@ class Stack:
         where = f"127.0.0.1:{self.cfg.mssql_port} (pid {pid}, {self.cfg.mssql_db_path})"
         self.say(f"SQL Server CDC emulator ready on {where}")
 
+    def start_smtp(self) -> None:
+        """The local SMTP sink: alert e-mails land in .local/mail (`make mail` prints them)."""
+        pid = procs.start(
+            self.run_dir,
+            "smtp",
+            [PY, "-m", "dev.smtp_sink", "serve", "--port", str(self.cfg.smtp_port), "--dir", str(self.cfg.mail_dir)],
+            self.env,
+            self.log_dir / "smtp.log",
+            cwd=ROOT,
+        )
+        _wait_port(self.cfg.smtp_port, "SMTP sink", self.log_dir / "smtp.log", pid)
+        self.say(f"SMTP sink on 127.0.0.1:{self.cfg.smtp_port} (pid {pid}): alert mails go to {self.cfg.mail_dir}")
+
     def workload_command(self, seed: int, *mode: str) -> list[str]:
         """``python -m dev.mssql_emulator.workload`` against the emulator server (options, then the mode)."""
         return [
@@ -97,6 +110,7 @@ class Stack:
     def up(self) -> None:
         self.start_snowflake()
         self.start_mssql()
+        self.start_smtp()
         marker = self.cfg.state_dir / "mssql" / "initialized"
         if not marker.exists():
             self.say("creating the demo billing database and enabling CDC (workload generator, seed 42)")
