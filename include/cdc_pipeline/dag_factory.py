@@ -83,7 +83,7 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
         },
         dagrun_timeout=timedelta(hours=6),
         on_failure_callback=run_failure_summary(source),
-        **({"deadline": source_deadline_alert(source)} if source.deadline else {}),
+        **({"deadline": deadline} if (deadline := source_deadline_alert(source)) else {}),
     ) as dag:
         for table in source.tables:
             _table_group(config_name, directory, source, table)

@@ -96,7 +96,11 @@ def build_health_dag(
         + rows
         + "\n\nRunbook: `docs/runbook.md`.",
         dagrun_timeout=timedelta(minutes=30),
-        **({"deadline": deadline_alert(deadline, everyone, smtp_conn_id, DAG_ID)} if deadline else {}),
+        **(
+            {"deadline": alert}
+            if deadline and (alert := deadline_alert(deadline, everyone, smtp_conn_id, DAG_ID))
+            else {}
+        ),
     ) as dag:
         for path, source in sources:
             config_path = str(path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -221,18 +222,33 @@ _DEADLINE_BODY = (
 )
 
 
+def deadlines_enabled() -> bool:
+    """False when ``CDC_DEADLINES=off``: for runs under ``airflow dags test`` / ``dag.test()`` only.
+
+    Airflow 3.3's ``dag.test()`` cannot finish a *successful* run of a DAG with a DeadlineAlert:
+    ``DagRun.update_state`` looks the alerts up by id, but the test path hands it their
+    serialized dicts (``AttributeError: 'dict' object has no attribute 'hex'``). Deadlines never
+    fire there anyway (no run is queued), so the local dag-test paths (the demo, the end-to-end
+    tests) switch them off; the scheduler path (`make airflow`, Astronomer) keeps them.
+    """
+    return os.environ.get("CDC_DEADLINES", "on").lower() not in ("off", "0", "false")
+
+
 def deadline_alert(
     interval: timedelta,
     to: Iterable[str],
     smtp_conn_id: str = "smtp_default",
     dag_label: str = "",
-) -> Any:
-    """A DeadlineAlert e-mailing ``to`` when a run is not done ``interval`` after it was queued.
+) -> Any | None:
+    """A DeadlineAlert e-mailing ``to`` when a run is not done ``interval`` after it was queued
+    (None when deadlines are switched off, see ``deadlines_enabled``).
 
     The callback is the SMTP provider's notifier run asynchronously in the **triggerer**
     (``AsyncCallback``), so it fires only with a scheduler and a triggerer running (not under
     ``dag.test()`` / ``airflow dags test``, which never queue a run).
     """
+    if not deadlines_enabled():
+        return None
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
     label = dag_label or "{{ dag_run.dag_id }}"
