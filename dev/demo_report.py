@@ -73,22 +73,3 @@ def compare_source_and_raw(env: Mapping[str, str]) -> bool:
         )
     return ok
 
-
-def print_marts(env: Mapping[str, str]) -> None:
-    """A few headline numbers from the dbt marts (ANALYTICS.MARTS), built by the billing_dbt DAG."""
-    mssql_port, snowflake_port = _ports(env)
-    wh = pipelines(CONFIG, mssql_port, snowflake_port)[0].warehouse
-    print("\n== dbt marts (ANALYTICS.MARTS, built by the billing_dbt DAG through Cosmos)")
-    for currency, invoiced, paid, days in wh.execute(
-        "SELECT currency, SUM(invoiced_amount), SUM(paid_amount), COUNT(DISTINCT revenue_date)"
-        " FROM ANALYTICS.MARTS.FCT_REVENUE_DAILY GROUP BY currency ORDER BY currency"
-    ):
-        print(f"revenue {currency}: invoiced {invoiced:,.2f}, paid {paid:,.2f} over {days} day(s)")
-    for bucket, invoices, outstanding in wh.execute(
-        "SELECT ageing_bucket, COUNT(*), SUM(outstanding_amount) FROM ANALYTICS.MARTS.FCT_RECEIVABLES_AGEING"
-        " WHERE as_of_date = (SELECT MAX(as_of_date) FROM ANALYTICS.MARTS.FCT_RECEIVABLES_AGEING)"
-        " GROUP BY ageing_bucket ORDER BY ageing_bucket"
-    ):
-        print(f"receivables {bucket:<12} {invoices:>5} invoice(s), outstanding {outstanding:,.2f}")
-    versions, current = wh.execute("SELECT COUNT(*), COUNT_IF(is_current) FROM ANALYTICS.MARTS.DIM_ACCOUNTS")[0]
-    print(f"dim_accounts (SCD2 from history): {versions} version(s) of {current} current account(s)")

@@ -185,10 +185,6 @@ class Stack:
         time.sleep(2.5)  # the emulator's capture job scans every second
         run("run 3 (after the traffic: catch up)")
         ok = demo_report.compare_source_and_raw(self.env)
-        self.say("dbt marts: airflow dags test billing_dbt (Cosmos; the Asset events above schedule it in Airflow)")
-        seconds = self.dag_test("billing_dbt")
-        self.say(f"billing_dbt finished in {seconds:.1f}s")
-        demo_report.print_marts(self.env)
         self.say(f"demo finished in {time.monotonic() - t0:.0f}s; services keep running (`make stop` ends them)")
         if not ok:
             raise SystemExit("raw tables differ from the source: see above")
