@@ -60,6 +60,7 @@ lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	cd include/sql/tsql && $(CURDIR)/$(VENV)/bin/sqlfluff lint .   # T-SQL (own .sqlfluff: tsql, %s params)
+	$(VENV)/bin/sqlfluff lint include/dbt/billing/models include/dbt/billing/tests include/dbt/billing/analyses
 
 format: setup ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -18,13 +18,17 @@ month_ago as (
 ),
 
 segment_then as (
-    select account_id, segment
-    from {{ ref('dim_accounts') }}
+    select
+        dim_accounts.account_id,
+        dim_accounts.segment
+    from {{ ref('dim_accounts') }} as dim_accounts
     where {{ as_of_filter('dateadd(day, 1, ' ~ month_ago ~ ')::timestamp_ntz', 'dim_accounts') }}
 ),
 
 segment_now as (
-    select account_id, segment
+    select
+        account_id,
+        segment
     from {{ ref('dim_accounts') }}
     where is_current
 )

@@ -3,7 +3,11 @@
 {{ config(enabled=var('features_end_date', none) is none) }}
 
 with features as (
-    select account_id, currency, outstanding_amount, open_invoice_count
+    select
+        account_id,
+        currency,
+        outstanding_amount,
+        open_invoice_count
     from {{ ref('fct_account_features_daily') }}
     where as_of_date = {{ today_utc() }}
 ),

@@ -4,18 +4,33 @@
 {{ config(enabled=var('as_of_date', none) is none) }}
 
 with history_path as (
-    select invoice_id, outstanding_amount
+    select
+        invoice_id,
+        outstanding_amount
     from {{ ref('fct_receivables_ageing') }}
 ),
 
 current_path as (
-    select invoice_id, outstanding_amount
+    select
+        invoice_id,
+        outstanding_amount
     from {{ ref('fct_invoices') }}
     where outstanding_amount > 0
 )
 
-select * from (
-    (select * from history_path minus select * from current_path)
+select
+    differences.invoice_id,
+    differences.outstanding_amount
+from (
+    (
+        select * from history_path
+        minus
+        select * from current_path
+    )
     union all
-    (select * from current_path minus select * from history_path)
-)
+    (
+        select * from current_path
+        minus
+        select * from history_path
+    )
+) as differences

@@ -16,21 +16,21 @@
 with bounds as (
     select
         {%- if is_incremental() %}
-        (select dateadd(day, -{{ lookback }}, max(as_of_date)) from {{ this }}) as start_date,
+            (select dateadd(day, -{{ lookback }}, max(as_of_date)) from {{ this }}) as start_date,
         {%- elif var('features_start_date', none) %}
-        '{{ var("features_start_date") }}'::date as start_date,
+            '{{ var("features_start_date") }}'::date as start_date,
         {%- else %}
         -- the first day the history covers (the initial snapshot); earlier states are unknown
-        (
-            select min(valid_from)::date
-            from {{ ref('int_invoice_versions') }}
-            where valid_from > '1900-01-01 00:00:00'::timestamp_ntz
-        ) as start_date,
+            (
+                select min(valid_from)::date
+                from {{ ref('int_invoice_versions') }}
+                where valid_from > '1900-01-01 00:00:00'::timestamp_ntz
+            ) as start_date,
         {%- endif %}
         {%- if var('features_end_date', none) %}
-        '{{ var("features_end_date") }}'::date as end_date
+            '{{ var("features_end_date") }}'::date as end_date
         {%- else %}
-        {{ today_utc() }} as end_date
+            {{ today_utc() }} as end_date
         {%- endif %}
 ),
 

@@ -31,10 +31,10 @@ payments as (
 ),
 
 accounts as (
-    select accounts.*
-    from {{ ref('dim_accounts') }} as accounts
+    select account_versions.*
+    from {{ ref('dim_accounts') }} as account_versions
     cross join cutoff
-    where {{ as_of_filter('cutoff.as_of_ts', 'accounts') }}
+    where {{ as_of_filter('cutoff.as_of_ts', 'account_versions') }}
 ),
 
 open_items as (
