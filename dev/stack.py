@@ -31,6 +31,8 @@ class Stack:
     def __init__(self, stack: LocalStack | None = None) -> None:
         self.cfg = stack or LocalStack()
         self.env = {**os.environ, **self.cfg.environment()}
+        # `airflow standalone` starts its components as `airflow …` subprocesses: the venv's bin first.
+        self.env["PATH"] = os.pathsep.join([str(Path(PY).parent), self.env.get("PATH", "")])
         self.run_dir = self.cfg.state_dir / "run"
         self.log_dir = self.cfg.state_dir / "logs"
 
