@@ -63,7 +63,7 @@ def test_start_status_stop_by_pid(own_server: tuple[Path, int]) -> None:
     assert not (db_dir / sl.PID_FILE).exists()
     assert not sl.is_ready(sl.DEFAULT_HOST, port)
     assert sl.stop(db_dir) is False  # idempotent
-    assert sl.status(db_dir) == (False, None)
+    assert sl.status(db_dir, port) == (False, None)
 
 
 def test_cli_start_status_stop(own_server: tuple[Path, int]) -> None:
