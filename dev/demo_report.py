@@ -72,4 +72,3 @@ def compare_source_and_raw(env: Mapping[str, str]) -> bool:
             f"{history:>10}  {verdict}"
         )
     return ok
-

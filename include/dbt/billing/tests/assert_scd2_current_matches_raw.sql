@@ -51,7 +51,7 @@ products_raw as (
 
 differences as (
     select
-        'account' as entity,
+        'account' as entity_kind,
         account_id as entity_id
     from (
         (
@@ -68,7 +68,7 @@ differences as (
     ) as account_differences
     union all
     select
-        'product' as entity,
+        'product' as entity_kind,
         product_id as entity_id
     from (
         (
