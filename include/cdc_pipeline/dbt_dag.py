@@ -53,7 +53,7 @@ from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapp
 
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
 from include.cdc_pipeline.dag_factory import raw_asset
-from include.cdc_pipeline.notifications import failure_notifier
+from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
 DBT_ROOT = Path(__file__).resolve().parents[1] / "dbt"
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)
@@ -223,6 +223,9 @@ def build_dbt_dag(
         tags=["dbt", "cosmos", "snowflake", f"source:{source.name}", *source.tags],
         doc_md=_doc_md(source, project, mode, doc_md),
         dagrun_timeout=timedelta(hours=2),
+        on_failure_callback=run_failure_summary(source),
+        # The source's deadline covers its marts too (switched off under dag.test(), see notifications).
+        **({"deadline": deadline} if (deadline := source_deadline_alert(source)) else {}),
     ) as dag:
         DbtTaskGroup(
             group_id="dbt",
