@@ -120,6 +120,17 @@ class Stack:
             marker.write_text("ok\n")
         self.airflow_bootstrap()
 
+    def check_dags(self) -> None:
+        """Parse dags/ as the DAG processor would; stop on any import error."""
+        probe = (
+            "import json; from airflow.dag_processing.dagbag import DagBag; b = DagBag();"
+            "print(json.dumps({'dags': sorted(b.dags), 'errors': b.import_errors}))"
+        )
+        found = json.loads(self.run([PY, "-c", probe], capture=True).strip().splitlines()[-1])
+        if found["errors"]:
+            raise SystemExit(f"DAG import errors: {json.dumps(found['errors'], indent=2)}")
+        self.say(f"DAGs parse with no import errors: {', '.join(found['dags'])}")
+
     def stop(self) -> None:
         from dev import snowflake_local
 
@@ -176,6 +187,7 @@ class Stack:
             seconds = self.dag_test("billing_cdc")
             demo_report.print_batches(self.env, started, f"{title} ({seconds:.1f}s)")
 
+        self.check_dags()
         run("run 1 (tables without a watermark are snapshotted)")
         self.say(f"live OLTP traffic: ~{rate} transactions/s for {traffic_seconds}s (workload generator)")
         live = self.workload_command(int(time.time()), "live", "--rate", str(rate), "--duration", str(traffic_seconds))
