@@ -86,23 +86,7 @@ def _airflow_env(home: Path, port: int, mode: str | None = None) -> dict[str, st
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "DO_NOT_TRACK": "1",
             "CDC_DBT_TARGET": "local",
-            "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": json.dumps(
-                {
-                    "conn_type": "snowflake",
-                    "login": "local",
-                    "password": "local",
-                    "schema": "RAW",
-                    "extra": {
-                        "account": "fakesnow",
-                        "database": "ANALYTICS",
-                        "warehouse": "LOCAL_WH",
-                        "role": "SYSADMIN",
-                        "host": "127.0.0.1",
-                        "port": port,
-                        "protocol": "http",
-                    },
-                }
-            ),
+            "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": json.dumps(snowflake_local.airflow_connection(port)),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 1}),
         }
     )

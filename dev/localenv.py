@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dev import snowflake_local
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,25 +57,7 @@ class LocalStack:
                 # Selects the DuckDB-backed SQL Server CDC emulator instead of pymssql.
                 "extra": {"emulator": True},
             },
-            "snowflake_default": {
-                "conn_type": "snowflake",
-                "login": "local",
-                "password": "local",
-                "schema": "RAW",
-                "extra": {
-                    "account": "fakesnow",
-                    "database": "ANALYTICS",
-                    "warehouse": "LOCAL_WH",
-                    "role": "SYSADMIN",
-                    "host": "127.0.0.1",
-                    "port": self.snowflake_port,
-                    "protocol": "http",
-                    "network_timeout": 60,
-                    "login_timeout": 30,
-                    # Bounds one statement; shorter makes the connector re-send a still-running one.
-                    "socket_timeout": 600,
-                },
-            },
+            "snowflake_default": snowflake_local.airflow_connection(self.snowflake_port),
             "smtp_default": {
                 "conn_type": "smtp",
                 "host": "127.0.0.1",

@@ -134,6 +134,40 @@ def connection_params(
     return params
 
 
+def airflow_connection(
+    port: int = DEFAULT_PORT,
+    host: str = DEFAULT_HOST,
+    database: str = "ANALYTICS",
+    schema: str = "RAW",
+    warehouse: str = "LOCAL_WH",
+    role: str = "SYSADMIN",
+) -> dict[str, Any]:
+    """The Airflow connection (JSON form, type snowflake) that reaches the local server.
+
+    One definition for the local stack, the test fixtures and the benchmarks: the extras the
+    project's hook forwards (``protocol``, timeouts) are what make it reach fakesnow safely.
+    """
+    return {
+        "conn_type": "snowflake",
+        "login": USER,
+        "password": PASSWORD,
+        "schema": schema,
+        "extra": {
+            "account": ACCOUNT,
+            "database": database,
+            "warehouse": warehouse,
+            "role": role,
+            "host": host,
+            "port": port,
+            "protocol": "http",
+            "network_timeout": NETWORK_TIMEOUT,
+            "login_timeout": LOGIN_TIMEOUT,
+            # Bounds one statement; shorter makes the connector re-send a still-running one.
+            "socket_timeout": SOCKET_TIMEOUT,
+        },
+    }
+
+
 def _port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -60,24 +60,7 @@ class LocalSnowflake:
         role: str = "SYSADMIN",
     ) -> dict[str, Any]:
         """An Airflow connection (JSON form) of type snowflake that reaches this server."""
-        return {
-            "conn_type": "snowflake",
-            "login": snowflake_local.USER,
-            "password": snowflake_local.PASSWORD,
-            "schema": schema,
-            "extra": {
-                "account": snowflake_local.ACCOUNT,
-                "database": database,
-                "warehouse": warehouse,
-                "role": role,
-                "host": self.host,
-                "port": self.port,
-                "protocol": "http",
-                "network_timeout": snowflake_local.NETWORK_TIMEOUT,
-                "login_timeout": snowflake_local.LOGIN_TIMEOUT,
-                "socket_timeout": snowflake_local.SOCKET_TIMEOUT,
-            },
-        }
+        return snowflake_local.airflow_connection(self.port, self.host, database, schema, warehouse, role)
 
     def airflow_conn_uri(self, database: str = "ANALYTICS", schema: str = "RAW") -> str:
         """The value for ``AIRFLOW_CONN_<ID>``: Airflow accepts JSON there as well as a URI."""

@@ -244,7 +244,7 @@ class TablePipeline:
                     mark,
                     found,
                 )
-                return self.plan_from_watermark(found, instances)
+                return self.plan_from_watermark(found)
         return Window(
             "stream",
             current.name,
@@ -269,7 +269,7 @@ class TablePipeline:
             warnings.append(message)
         return warnings
 
-    def plan_from_watermark(self, mark: Watermark, instances: list[CaptureInstance]) -> Window:
+    def plan_from_watermark(self, mark: Watermark) -> Window:
         """Re-plan from a confirmed Snowflake watermark (hint was stale)."""
         self.hints.set({"capture_instance": mark.capture_instance, "watermark": mark.lsn})
         return self.plan()
