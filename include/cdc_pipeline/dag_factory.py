@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, TaskGroup, task
+from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
 
 from include.cdc_pipeline.config import SourceConfig, TableConfig, config_dir, load_source_config
 from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
@@ -29,6 +29,15 @@ def raw_asset(source: SourceConfig, table: TableConfig) -> Asset:
         uri=f"snowflake://{target.account}/{'/'.join(parts)}",
         group="cdc_raw",
     )
+
+
+def published_asset(source: SourceConfig) -> Asset:
+    """The Asset a CDC run emits once every table of the run was applied up to the run's LSN cut
+    (and at least one changed): the raw tables are then consistent with each other, so the dbt DAG
+    is scheduled on this one, never on a single table's event."""
+    target = source.target
+    # No snowflake:// URI: that scheme names one table, this event covers the source's raw schema.
+    return Asset(name=f"{target.database}.{target.raw_schema}.{source.name}".lower(), group="cdc_raw")
 
 
 def _default_args(source: SourceConfig) -> dict[str, Any]:
@@ -51,9 +60,12 @@ def _doc_md(source: SourceConfig, path: Path) -> str:
     return (
         f"# {source.dag_id}\n\n{source.description}\n\n"
         f"Replicates SQL Server CDC from connection `{source.mssql_conn_id}` into Snowflake "
-        f"`{source.target.database}` (config: `{path.name}`). Each table: **plan** the LSN window "
-        "(no Snowflake query when idle) → **extract_load** (change rows → Parquet → PUT → COPY into "
-        "staging) → **apply** (MERGE into raw, append history, advance the watermark).\n\n"
+        f"`{source.target.database}` (config: `{path.name}`). **cut** reads the source's max LSN once; "
+        "then each table: **plan** its LSN window up to the cut (no Snowflake query when idle) → "
+        "**extract_load** (change rows → Parquet → PUT → COPY into staging) → **apply** (MERGE into "
+        "raw, append history, advance the watermark); **publish** emits the source's Asset when every "
+        "table is applied and one changed (the raw tables then hold the same transactions; the dbt "
+        "DAG runs on it).\n\n"
         'Trigger with `resnapshot` = a list of table names (or `["*"]`) to reload tables from a '
         "fresh snapshot.\n\n| source | raw table | key | deletes |\n|---|---|---|---|\n" + rows
     )
@@ -85,21 +97,37 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
         on_failure_callback=run_failure_summary(source),
         **({"deadline": deadline} if (deadline := source_deadline_alert(source)) else {}),
     ) as dag:
-        for table in source.tables:
-            _table_group(config_name, directory, source, table)
+        config_path = str(path)
+
+        @task(task_id="cut", pool=SOURCE_POOL)
+        def cut() -> str | None:
+            """Read the source's max LSN once: every table of this run stops there."""
+            from include.cdc_pipeline.runner import read_cut
+
+            return read_cut(config_path)
+
+        @task(task_id="publish", trigger_rule=TriggerRule.NONE_FAILED, outlets=[published_asset(source)])
+        def publish(**context: Any) -> dict[str, Any]:
+            """Every table is applied up to the cut: announce it (skipped when nothing changed)."""
+            from include.cdc_pipeline.runner import publish_run
+
+            return publish_run(config_path, [t.name for t in source.tables], context)
+
+        run_cut = cut()
+        applied = [_table_group(config_path, source, table, run_cut) for table in source.tables]
+        applied >> publish()
     return dag
 
 
-def _table_group(config_name: str, directory: Path | None, source: SourceConfig, table: TableConfig) -> None:
-    config_path = str((directory or config_dir()) / f"{config_name}.yaml")
+def _table_group(config_path: str, source: SourceConfig, table: TableConfig, run_cut: Any) -> Any:
     with TaskGroup(group_id=table.name, tooltip=f"{table.source_schema}.{table.table}"):
 
         @task(task_id="plan", pool=SOURCE_POOL)
-        def plan(**context: Any) -> dict[str, Any]:
+        def plan(cut: str | None, **context: Any) -> dict[str, Any]:
             """Decide this run's LSN window for the table (or that it is idle)."""
             from include.cdc_pipeline.runner import plan_table
 
-            return plan_table(config_path, table.name, context)
+            return plan_table(config_path, table.name, context, cut=cut)
 
         @task(task_id="extract_load", pool=SOURCE_POOL)
         def extract_load(window: dict[str, Any], **context: Any) -> dict[str, Any]:
@@ -115,4 +143,4 @@ def _table_group(config_name: str, directory: Path | None, source: SourceConfig,
 
             return apply_table(config_path, table.name, batch, context)
 
-        apply(extract_load(plan()))
+        return apply(extract_load(plan(run_cut)))

@@ -14,10 +14,10 @@ In WATCHER mode (the default, chosen by measurement: docs/dbt.md) one producer t
 ``dbt source freshness`` and then a single ``dbt build``; every source/model/test task reports its
 node's outcome from the producer's XComs.
 
-* **Schedule**: any of the source's raw-table Assets (``AssetAny``). The CDC DAG skips idle tables
-  (no Asset event), so "all of" would stall the marts whenever one table is quiet (products change
-  a few times a month); "any of" refreshes them as soon as some table changed. Several events
-  arriving together are consumed by one run; ``max_active_runs=1`` serialises the rest.
+* **Schedule**: the source's *published* Asset, emitted by the CDC DAG's last task once every
+  table of a run was applied up to the run's LSN cut and at least one changed. The marts are
+  therefore always built from raw tables that hold the same source transactions (an invoice never
+  arrives before its account), once per CDC run with changes, never on an idle run.
 * **Freshness**: ``dbt source freshness`` on the current-state raw tables before anything is
   built. A source past its ``error`` threshold: its task fails (the run fails and alerts) and no
   model built from it runs, so stale marts are never published; a ``warn`` only logs.
@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from airflow.sdk import DAG, AssetAny, TriggerRule
+from airflow.sdk import DAG, TriggerRule
 from cosmos import (
     DbtTaskGroup,
     ExecutionConfig,
@@ -52,7 +52,7 @@ from cosmos.constants import DbtResourceType, InvocationMode, SourceRenderingBeh
 from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
-from include.cdc_pipeline.dag_factory import raw_asset
+from include.cdc_pipeline.dag_factory import published_asset
 from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
 DBT_ROOT = Path(__file__).resolve().parents[1] / "dbt"
@@ -165,11 +165,11 @@ def _default_args(source: SourceConfig) -> dict[str, Any]:
 
 
 def _doc_md(source: SourceConfig, project: str, mode: ExecutionMode, doc: str | None) -> str:
-    tables = ", ".join(f"`{source.target.raw_schema}.{t.snowflake_table}`" for t in source.tables)
     return (
         f"{doc or ''}\n\n## This DAG\n\ndbt project `include/dbt/{project}` (docs: `docs/dbt.md`), run by "
-        f"astronomer-cosmos in `{mode.value}` execution mode from a pre-built manifest. Triggered when any "
-        f"of {tables} changed (Assets emitted by `{source.dag_id}`). First `dbt source freshness` "
+        f"astronomer-cosmos in `{mode.value}` execution mode from a pre-built manifest. Triggered when "
+        f"`{source.dag_id}` published a run with changes (all raw tables up to the same LSN). First "
+        "`dbt source freshness` "
         "(a source past its error threshold fails the run and blocks its models), then every model "
         "followed by its tests. Target: "
         f"`{target_name()}`; profile from connection `{source.snowflake_conn_id}`."
@@ -215,7 +215,7 @@ def build_dbt_dag(
     with DAG(
         dag_id=dag_id or f"{source.name}_dbt",
         description=f"dbt marts of {source.name} (Cosmos), refreshed when its raw tables change",
-        schedule=AssetAny(*(raw_asset(source, table) for table in source.tables)),
+        schedule=published_asset(source),
         start_date=datetime.fromisoformat(source.start_date),
         catchup=False,
         max_active_runs=1,

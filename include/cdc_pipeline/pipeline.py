@@ -187,8 +187,12 @@ class TablePipeline:
             return pinned
         return found
 
-    def plan(self, resnapshot: bool = False) -> Window:
-        """Decide the window. Idle when the change table holds nothing after the position."""
+    def plan(self, resnapshot: bool = False, cut: str | None = None) -> Window:
+        """Decide the window. Idle when the change table holds nothing after the position.
+
+        ``cut`` (hex LSN) is the run's upper bound shared by every table of the source (read once
+        at the start of the run), so that after a run the raw tables hold the same transactions.
+        Without it the source's current max LSN is read."""
         instances = self.instances()
         newest = instances[-1]
         if resnapshot:
@@ -216,7 +220,7 @@ class TablePipeline:
                 f'{{"resnapshot": ["{self.table.name}"]}}) or set retention_gap_policy: resnapshot; '
                 "and consider a longer CDC retention (sys.sp_cdc_change_job @job_type='cleanup', @retention=…)."
             )
-        max_lsn = self.source.max_lsn()
+        max_lsn = lsnlib.from_hex(cut) if cut else self.source.max_lsn()
         upper = lsnlib.to_hex(max_lsn) if max_lsn else None
         if upper is not None and boundary is not None:
             upper = min(upper, boundary)

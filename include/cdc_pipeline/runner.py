@@ -78,9 +78,24 @@ def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
     return "*" in requested or table.name in requested or f"{table.source_schema}.{table.table}" in requested
 
 
-def plan_table(config_path: str, table_name: str, context: dict[str, Any]) -> dict[str, Any]:
+def read_cut(config_path: str) -> str | None:
+    """The run's LSN cut: the source's max LSN, read once so every table stops at the same point."""
+    from include.cdc_pipeline import lsn as lsnlib
+
+    source = _config(config_path)
+    conn = CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn()
+    try:
+        max_lsn = CdcSource(conn).max_lsn()
+    finally:
+        conn.close()
+    cut = lsnlib.to_hex(max_lsn) if max_lsn else None
+    log.info("%s: this run reads every table up to LSN %s", source.name, cut)
+    return cut
+
+
+def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: str | None = None) -> dict[str, Any]:
     pipeline = build_pipeline(config_path, table_name)
-    window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table))
+    window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table), cut=cut)
     log.info(
         "%s: %s window (%s, %s] on %s: %s; Snowflake queries: %d",
         *(pipeline.label, window.mode, window.lower, window.upper, window.capture_instance, window.reason),
@@ -120,3 +135,16 @@ def apply_table(config_path: str, table_name: str, batch: dict[str, Any], contex
     result = pipeline.apply(Batch.from_dict(batch))
     log.info("%s: applied %s", pipeline.label, result)
     return result
+
+
+def publish_run(config_path: str, table_names: list[str], context: dict[str, Any]) -> dict[str, Any]:
+    """After every table of the run was applied: succeed (emitting the source's Asset event) when
+    some table changed, skip when the whole run was idle (no event, the marts are not rebuilt)."""
+    applied = context["ti"].xcom_pull(task_ids=[f"{name}.apply" for name in table_names])
+    changed = sorted(name for name, result in zip(table_names, applied, strict=True) if result)
+    if not changed:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("idle run: no table changed, nothing to publish")
+    log.info("%s: published a consistent cut; changed tables: %s", _config(config_path).name, ", ".join(changed))
+    return {"changed_tables": changed}

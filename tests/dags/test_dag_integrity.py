@@ -55,11 +55,18 @@ def test_every_source_config_has_a_dag(dagbag: DagBag) -> None:
 def test_cdc_dag_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["billing_cdc"]
     groups = {t.task_id.split(".")[0] for t in dag.tasks}
-    assert groups == {"dbo_accounts", "dbo_products", "dbo_invoices", "dbo_invoice_lines", "dbo_payments"}
+    tables = {"dbo_accounts", "dbo_products", "dbo_invoices", "dbo_invoice_lines", "dbo_payments"}
+    assert groups == tables | {"cut", "publish"}
     apply = dag.get_task("dbo_invoices.apply")
     assert [a.name for a in apply.outlets] == ["analytics.raw.invoices"]
+    # one LSN cut for every table of the run; publish waits for every table
+    assert dag.get_task("dbo_invoices.plan").upstream_task_ids == {"cut"}
     assert dag.get_task("dbo_invoices.extract_load").upstream_task_ids == {"dbo_invoices.plan"}
-    assert {t.pool for t in dag.tasks} == {"cdc_sqlserver", "cdc_snowflake"}
+    publish = dag.get_task("publish")
+    assert publish.upstream_task_ids == {f"{t}.apply" for t in tables}
+    assert publish.trigger_rule == "none_failed"
+    assert [a.name for a in publish.outlets] == ["analytics.raw.billing"]
+    assert {t.pool for t in dag.tasks} == {"cdc_sqlserver", "cdc_snowflake", "default_pool"}
 
 
 def test_broken_config_is_one_import_error_and_others_still_load(tmp_path: Path, monkeypatch) -> None:

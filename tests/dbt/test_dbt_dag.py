@@ -118,15 +118,14 @@ def test_freshness_error_keeps_every_model_built_from_the_source_out() -> None:
     assert skip_dependents_of_stale_sources({}, None, None, nodes, {"results": freshness["results"][1:]}) == []
 
 
-def test_scheduled_on_any_raw_asset_of_the_billing_source(dag: Any) -> None:
-    from airflow.sdk import AssetAny
+def test_scheduled_on_the_billing_cdc_runs_published_asset(dag: Any) -> None:
+    # one event per CDC run with changes, after every table reached the run's LSN cut
+    from include.cdc_pipeline.config import load_source_config
+    from include.cdc_pipeline.dag_factory import published_asset
 
-    assert isinstance(dag.timetable.asset_condition, AssetAny)
-    names = {a.name for a in dag.timetable.asset_condition.iter_assets().values()} if hasattr(
-        dag.timetable.asset_condition, "iter_assets") else set()  # fmt: skip
-    if not names:  # older API shape
-        names = {a.name for a in dag.timetable.asset_condition.objects}
-    assert names == {f"analytics.raw.{t}" for t in ("accounts", "products", "invoices", "invoice_lines", "payments")}
+    source = load_source_config(ROOT / "include/config/sources/billing.yaml")
+    assert dag.timetable.asset_condition == published_asset(source)
+    assert dag.timetable.asset_condition.name == "analytics.raw.billing"
 
 
 def test_house_rules(dag: Any) -> None:

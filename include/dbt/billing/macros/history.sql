@@ -141,14 +141,22 @@ from versions
 
 
 {#-
-    Point-in-time join of an event to an SCD2 dimension: the version in force just before `ts`
-    (as_of_filter) - and, for events older than the history itself (before the initial snapshot
-    that opened the key's first version), that first snapshot version: the earliest state known.
+    Join of a fact to the SCD2 dimension version in force when the fact was recorded in the source:
+    `ts` is the fact's own commit time (transaction time, e.g. the valid_from of the invoice version
+    that issued it), so the version's interval contains it: valid_from <= ts < valid_to. Both times
+    come from the same CDC clock; with the source's foreign keys the referenced row existed then,
+    so the join always finds one version - unlike a business timestamp (issued_at, paid_at), which
+    an application may back-date or set from its own clock. A fact captured by an initial snapshot
+    taken before its dimension's snapshot (tables are snapshotted one by one) sees the dimension's
+    first snapshot version, the earliest state known.
 -#}
-{% macro as_of_join(ts, alias) -%}
+{% macro as_recorded_join(ts, alias) -%}
     (
-        {{ as_of_filter(ts, alias) }}
-        or ({{ alias }}.version_number = 1 and {{ alias }}.opened_by_operation = 0 and {{ ts }} <= {{ alias }}.valid_from)
+        (
+            {{ alias }}.valid_from <= {{ ts }}
+            and ({{ alias }}.valid_to is null or {{ alias }}.valid_to > {{ ts }})
+        )
+        or ({{ alias }}.version_number = 1 and {{ alias }}.opened_by_operation = 0 and {{ ts }} < {{ alias }}.valid_from)
     )
 {%- endmacro %}
 
@@ -156,10 +164,27 @@ from versions
 {#- The reporting date: var('as_of_date') when set (YYYY-MM-DD), else today (UTC). -#}
 {% macro reporting_date() -%}
     {%- set value = var('as_of_date', none) -%}
-    {%- if value -%}
+    {%- set at = var('as_of_timestamp', none) -%}
+    {%- if at -%}
+        '{{ at }}'::timestamp_ntz::date
+    {%- elif value -%}
         '{{ value }}'::date
     {%- else -%}
         {{ today_utc() }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    The reporting cut-off instant: var('as_of_timestamp') when set (UTC, 'YYYY-MM-DD HH:MI:SS'):
+    the state just before it; else the end of the reporting date (midnight after it).
+-#}
+{% macro reporting_cutoff() -%}
+    {%- set at = var('as_of_timestamp', none) -%}
+    {%- if at -%}
+        '{{ at }}'::timestamp_ntz
+    {%- else -%}
+        dateadd(day, 1, {{ reporting_date() }})::timestamp_ntz
     {%- endif -%}
 {%- endmacro %}
 

@@ -1,7 +1,17 @@
 -- One row per current (not deleted) invoice with its lines and payments rolled up, and the
--- account version in force when the invoice was issued (point-in-time join to dim_accounts).
+-- account version in force when the invoice was issued (point-in-time join to dim_accounts on the
+-- commit time of the issue in the source; drafts: of their creation).
 with invoices as (
     select * from {{ ref('stg_invoices') }}
+),
+
+recorded as (
+    select
+        invoice_id,
+        min(valid_from) as created_recorded_at,
+        min(iff(issued_at is not null, valid_from, null)) as issued_recorded_at
+    from {{ ref('int_invoice_versions') }}
+    group by invoice_id
 ),
 
 lines as (
@@ -39,6 +49,7 @@ joined as (
         invoices.currency,
         invoices.issued_at,
         invoices.issued_at::date as issued_date,
+        recorded.issued_recorded_at,
         invoices.due_date,
         invoices.total_amount,
         coalesce(lines.line_count, 0) as line_count,
@@ -49,12 +60,13 @@ joined as (
         payments.last_paid_at,
         invoices.updated_at
     from invoices
+    left join recorded on invoices.invoice_id = recorded.invoice_id
     left join lines on invoices.invoice_id = lines.invoice_id
     left join payments on invoices.invoice_id = payments.invoice_id
     left join accounts
         on
             invoices.account_id = accounts.account_id
-            and {{ as_of_join('invoices.issued_at', 'accounts') }}
+            and {{ as_recorded_join('coalesce(recorded.issued_recorded_at, recorded.created_recorded_at)', 'accounts') }}
 )
 
 select

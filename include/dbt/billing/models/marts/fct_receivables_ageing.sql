@@ -1,10 +1,11 @@
--- Open receivables at the end of the reporting date (var as_of_date, default today UTC), rebuilt
--- from the CDC history: the invoices and payments exactly as they stood at that cut-off, so a
--- past month-end can be reproduced after the fact. One row per invoice with money outstanding.
+-- Open receivables at the end of the reporting date (var as_of_date, default today UTC; or at the
+-- instant var as_of_timestamp), rebuilt from the CDC history: the invoices and payments exactly as
+-- they stood at that cut-off, so a past month-end can be reproduced after the fact. One row per
+-- invoice with money outstanding.
 with cutoff as (
     select
         {{ reporting_date() }} as as_of_date,
-        dateadd(day, 1, {{ reporting_date() }})::timestamp_ntz as as_of_ts
+        {{ reporting_cutoff() }} as as_of_ts
 ),
 
 invoices as (
