@@ -8,9 +8,7 @@ captured change once, after an initial snapshot and after live traffic.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +18,10 @@ from dev.mssql_emulator import connect
 from dev.mssql_emulator.workload import Workload
 from include.cdc_pipeline.lsn import to_hex
 from include.cdc_pipeline.reconcile import reconcile
-from tests.fixtures_mssql import mssql_airflow_conn
+from tests.e2e.conftest import SALT, billing_config, connect_airflow, run_cdc_dag, wait_for_capture
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "E2E_ANALYTICS"
-SALT = "e2e-salt"
 
 
 @pytest.fixture(scope="module")
@@ -34,28 +30,12 @@ def billing_stack(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pyt
     conn = connect(server=mssql_server.host, port=mssql_server.port, database="billing")
     Workload(conn, seed=42).init(accounts=60, products=15, invoices=120)
     conn.commit()
-    configs = tmp_path_factory.mktemp("configs")
-    text = (ROOT / "include/config/sources/billing.yaml").read_text()
-    (configs / "billing.yaml").write_text(text.replace("database: ANALYTICS", f"database: {DATABASE}"))
-    return {"configs": configs, "conn": conn}
-
-
-def _wait_for_capture(conn: Any) -> None:
-    """Capture is asynchronous (the server's job scans every 0.5 s); scan now instead of waiting."""
-    conn.cursor().execute("EXEC sys.sp_cdc_scan")
-    conn.commit()
+    return {"configs": billing_config(tmp_path_factory.mktemp("configs"), DATABASE), "conn": conn}
 
 
 def _run_dag(monkeypatch: pytest.MonkeyPatch, stack: dict[str, Any], mssql_server: Any, local_snowflake: Any) -> Any:
-    monkeypatch.setenv("CDC_CONFIG_DIR", str(stack["configs"]))
-    monkeypatch.setenv("CDC_DEADLINES", "off")  # dag.test() cannot finish runs with deadlines in 3.3
-    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(mssql_airflow_conn(mssql_server)))
-    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", json.dumps(local_snowflake.airflow_conn(database=DATABASE)))
-    monkeypatch.setenv("AIRFLOW_VAR_CDC_HASH_SALT_SECRET", SALT)
-    from include.cdc_pipeline.dag_factory import build_cdc_dag
-
-    dag = build_cdc_dag("billing", directory=stack["configs"])
-    return dag.test()
+    connect_airflow(monkeypatch, stack["configs"], mssql_server, local_snowflake, DATABASE, "billing")
+    return run_cdc_dag(stack["configs"])
 
 
 def _check(stack: dict[str, Any], mssql_server: Any, local_snowflake: Any) -> dict[str, int]:
@@ -98,7 +78,7 @@ def test_billing_dag_snapshot_then_stream(billing_stack, mssql_server, local_sno
     conn = billing_stack["conn"]
     result = Workload(conn, seed=7).run(transactions=150)
     assert result.transactions > 0
-    _wait_for_capture(conn)
+    wait_for_capture(conn)
     run = _run_dag(monkeypatch, billing_stack, mssql_server, local_snowflake)
     assert run.state == "success"
     # then raw equals the source and history holds each change once.

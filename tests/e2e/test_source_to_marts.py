@@ -1,0 +1,208 @@
+"""Source → raw → marts, the whole product through Airflow: SQL Server CDC emulator → billing_cdc
+DAG → local Snowflake raw/history → billing_dbt DAG (astronomer-cosmos, dbt build) → marts.
+
+The marts are checked against an independent computation on the emulator's own source tables:
+every invoice's status, amount and payments; invoiced and paid per day and currency; each
+account's position today; and open receivables at a past instant, rebuilt by dbt from the CDC
+history, equal to the source state recorded at that instant.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from dev import dbt_local
+from dev.mssql_emulator import connect
+from dev.mssql_emulator.workload import Workload
+from tests.e2e.conftest import billing_config, connect_airflow, run_cdc_dag, wait_for_capture
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+DATABASE = "E2E_MARTS"
+SOURCE_DB = "billing_marts"
+BILLED = ("issued", "paid", "refunded")
+ZERO = Decimal("0.00")
+
+
+def _rows(conn: Any, sql: str) -> list[dict[str, Any]]:
+    cursor = conn.cursor()
+    cursor.execute(sql)
+    names = [d[0].lower() for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _money(value: Any) -> Decimal:
+    return Decimal(str(value or 0)).quantize(Decimal("0.01"))
+
+
+def _day(value: Any) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+class SourceBooks:
+    """What the marts must say, computed in Python from the source tables (T-SQL on the emulator)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.invoices = {r["invoice_id"]: r for r in _rows(conn, "SELECT * FROM dbo.invoices")}
+        self.payments = _rows(conn, "SELECT * FROM dbo.payments")
+        self.settled: dict[int, Decimal] = defaultdict(lambda: ZERO)
+        for pay in self.payments:
+            if pay["status"] == "settled":
+                self.settled[pay["invoice_id"]] += _money(pay["amount"])
+
+    def invoice_facts(self) -> dict[int, tuple[Any, ...]]:
+        return {
+            i: (r["status"], r["account_id"], _money(r["total_amount"]), self.settled[i])
+            for i, r in self.invoices.items()
+        }
+
+    def revenue_daily(self) -> dict[tuple[date, str], tuple[Decimal, int, Decimal, int]]:
+        days: dict[tuple[date, str], list[Any]] = defaultdict(lambda: [ZERO, 0, ZERO, 0])
+        for inv in self.invoices.values():
+            if inv["status"] in BILLED:
+                row = days[(_day(inv["issued_at"]), inv["currency"])]
+                row[0] += _money(inv["total_amount"])
+                row[1] += 1
+        for pay in self.payments:
+            if pay["status"] == "settled":
+                row = days[(_day(pay["paid_at"]), self.invoices[pay["invoice_id"]]["currency"])]
+                row[2] += _money(pay["amount"])
+                row[3] += 1
+        return {k: tuple(v) for k, v in days.items()}
+
+    def open_receivables(self) -> dict[int, Decimal]:
+        """Issued invoices with money outstanding (fct_receivables_ageing's rows)."""
+        return {
+            i: _money(r["total_amount"]) - self.settled[i]
+            for i, r in self.invoices.items()
+            if r["status"] == "issued" and _money(r["total_amount"]) > self.settled[i]
+        }
+
+    def account_positions(self) -> dict[tuple[int, str], tuple[Decimal, Decimal, Decimal, int]]:
+        """Per account and currency: invoiced, paid (settled on billed invoices), outstanding, open count."""
+        out: dict[tuple[int, str], list[Any]] = defaultdict(lambda: [ZERO, ZERO, ZERO, 0])
+        for i, inv in self.invoices.items():
+            if inv["status"] not in BILLED:
+                continue
+            row = out[(inv["account_id"], inv["currency"])]
+            row[0] += _money(inv["total_amount"])
+            row[1] += self.settled[i]
+            if i in self.open_receivables():
+                row[2] += _money(inv["total_amount"]) - self.settled[i]
+                row[3] += 1
+        return {k: tuple(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Snapshot, two rounds of live traffic, a CDC run after each, then the dbt DAG; the source's
+    books are recorded between the rounds (with the instant) and at the end."""
+    monkeypatch = pytest.MonkeyPatch()
+    configs = billing_config(tmp_path_factory.mktemp("marts_configs"), DATABASE)
+    connect_airflow(monkeypatch, configs, mssql_server, local_snowflake, DATABASE, SOURCE_DB)
+    monkeypatch.setenv("CDC_DBT_TARGET", "local")
+    conn = connect(server=mssql_server.host, port=mssql_server.port, database=SOURCE_DB)
+    try:
+        Workload(conn, seed=2026).init(accounts=40, products=10, invoices=90)
+        conn.commit()
+        runs = [run_cdc_dag(configs)]  # initial snapshot of every table
+        Workload(conn, seed=5).run(transactions=250)
+        wait_for_capture(conn)
+        runs.append(run_cdc_dag(configs))
+        # The past cut-off: every change so far is committed before it, none of round two.
+        (last_commit,) = _rows(conn, "SELECT sys.fn_cdc_map_lsn_to_time(sys.fn_cdc_get_max_lsn()) AS t")[0].values()
+        cutoff = last_commit + timedelta(milliseconds=5)
+        books_at_cutoff = SourceBooks(conn)
+        time.sleep(0.05)  # the next commit is stamped after the cut-off
+        Workload(conn, seed=6).run(transactions=250)
+        wait_for_capture(conn)
+        runs.append(run_cdc_dag(configs))
+        books = SourceBooks(conn)
+        from include.cdc_pipeline.dbt_dag import build_dbt_dag
+
+        dbt_run = build_dbt_dag("billing", directory=configs).test()
+    finally:
+        conn.close()
+        monkeypatch.undo()
+    return {
+        "cdc_runs": runs, "dbt_run": dbt_run, "books": books, "cutoff": cutoff,
+        "books_at_cutoff": books_at_cutoff, "snowflake": local_snowflake,
+    }  # fmt: skip
+
+
+def _marts(marts: dict[str, Any], sql: str) -> list[dict[str, Any]]:
+    conn = marts["snowflake"].connect(database=DATABASE)
+    try:
+        return _rows(conn, sql)
+    finally:
+        conn.close()
+
+
+def test_every_run_succeeds_and_each_cdc_run_is_published(marts: dict[str, Any]) -> None:
+    for run in marts["cdc_runs"]:
+        assert run.state == "success"
+        assert run.get_task_instance("publish").state == "success"  # every run had changes: Asset event
+    run = marts["dbt_run"]
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", {t: s for t, s in states.items() if s != "success"}
+    # every model and its tests ran (Cosmos renders one task per node)
+    assert {"dbt.fct_invoices.run", "dbt.fct_receivables_ageing.run"} <= set(states)
+
+
+def test_invoices_equal_the_source(marts: dict[str, Any]) -> None:
+    rows = _marts(marts, "SELECT * FROM MARTS.FCT_INVOICES")
+    got = {
+        r["invoice_id"]: (r["status"], r["account_id"], _money(r["total_amount"]), _money(r["paid_amount"]))
+        for r in rows
+    }
+    assert got == marts["books"].invoice_facts()
+    # the account version in force when each invoice was recorded exists for every invoice
+    assert all(r["account_version_key"] for r in rows)
+
+
+def test_revenue_per_day_equals_the_source(marts: dict[str, Any]) -> None:
+    rows = _marts(marts, "SELECT * FROM MARTS.FCT_REVENUE_DAILY")
+    got = {
+        (_day(r["revenue_date"]), r["currency"]): (
+            _money(r["invoiced_amount"]), r["invoice_count"], _money(r["paid_amount"]), r["payment_count"],
+        )
+        for r in rows
+    }  # fmt: skip
+    expected = marts["books"].revenue_daily()
+    assert sum(v[1] for v in expected.values()) > 100  # (the generator's business clock spans hours)
+    assert got == expected
+
+
+def test_account_positions_today_equal_the_source(marts: dict[str, Any]) -> None:
+    rows = _marts(
+        marts,
+        "SELECT * FROM MARTS.FCT_ACCOUNT_FEATURES_DAILY"
+        " WHERE as_of_date = (SELECT MAX(as_of_date) FROM MARTS.FCT_ACCOUNT_FEATURES_DAILY)",
+    )
+    got = {
+        (r["account_id"], r["currency"]): (
+            _money(r["invoiced_amount_to_date"]), _money(r["paid_amount_to_date"]),
+            _money(r["outstanding_amount"]), r["open_invoice_count"],
+        )
+        for r in rows
+    }  # fmt: skip
+    assert got == marts["books"].account_positions()
+
+
+def test_receivables_at_a_past_instant_equal_the_source_then(marts: dict[str, Any], tmp_path: Any) -> None:
+    # Rebuild fct_receivables_ageing as of the instant between the traffic rounds (from history).
+    cutoff = marts["cutoff"].strftime("%Y-%m-%d %H:%M:%S.%f")
+    dbt_local.run_dbt(
+        ["run", "--select", "fct_receivables_ageing", "--vars", f"{{as_of_timestamp: '{cutoff}'}}"],
+        marts["snowflake"].port, database=DATABASE, target_path=tmp_path / "target", log_path=tmp_path / "logs",
+        capture=True,
+    )  # fmt: skip
+    rows = _marts(marts, "SELECT invoice_id, outstanding_amount FROM MARTS.FCT_RECEIVABLES_AGEING")
+    then = marts["books_at_cutoff"].open_receivables()
+    assert then != marts["books"].open_receivables()  # round two changed the books
+    assert {r["invoice_id"]: _money(r["outstanding_amount"]) for r in rows} == then
