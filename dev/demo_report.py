@@ -72,3 +72,54 @@ def compare_source_and_raw(env: Mapping[str, str]) -> bool:
             f"{history:>10}  {verdict}"
         )
     return ok
+
+
+def print_marts(env: Mapping[str, str]) -> bool:
+    """Headline numbers of the dbt marts, with the invoiced and paid totals checked against the source."""
+    mssql_port, snowflake_port = _ports(env)
+    pipeline = pipelines(CONFIG, mssql_port, snowflake_port)[0]
+    wh, source = pipeline.warehouse, pipeline.source
+    marts = {
+        currency: (invoiced, invoices, paid)
+        for currency, invoiced, invoices, paid in wh.execute(
+            # Casts: the local emulator returns SUM over NUMBER(38, 2) as a float.
+            "SELECT CURRENCY, SUM(INVOICED_AMOUNT)::NUMBER(38, 2), SUM(INVOICE_COUNT)::INTEGER,"
+            " SUM(PAID_AMOUNT)::NUMBER(38, 2)"
+            " FROM ANALYTICS.MARTS.FCT_REVENUE_DAILY GROUP BY CURRENCY ORDER BY CURRENCY"
+        )
+    }
+    invoiced = {
+        currency: (total, count)
+        for currency, total, count in source.query(
+            "SELECT currency, SUM(total_amount), COUNT(*) FROM dbo.invoices"
+            " WHERE status IN ('issued', 'paid', 'refunded') GROUP BY currency"
+        )
+    }
+    paid = dict(
+        source.query(
+            "SELECT i.currency, SUM(p.amount) FROM dbo.payments AS p JOIN dbo.invoices AS i"
+            " ON i.invoice_id = p.invoice_id WHERE p.status = 'settled' GROUP BY i.currency"
+        )
+    )
+    print("\n== marts (dbt via Cosmos, ANALYTICS.MARTS) vs the source tables")
+    print(f"{'currency':<10}{'invoiced':>16}{'invoices':>10}{'paid':>16}  source")
+    ok = set(marts) == set(invoiced)
+    for currency, (total, count, paid_total) in marts.items():
+        expected = (*invoiced.get(currency, (None, None)), paid.get(currency, 0))
+        same = (total, count, paid_total) == expected
+        ok &= same
+        verdict = "same" if same else f"DIFFERENT {expected}"
+        print(f"{currency:<10}{total:>16,.2f}{count:>10}{paid_total:>16,.2f}  {verdict}")
+    print("\nreceivables today by ageing bucket (fct_receivables_ageing):")
+    for bucket, count, outstanding in wh.execute(
+        "SELECT AGEING_BUCKET, COUNT(*), SUM(OUTSTANDING_AMOUNT) FROM ANALYTICS.MARTS.FCT_RECEIVABLES_AGEING"
+        " GROUP BY AGEING_BUCKET ORDER BY AGEING_BUCKET"
+    ):
+        print(f"  {bucket:<10}{count:>6} invoices {outstanding:>16,.2f}")
+    ((accounts, versions),) = wh.execute("SELECT COUNT_IF(IS_CURRENT), COUNT(*) FROM ANALYTICS.MARTS.DIM_ACCOUNTS")
+    ((features, days),) = wh.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT AS_OF_DATE) FROM ANALYTICS.MARTS.FCT_ACCOUNT_FEATURES_DAILY"
+    )
+    print(f"dim_accounts: {accounts} current accounts, {versions} versions (SCD2 from the CDC history)")
+    print(f"fct_account_features_daily: {features} rows over {days} day(s) (point in time, for data science)")
+    return ok

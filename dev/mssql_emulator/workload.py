@@ -323,6 +323,7 @@ class Model:
     def _put(self, table: str, row: Row) -> None:
         key = _key(table, row)
         assert key is not None
+        replaced = self.rows[table].get(key)
         self.rows[table][key] = row
         if table == "accounts":
             self.accounts.add(row["account_id"])
@@ -334,6 +335,11 @@ class Model:
                 self.products.discard(row["product_id"])
             self.next_id["products"] = max(self.next_id["products"], row["product_id"] + 1)
         elif table == "invoices":
+            # invoices per account (an account with invoices is never deleted); counted here, so
+            # a model loaded from the database counts them too
+            if replaced is not None:
+                self.invoices_of[replaced["account_id"]] -= 1
+            self.invoices_of[row["account_id"]] += 1
             for s in self.by_status.values():
                 s.discard(row["invoice_id"])
             self.by_status.setdefault(row["status"], IndexedSet()).add(row["invoice_id"])
@@ -352,12 +358,14 @@ class Model:
 
     def _remove(self, table: str, row: Row) -> None:
         key = _key(table, row)
-        self.rows[table].pop(key, None)
+        removed = self.rows[table].pop(key, None)
         if table == "accounts":
             self.accounts.discard(row["account_id"])
         elif table == "products":
             self.products.discard(row["product_id"])
         elif table == "invoices":
+            if removed is not None:
+                self.invoices_of[removed["account_id"]] -= 1
             for s in self.by_status.values():
                 s.discard(row["invoice_id"])
         elif table == "invoice_lines":
@@ -375,12 +383,8 @@ class Model:
             for before, after in st.rows:
                 if before is not None:
                     self._remove(st.table, before)
-                    if st.table == "invoices":
-                        self.invoices_of[before["account_id"]] -= 1
                 if after is not None:
                     self._put(st.table, after)
-                    if st.table == "invoices":
-                        self.invoices_of[after["account_id"]] += 1
 
     def get(self, table: str, *key: Any) -> Row:
         return self.rows[table][tuple(key)]

@@ -56,6 +56,10 @@ class TableNotCapturedError(CdcError):
     pass
 
 
+class SourceRewoundError(CdcError):
+    """The source's max LSN is below the loaded position: the database was restored or re-created."""
+
+
 class RetentionGapError(CdcError):
     pass
 
@@ -209,6 +213,21 @@ class TablePipeline:
             mark, checked, confirmed = found, None, True
         position = _max_hex(mark.lsn, checked)
         assert position is not None
+        max_lsn = lsnlib.from_hex(cut) if cut else self.source.max_lsn()
+        upper = lsnlib.to_hex(max_lsn) if max_lsn else None
+        if upper is not None and upper < position:
+            # The log is behind what was loaded: a restored or re-created source database, or a
+            # hint left from an environment that was reset. Snowflake decides; never go idle on it.
+            found = self._read_watermark()
+            if found is None:
+                return Window("snapshot", newest.name, reason="hint without a watermark in Snowflake: snapshot")
+            if found.lsn > upper:
+                raise SourceRewoundError(
+                    f"{self.label}: the source's max LSN {upper} is below the loaded watermark {found.lsn} "
+                    f"({found.capture_instance}): was the database restored or re-created? Changes since "
+                    f'may be missing or repeated: re-snapshot the table ({{"resnapshot": ["{self.table.name}"]}}).'
+                )
+            mark, confirmed, position = found, True, found.lsn
         current, boundary, switched = self._choose_instance(instances, mark.capture_instance, position)
         gap = self._retention_gap(current, position)
         if gap:
@@ -220,8 +239,6 @@ class TablePipeline:
                 f'{{"resnapshot": ["{self.table.name}"]}}) or set retention_gap_policy: resnapshot; '
                 "and consider a longer CDC retention (sys.sp_cdc_change_job @job_type='cleanup', @retention=…)."
             )
-        max_lsn = lsnlib.from_hex(cut) if cut else self.source.max_lsn()
-        upper = lsnlib.to_hex(max_lsn) if max_lsn else None
         if upper is not None and boundary is not None:
             upper = min(upper, boundary)
         cap = self.cfg.setting(self.table, "max_transactions_per_batch")

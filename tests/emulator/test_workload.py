@@ -136,6 +136,21 @@ def test_business_invariants_hold(sql: Sql) -> None:
     assert all(isinstance(r[0], Decimal) for r in sql("SELECT credit_limit FROM dbo.accounts"))
 
 
+def test_foreign_keys_hold_across_generator_restarts(sql: Sql) -> None:
+    # The demo starts a new generator process per traffic phase: each reloads its model from the
+    # database. An account with invoices must never be deleted (the emulator enforces no FKs).
+    Workload(sql.conn, seed=3).init(accounts=40, products=5, invoices=15)
+    for seed in range(4, 10):
+        Workload(sql.conn, seed=seed).run(transactions=120)
+    orphans = {
+        "invoices": "SELECT COUNT(*) FROM dbo.invoices i LEFT JOIN dbo.accounts a ON a.account_id = i.account_id"
+        " WHERE a.account_id IS NULL",
+        "payments": "SELECT COUNT(*) FROM dbo.payments p LEFT JOIN dbo.invoices i ON i.invoice_id = p.invoice_id"
+        " WHERE i.invoice_id IS NULL",
+    }
+    assert {name: sql(query)[0][0] for name, query in orphans.items()} == {"invoices": 0, "payments": 0}
+
+
 def test_bulk_fast_path_is_indistinguishable_from_transaction_by_transaction() -> None:
     fast, r_fast = _run(21, fast_bulk=300)
     slow, r_slow = _run(21, slow_bulk=300)

@@ -13,9 +13,15 @@ from typing import Any
 
 import pytest
 
+from dev.mssql_emulator import Engine
 from include.cdc_pipeline.failpoints import POINTS, InjectedFailure
 from include.cdc_pipeline.lsn import to_hex
-from include.cdc_pipeline.pipeline import RetentionGapError, TableNotCapturedError, TablePipeline
+from include.cdc_pipeline.pipeline import (
+    RetentionGapError,
+    SourceRewoundError,
+    TableNotCapturedError,
+    TablePipeline,
+)
 from include.cdc_pipeline.reconcile import reconcile
 from tests.integration.conftest import SALT, Harness
 from tests.integration.workload import ENABLE_ORDERS, ORDERS_DDL, ORDERS_TABLE, OrdersWorkload
@@ -188,6 +194,27 @@ def test_retention_gap_fails_loudly_by_default(harness: Harness) -> None:
         harness.pipeline(config).run_once()
     message = str(caught.value)
     assert "retention gap" in message and "dbo_orders" in message and "resnapshot" in message
+
+
+def test_source_behind_the_loaded_position_is_never_idle(harness: Harness) -> None:
+    # Given a table loaded well past its snapshot,
+    config, workload = orders_harness(harness, seed=5)
+    harness.pipeline(config).run_once()
+    workload.run(harness.engine.connect(), 40)
+    harness.capture()
+    assert harness.pipeline(config).run_once()["mode"] == "stream"
+    # when the source database is re-created (or restored from an old backup): its log is behind,
+    old, harness.engine, harness._sql = harness.engine, Engine(":memory:"), None
+    old.close()
+    harness.sql("EXEC sys.sp_cdc_enable_db")
+    orders_harness(harness, seed=6, transactions=5)
+    # then the run fails naming the cause instead of idling on the cached hint;
+    with pytest.raises(SourceRewoundError) as caught:
+        harness.pipeline(config).plan()
+    assert "restored or re-created" in str(caught.value) and "resnapshot" in str(caught.value)
+    # and with Snowflake reset as well (no watermark), the table is snapshotted again.
+    harness.snowflake_rows(f"DELETE FROM {harness.database}.CONTROL.CDC_WATERMARKS")
+    assert harness.pipeline(config).plan().mode == "snapshot"
 
 
 def test_retention_gap_resnapshots_by_policy(harness: Harness) -> None:
