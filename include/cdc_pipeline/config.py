@@ -167,6 +167,9 @@ class SourceConfig(_Strict):
     owner: str = "data-platform"
     alert_emails: list[Email] = Field(min_length=1)
     deadline: Duration | None = Field(default=None, description="Deadline Alert: e-mail when a run takes longer.")
+    dbt_deadline: Duration | None = Field(
+        default=None, description="Deadline Alert of the source's dbt DAG (<name>_dbt); unset: `deadline`."
+    )
     chunk_rows: int = Field(default=50_000, gt=0, description="Rows per fetch and per Parquet file (bounds memory).")
     retention_minutes: int = Field(
         default=4320,
@@ -179,6 +182,13 @@ class SourceConfig(_Strict):
     capture_stall_after: Duration = Field(
         default=timedelta(minutes=30),
         description="Alert when the max LSN time lags the source clock this much while the source is active.",
+    )
+    stuck_after: Duration = Field(
+        default=timedelta(hours=2),
+        description="Warn when a table has had no successful run (load or idle poll) for this long.",
+    )
+    failing_runs_alert: int = Field(
+        default=3, gt=0, description="Alert when a table has failed this many DAG runs in a row."
     )
     tags: list[str] = Field(default_factory=list)
     table_defaults: TableDefaults = TableDefaults()

@@ -212,8 +212,9 @@ def build_dbt_dag(
     )
     operator_args: dict[str, Any] = {"install_deps": False, "emit_datasets": False}
 
+    dag_id = dag_id or f"{source.name}_dbt"
     with DAG(
-        dag_id=dag_id or f"{source.name}_dbt",
+        dag_id=dag_id,
         description=f"dbt marts of {source.name} (Cosmos), refreshed when its raw tables change",
         schedule=published_asset(source),
         start_date=datetime.fromisoformat(source.start_date),
@@ -224,8 +225,8 @@ def build_dbt_dag(
         doc_md=_doc_md(source, project, mode, doc_md),
         dagrun_timeout=timedelta(hours=2),
         on_failure_callback=run_failure_summary(source),
-        # The source's deadline covers its marts too (switched off under dag.test(), see notifications).
-        **({"deadline": deadline} if (deadline := source_deadline_alert(source)) else {}),
+        # dbt_deadline, else the source's deadline (switched off under dag.test(), see notifications).
+        **({"deadline": deadline} if (deadline := source_deadline_alert(source, dag_id)) else {}),
     ) as dag:
         DbtTaskGroup(
             group_id="dbt",

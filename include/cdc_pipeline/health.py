@@ -1,4 +1,5 @@
-"""CDC health checks: capture job alive, freshness per table, retention headroom, change-table size.
+"""CDC health checks: capture job alive, freshness per table, retention headroom, change-table size,
+stuck or repeatedly failing table runs.
 
 Plain functions over a `CdcSource` (SQL Server) and a `Warehouse` (Snowflake), so they are tested
 against the emulator and the local Snowflake without Airflow. The ``cdc_health`` DAG
@@ -7,16 +8,18 @@ against the emulator and the local Snowflake without Airflow. The ``cdc_health``
 
 Time: every age is measured on the **source's clock** (``GETDATE()``), the clock that wrote
 ``cdc.lsn_time_mapping`` and ``WATERMARK_COMMITTED_AT``; Snowflake's UTC ``UPDATED_AT`` is never
-mixed in. Runbook for each check: docs/runbook.md.
+mixed in. The run-record checks (stuck_run, failing_runs) compare the UTC times the CDC tasks
+wrote with UTC now. Runbook for each check: docs/runbook.md.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
@@ -32,7 +35,8 @@ HEALTH_COLUMNS = [
     ("CHECKED_AT", "TIMESTAMP_NTZ(6)"),  # UTC, when the check ran
     ("SOURCE_NAME", "VARCHAR"),
     ("TABLE_NAME", "VARCHAR"),  # NULL for source-wide checks (capture job)
-    ("CHECK_NAME", "VARCHAR(40)"),  # capture_job | freshness | retention_headroom | change_table_rows
+    # capture_job | freshness | retention_headroom | change_table_rows | stuck_run | failing_runs
+    ("CHECK_NAME", "VARCHAR(40)"),
     ("STATUS", "VARCHAR(10)"),  # ok | warn | alert | unknown
     ("VALUE", "FLOAT"),
     ("THRESHOLD", "FLOAT"),
@@ -61,6 +65,10 @@ class Check:
 
 def _minutes(delta: timedelta) -> float:
     return round(delta.total_seconds() / 60, 2)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _rollback(src: CdcSource) -> None:
@@ -262,9 +270,57 @@ def check_change_table(source: SourceConfig, table: TableConfig, src: CdcSource,
     return Check(source.name, table.name, "change_table_rows", OK, float(rows), None, "rows", detail)
 
 
+def run_record_checks(
+    source: SourceConfig, table: TableConfig, record: dict[str, Any] | None, now: datetime
+) -> list[Check]:
+    """A stuck table (no completed run for ``stuck_after``) and a failure streak of
+    ``failing_runs_alert`` DAG runs, from the table's run record (include/cdc_pipeline/runs.py).
+    ``now`` is UTC, the clock the CDC tasks wrote the record with."""
+    name, record = table.name, record or {}
+    stuck = _minutes(source.stuck_after)
+    if not record:
+        detail = "no run recorded yet (the CDC DAG has not run this table since the run record was introduced)"
+        return [Check(source.name, name, "stuck_run", UNKNOWN, None, stuck, "minutes", detail)]
+    error = f"; last error: {record['last_error']}" if record.get("last_error") and record.get("failed_runs") else ""
+    since = record.get("succeeded_at") or record.get("failing_since")
+    age = _aware(now) - _aware(datetime.fromisoformat(since)) if since else None
+    if record.get("succeeded_at"):
+        detail = f"last completed run {record.get('succeeded_run')} at {record['succeeded_at']}{error}"
+    else:
+        detail = f"never completed a run; failing since {record.get('failing_since')}{error}"
+    status = WARN if age is not None and age > source.stuck_after else OK
+    if status == WARN:
+        detail += (
+            f". No completed run for {_minutes(age)} min (over {stuck} min): is the DAG paused, the scheduler "
+            "down, a pool full, or a task hung? Check the DAG's runs in the Airflow UI."
+        )
+    failed = int(record.get("failed_runs") or 0)
+    limit = source.failing_runs_alert
+    streak = (
+        f"failed {failed} DAG run(s) in a row (alert at {limit}) since {record.get('failing_since')}, latest "
+        f"{record.get('failed_run')}{error}"
+        if failed
+        else "no failed run since the last completed one"
+    )
+    return [
+        Check(source.name, name, "stuck_run", status, _minutes(age) if age else None, stuck, "minutes", detail),
+        Check(
+            source.name, name, "failing_runs", ALERT if failed >= limit else OK, float(failed), float(limit),
+            "runs", streak,
+        ),
+    ]  # fmt: skip
+
+
 # -- all checks of a source -----------------------------------------------------------------------
-def run_checks(source: SourceConfig, src: CdcSource, wh: Warehouse) -> list[Check]:
-    """Every check of one source. Snowflake is read once per table (the watermark)."""
+def run_checks(
+    source: SourceConfig,
+    src: CdcSource,
+    wh: Warehouse,
+    run_records: Callable[[TableConfig], dict[str, Any] | None] | None = None,
+    now_utc: datetime | None = None,
+) -> list[Check]:
+    """Every check of one source. Snowflake is read once per table (the watermark); the run records
+    (Airflow Variables in the DAG) are read through ``run_records`` when given."""
     t = source.target
     state = capture_state(src)
     checks = [check_capture(source, state)]
@@ -275,6 +331,9 @@ def run_checks(source: SourceConfig, src: CdcSource, wh: Warehouse) -> list[Chec
     for table in source.tables:
         mark = read_watermark(wh, t.database, t.control_schema, source.name, table.name)
         checks.extend(table_checks(source, table, src, mark, state.server_now, retention))
+        if run_records is not None:
+            now = now_utc or datetime.now(UTC)
+            checks.extend(run_record_checks(source, table, run_records(table), now))
     return checks
 
 

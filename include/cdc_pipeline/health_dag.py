@@ -1,9 +1,10 @@
 """The ``cdc_health`` DAG: CDC health checks for every source config, every 15 minutes.
 
 One task per source (`check_<source>`): capture job alive, freshness per table, retention
-headroom, change-table rows (include/cdc_pipeline/health.py). Figures are appended to
-``<db>.<control>.CDC_HEALTH``; anything not ok is one mail to the source's on-call list. The task
-succeeds even when it alerts (the mail is the alert), and fails only when it cannot check.
+headroom, change-table rows, stuck or repeatedly failing table runs
+(include/cdc_pipeline/health.py). Figures are appended to ``<db>.<control>.CDC_HEALTH``;
+anything not ok is one mail to the source's on-call list. The task succeeds even when it alerts
+(the mail is the alert), and fails only when it cannot check.
 
 Parse time: only the YAML files are read; a broken one is skipped here (its own DAG file shows
 the import error) so the other sources keep their health checks.
@@ -36,6 +37,7 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     """Run, record and alert for one source (the task body; importable for tests)."""
     from include.cdc_pipeline import health
     from include.cdc_pipeline.notifications import send_alert
+    from include.cdc_pipeline.runner import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
     from include.cdc_pipeline.source import CdcSource, CdcSourceHook
     from include.cdc_pipeline.warehouse import Warehouse
@@ -44,7 +46,7 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     src = CdcSource(CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn())
     wh = Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
     t = source.target
-    checks = health.run_checks(source, src, wh)
+    checks = health.run_checks(source, src, wh, lambda table: VariableStore.runs(source.name, table.name).get())
     health.ensure_health_table(wh, t.database, t.control_schema)
     previous = health.previous_values(wh, t.database, t.control_schema, source.name, "change_table_rows")
     checks = health.with_growth(checks, previous)
@@ -78,7 +80,7 @@ def build_health_dag(
     rows = "\n".join(f"| `{s.name}` | {', '.join(s.alert_emails)} | {s.retention_minutes} min |" for _, s in sources)
     with DAG(
         dag_id=DAG_ID,
-        description="CDC health: capture job, freshness, retention headroom, change-table growth",
+        description="CDC health: capture job, freshness, retention headroom, change-table growth, stuck runs",
         schedule=schedule,
         start_date=datetime(2026, 1, 1),
         catchup=False,

@@ -268,11 +268,13 @@ def deadline_alert(
     )
 
 
-def source_deadline_alert(source: SourceConfig) -> Any | None:
-    """The source's Deadline Alert (``deadline`` in its YAML), or None when it has none."""
-    if source.deadline is None:
+def source_deadline_alert(source: SourceConfig, dbt_dag_id: str | None = None) -> Any | None:
+    """The Deadline Alert of the source's CDC DAG (``deadline`` in its YAML) or, given
+    ``dbt_dag_id``, of its dbt DAG (``dbt_deadline``, else ``deadline``); None when unset."""
+    interval = (source.dbt_deadline or source.deadline) if dbt_dag_id else source.deadline
+    if interval is None:
         return None
-    return deadline_alert(source.deadline, alert_emails(source), source.smtp_conn_id, source.dag_id)
+    return deadline_alert(interval, alert_emails(source), source.smtp_conn_id, dbt_dag_id or source.dag_id)
 
 
 def _human(interval: timedelta) -> str:

@@ -60,6 +60,27 @@ class SourceRewoundError(CdcError):
     """The source's max LSN is below the loaded position: the database was restored or re-created."""
 
 
+def _hint_target(cfg: SourceConfig) -> str:
+    t = cfg.target
+    return f"{cfg.mssql_conn_id} -> {cfg.snowflake_conn_id}:{t.database}.{t.control_schema}"
+
+
+class _TargetHints:
+    """The hint store, bound to the connections and control table it describes: a hint written for
+    another target (config repointed, environment reset, a test on the same metadata DB) is ignored,
+    so it can never make a table look loaded where it is not."""
+
+    def __init__(self, store: HintStore, target: str) -> None:
+        self.store, self.target = store, target
+
+    def get(self) -> dict[str, Any] | None:
+        hint = self.store.get()
+        return hint if hint and hint.get("target") == self.target else None
+
+    def set(self, value: dict[str, Any]) -> None:
+        self.store.set({**value, "target": self.target})
+
+
 class RetentionGapError(CdcError):
     pass
 
@@ -137,7 +158,7 @@ class TablePipeline:
         self._warehouse_factory = warehouse
         self._source: CdcSource | None = None
         self._warehouse: Warehouse | None = None
-        self.hints = hints
+        self.hints = _TargetHints(hints, _hint_target(source_config))
         self._salt = salt
         self.workdir = workdir
         self._azure_hook = azure_hook

@@ -1,16 +1,20 @@
 """Airflow wiring of the pipeline: what the DAG's tasks call (imported inside the tasks).
 
 Connections come from the source config's connection ids; the per-table hint lives in an
-Airflow Variable (metadata DB), so an idle poll costs no Snowflake query at all.
+Airflow Variable (metadata DB), so an idle poll costs no Snowflake query at all. Each table's
+run record (last success, failure streak; include/cdc_pipeline/runs.py) is another Variable.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from include.cdc_pipeline import runs
 from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.pipeline import Batch, TablePipeline, Window
 from include.cdc_pipeline.source import CdcSource, CdcSourceHook
@@ -32,11 +36,20 @@ def _table(source: SourceConfig, name: str) -> TableConfig:
     raise KeyError(f"table {name!r} is not in source {source.name!r}")
 
 
-class VariableHintStore:
-    """The per-table hint as a JSON Airflow Variable ``cdc_state__<source>__<table>``."""
+class VariableStore:
+    """A JSON Airflow Variable: the per-table hint (``cdc_state__<source>__<table>``) and run
+    record (``cdc_runs__<source>__<table>``)."""
 
-    def __init__(self, source: str, table: str) -> None:
-        self.key = f"cdc_state__{source}__{table}"
+    def __init__(self, key: str, description: str) -> None:
+        self.key, self.description = key, description
+
+    @classmethod
+    def hint(cls, source: str, table: str) -> VariableStore:
+        return cls(f"cdc_state__{source}__{table}", "CDC hint (safe to delete: re-read from Snowflake)")
+
+    @classmethod
+    def runs(cls, source: str, table: str) -> VariableStore:
+        return cls(f"cdc_runs__{source}__{table}", "CDC run record for the cdc_health DAG (safe to delete)")
 
     def get(self) -> dict[str, Any] | None:
         from airflow.sdk import Variable
@@ -47,9 +60,7 @@ class VariableHintStore:
     def set(self, value: dict[str, Any]) -> None:
         from airflow.sdk import Variable
 
-        Variable.set(
-            self.key, value, serialize_json=True, description="CDC hint (safe to delete: re-read from Snowflake)"
-        )
+        Variable.set(self.key, value, serialize_json=True, description=self.description)
 
 
 def _salt() -> str:
@@ -70,7 +81,7 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
 
         return Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
 
-    return TablePipeline(source, table, open_source, open_warehouse, VariableHintStore(source.name, table.name), _salt)
+    return TablePipeline(source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), _salt)
 
 
 def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
@@ -93,14 +104,41 @@ def read_cut(config_path: str) -> str | None:
     return cut
 
 
+@contextmanager
+def _tracked(config_path: str, table_name: str, context: dict[str, Any]) -> Iterator[None]:
+    """Record a failure of the table's task in its run record (cdc_health's ``pipeline_runs``)."""
+    try:
+        yield
+    except Exception as exc:
+        try:
+            runs.record_failure(VariableStore.runs(_config(config_path).name, table_name), _run_id(context), exc)
+        except Exception:  # the task's own error is what matters
+            log.warning("could not record the failure of %s in its run record", table_name, exc_info=True)
+        raise
+
+
+def _succeeded(config_path: str, table_name: str, context: dict[str, Any]) -> None:
+    runs.record_success(VariableStore.runs(_config(config_path).name, table_name), _run_id(context))
+
+
+def _run_id(context: dict[str, Any]) -> str:
+    run_id = context.get("run_id")
+    if run_id is None and context.get("dag_run") is not None:
+        run_id = context["dag_run"].run_id
+    return str(run_id)
+
+
 def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: str | None = None) -> dict[str, Any]:
-    pipeline = build_pipeline(config_path, table_name)
-    window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table), cut=cut)
+    with _tracked(config_path, table_name, context):
+        pipeline = build_pipeline(config_path, table_name)
+        window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table), cut=cut)
     log.info(
         "%s: %s window (%s, %s] on %s: %s; Snowflake queries: %d",
         *(pipeline.label, window.mode, window.lower, window.upper, window.capture_instance, window.reason),
         pipeline.snowflake_queries,
     )
+    if window.mode == "idle":
+        _succeeded(config_path, table_name, context)
     return window.as_dict() | {"snowflake_queries": pipeline.snowflake_queries}
 
 
@@ -115,9 +153,10 @@ def extract_load_table(
     config_path: str, table_name: str, window: dict[str, Any], context: dict[str, Any]
 ) -> dict[str, Any]:
     _skip_if_idle(window)
-    pipeline = build_pipeline(config_path, table_name)
-    fields = {k: v for k, v in window.items() if k in Window.__dataclass_fields__}
-    batch = pipeline.extract_load(Window(**fields))
+    with _tracked(config_path, table_name, context):
+        pipeline = build_pipeline(config_path, table_name)
+        fields = {k: v for k, v in window.items() if k in Window.__dataclass_fields__}
+        batch = pipeline.extract_load(Window(**fields))
     log.info(
         "%s: staged %d rows for window (%s, %s]: %s",
         pipeline.label,
@@ -131,9 +170,11 @@ def extract_load_table(
 
 def apply_table(config_path: str, table_name: str, batch: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     _skip_if_idle(batch["window"])
-    pipeline = build_pipeline(config_path, table_name)
-    result = pipeline.apply(Batch.from_dict(batch))
+    with _tracked(config_path, table_name, context):
+        pipeline = build_pipeline(config_path, table_name)
+        result = pipeline.apply(Batch.from_dict(batch))
     log.info("%s: applied %s", pipeline.label, result)
+    _succeeded(config_path, table_name, context)
     return result
 
 

@@ -27,6 +27,16 @@ def test_cdc_dag_gets_the_deadline_of_its_yaml() -> None:
     assert dag.on_failure_callback is not None
 
 
+def test_dbt_dag_gets_its_own_deadline_naming_itself() -> None:
+    from include.cdc_pipeline.dbt_dag import build_dbt_dag
+
+    dag = build_dbt_dag("billing")
+    alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    assert alert.interval == timedelta(minutes=45)  # billing.yaml: dbt_deadline: 45m
+    data = alert.callback.serialize() if hasattr(alert.callback, "serialize") else vars(alert.callback)
+    assert "billing_dbt" in str(data) and "billing_cdc" not in str(data)
+
+
 def test_deadline_alert_mails_through_the_smtp_notifier() -> None:
     alert = deadline_alert(timedelta(minutes=45), ["a@example.com"], "smtp_x", "billing_dbt")
     data = alert.callback.serialize() if hasattr(alert.callback, "serialize") else vars(alert.callback)

@@ -91,3 +91,10 @@ def test_billing_dag_snapshot_then_stream(billing_stack, mssql_server, local_sno
     assert plans and all(ti.state == "success" for ti in plans.values())
     applied = [ti for ti in run.get_task_instances() if ti.task_id.endswith(".apply")]
     assert applied and all(ti.state == "skipped" for ti in applied)
+    # Each table's run record (read by the cdc_health DAG) names this completed run, with no failure streak.
+    from airflow.models import Variable  # the metadata DB itself: this test runs outside any task
+
+    for ti in plans.values():
+        table = ti.task_id.removesuffix(".plan")
+        record = Variable.get(f"cdc_runs__billing__{table}", deserialize_json=True)  # noqa: AIR311
+        assert record["succeeded_run"] == run.run_id and record["failed_runs"] == 0, record

@@ -217,6 +217,17 @@ def test_source_behind_the_loaded_position_is_never_idle(harness: Harness) -> No
     assert harness.pipeline(config).plan().mode == "snapshot"
 
 
+def test_hint_written_for_another_target_is_ignored(harness: Harness) -> None:
+    # Given a table loaded (and its hint cached) for one Snowflake database,
+    config, _ = orders_harness(harness, seed=8)
+    harness.pipeline(config).run_once()
+    assert harness.pipeline(config).plan().mode == "idle"
+    # when the config is pointed at another database while the source stands still,
+    moved = config.model_copy(update={"target": config.target.model_copy(update={"database": "ELSEWHERE"})})
+    # then the cached hint does not make the new target look loaded: it is snapshotted.
+    assert harness.pipeline(moved).plan().mode == "snapshot"
+
+
 def test_retention_gap_resnapshots_by_policy(harness: Harness) -> None:
     h = harness
     h.sql(ORDERS_DDL, ENABLE_ORDERS)
