@@ -1,4 +1,4 @@
-"""Deadline Alert e-mail under a real scheduler + triggerer (`airflow standalone`): slow, not in `make test`.
+"""Deadline Alert e-mail under a real scheduler + triggerer (`airflow standalone`), ~30 s.
 
 Deadline Alerts fire only when a scheduler queues the run (dag.test() never sets ``queued_at``),
 and the e-mail callback runs in the triggerer. The test starts `airflow standalone` in its own
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.integration
 
 DAG_FILE = '''
 """Airflow dag for the deadline test: one task sleeping past a 5 s Deadline Alert."""
