@@ -8,8 +8,10 @@ Scenarios (each table pipeline runs in a fresh worker process, so its peak RSS i
 
 Prints changes/s end to end (plan + extract_load + apply, measured inside the worker: a task process
 of Airflow has its imports done already), MB/s of change data (Arrow, uncompressed), peak RSS per
-worker, and the wall time including the start of the worker processes.
-Figures, not assertions: run `make bench` or `python benchmarks/bench_ingestion.py [--quick]`.
+worker and its working set (peak minus the RSS after imports and connections), and the wall time
+including the start of the worker processes.
+Figures, not assertions: run `make bench` or
+`python benchmarks/bench_ingestion.py [--quick] [--repeat 3] [--only one_100k,one_1m] [--chunk-rows N]`.
 The backlog is written with the emulator's bulk path (the same change-table rows the capture job
 would write), so generating it is not part of what is measured.
 """
@@ -17,6 +19,7 @@ would write), so generating it is not part of what is measured.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import statistics
 import sys
@@ -39,6 +42,9 @@ COLUMNS_DDL = (
     " c14 varchar(20) NOT NULL"
 )
 ROWS_PER_TX = 100
+# Workers are spawned, not forked: a forked child shares the memory this process used to generate
+# the backlog (it grows with the backlog), which an Airflow task process does not have.
+SPAWN = multiprocessing.get_context("spawn")
 
 
 def _images(ids: range, version: int) -> dict[str, pa.Array]:
@@ -139,7 +145,7 @@ def backlog(db_path: Path, tables: list[str], changes: int) -> None:
     engine.close()
 
 
-def _config(table: str, database: str):
+def _config(table: str, database: str, chunk_rows: int | None = None):
     from include.cdc_pipeline.config import SourceConfig
 
     return SourceConfig.model_validate(
@@ -148,32 +154,59 @@ def _config(table: str, database: str):
             "target": {"database": database},
             "alert_emails": ["bench@example.com"],
             "tables": [{"schema": "dbo", "table": table, "primary_key": ["id"]}],
+            **({"chunk_rows": chunk_rows} if chunk_rows else {}),
         }
     )
 
 
-def worker(args: tuple[str, str, int, int, bool]) -> dict:
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that over fork and exec,
+    so a worker would report the parent's RSS (which grew while it generated the backlog)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(args: tuple[str, str, int, int, int | None]) -> dict:
     """One table's pipeline run in its own process; returns its result and peak RSS."""
-    table, database, mssql_port, snowflake_port, _snapshot = args
+    table, database, mssql_port, snowflake_port, chunk_rows = args
     import logging
 
     logging.getLogger("snowflake.connector").setLevel(logging.WARNING)
     from dev.localpipeline import MemoryHints, open_source, open_warehouse
     from include.cdc_pipeline.pipeline import TablePipeline
 
-    config = _config(table, database)
+    config = _config(table, database, chunk_rows)
     hints = MemoryHints()
     pipeline = TablePipeline(
         config, config.tables[0], lambda: open_source(mssql_port), lambda: open_warehouse(snowflake_port), hints
     )
+    _ = (pipeline.source, pipeline.warehouse)  # connect first: the working set below is the run's own
+    start_rss = _rss_mb()
     started = time.time()
     result = pipeline.run_once()
     result["started"], result["ended"] = started, time.time()
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["working_mb"] = result["peak_rss_mb"] - start_rss
     return result
 
 
-def scenario(label: str, tables: list[str], changes: int, workdir: Path, snowflake_port: int, workers: int) -> dict:
+def scenario(
+    label: str,
+    tables: list[str],
+    changes: int,
+    workdir: Path,
+    snowflake_port: int,
+    workers: int,
+    chunk_rows: int | None,
+) -> dict:
     from dev.mssql_emulator.process import start_server
 
     db = workdir / f"{label}.duckdb"
@@ -181,15 +214,15 @@ def scenario(label: str, tables: list[str], changes: int, workdir: Path, snowfla
     server = start_server(db, capture_interval=0)
     database = f"BENCH_{label.upper()}"
     try:
-        with ProcessPoolExecutor(max_workers=len(tables)) as pool:
+        with ProcessPoolExecutor(max_workers=len(tables), mp_context=SPAWN) as pool:
             # Initial snapshot of the empty tables sets the watermarks (not measured).
-            list(pool.map(worker, [(t, database, server.port, snowflake_port, True) for t in tables]))
+            list(pool.map(worker, [(t, database, server.port, snowflake_port, chunk_rows) for t in tables]))
         server.stop()
         backlog(db, tables, changes)
         server = start_server(db, capture_interval=0)
         started = time.monotonic()
-        with ProcessPoolExecutor(max_workers=min(workers, len(tables))) as pool:
-            results = list(pool.map(worker, [(t, database, server.port, snowflake_port, False) for t in tables]))
+        with ProcessPoolExecutor(max_workers=min(workers, len(tables)), mp_context=SPAWN) as pool:
+            results = list(pool.map(worker, [(t, database, server.port, snowflake_port, chunk_rows) for t in tables]))
         wall = time.monotonic() - started
     finally:
         server.stop()
@@ -207,45 +240,64 @@ def scenario(label: str, tables: list[str], changes: int, workdir: Path, snowfla
         "changes_per_s": total / busy,
         "mb_per_s": mb / busy,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        "working_mb": max(r["working_mb"] for r in results),
         "extract_s": statistics.median(r["timings"]["total_s"] for r in results),
         "apply_s": statistics.median(r["apply_s"] for r in results),
     }
 
 
+SCENARIOS = {
+    "one_100k": (["t00"], 100_000),
+    "one_300k": (["t00"], 300_000),
+    "one_1m": (["t00"], 1_000_000),
+    "one_3m": (["t00"], 3_000_000),
+    "ten_100k": ([f"t{i:02d}" for i in range(10)], 100_000),
+}
+COLUMNS = ["tables", "changes", "wall_s", "pipeline_s", "changes_per_s", "mb_per_s", "peak_rss_mb", "working_mb",
+           "extract_s", "apply_s"]  # fmt: skip
+
+
+def _row(label: str, r: dict) -> str:
+    return (
+        f"{label:<17}{r['tables']:>7}{r['changes']:>10}{r['wall_s']:>8.1f}{r['pipeline_s']:>11.1f}"
+        f"{r['changes_per_s']:>11.0f}{r['mb_per_s']:>7.1f}{r['peak_rss_mb']:>13.0f}{r['working_mb']:>12.0f}"
+        f"{r['extract_s']:>11.1f}{r['apply_s']:>9.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k changes only (a smoke run)")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median row is printed last")
     parser.add_argument("--workers", type=int, default=4, help="tables replicated at once (Airflow pool slots)")
+    parser.add_argument("--chunk-rows", type=int, default=None, help="override the config's chunk_rows")
+    parser.add_argument(
+        "--only", default="one_100k,one_300k,one_1m,ten_100k", help=f"scenarios, of {', '.join(SCENARIOS)}"
+    )
     args = parser.parse_args()
     from dev import snowflake_local
     from tests.fixtures_snowflake import free_port
 
+    names = ["one_100k"] if args.quick else [n.strip() for n in args.only.split(",") if n.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         pid = snowflake_local.start(workdir / "snowflake", port=port)
         try:
-            plans = [("one_100k", ["t00"], 100_000)]
-            if not args.quick:
-                plans += [
-                    ("one_300k", ["t00"], 300_000),
-                    ("one_1m", ["t00"], 1_000_000),
-                    ("ten_100k", [f"t{i:02d}" for i in range(10)], 100_000),
-                ]
             print(
-                f"{'scenario':<10}{'tables':>7}{'changes':>10}{'wall s':>8}{'pipeline s':>11}{'changes/s':>11}"
-                f"{'MB/s':>7}{'peak RSS MB':>13}{'extract s':>11}{'apply s':>9}"
+                f"{'scenario':<17}{'tables':>7}{'changes':>10}{'wall s':>8}{'pipeline s':>11}{'changes/s':>11}"
+                f"{'MB/s':>7}{'peak RSS MB':>13}{'working MB':>12}{'extract s':>11}{'apply s':>9}"
             )
-            for label, tables, changes in plans:
+            for name in names:
+                tables, changes = SCENARIOS[name]
+                runs = []
                 for attempt in range(args.repeat):
-                    r = scenario(f"{label}_{attempt}", tables, changes, workdir, port, args.workers)
-                    print(
-                        f"{label:<10}{r['tables']:>7}{r['changes']:>10}{r['wall_s']:>8.1f}{r['pipeline_s']:>11.1f}"
-                        f"{r['changes_per_s']:>11.0f}{r['mb_per_s']:>7.1f}{r['peak_rss_mb']:>13.0f}{r['extract_s']:>11.1f}"
-                        f"{r['apply_s']:>9.1f}",
-                        flush=True,
-                    )
+                    r = scenario(f"{name}_{attempt}", tables, changes, workdir, port, args.workers, args.chunk_rows)
+                    runs.append(r)
+                    print(_row(f"{name} #{attempt + 1}", r), flush=True)
+                if len(runs) > 1:
+                    median = {k: statistics.median(r[k] for r in runs) for k in COLUMNS}
+                    print(_row(f"{name} median", median), flush=True)
         finally:
             snowflake_local.stop(workdir / "snowflake")
             del pid

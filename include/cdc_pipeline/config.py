@@ -170,7 +170,11 @@ class SourceConfig(_Strict):
     dbt_deadline: Duration | None = Field(
         default=None, description="Deadline Alert of the source's dbt DAG (<name>_dbt); unset: `deadline`."
     )
-    chunk_rows: int = Field(default=50_000, gt=0, description="Rows per fetch and per Parquet file (bounds memory).")
+    chunk_rows: int = Field(
+        default=20_000,
+        gt=0,
+        description="Rows per fetch and per Parquet file: bounds memory (3-4 chunks in flight, README).",
+    )
     retention_minutes: int = Field(
         default=4320,
         gt=0,
