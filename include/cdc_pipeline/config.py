@@ -161,6 +161,10 @@ class SourceConfig(_Strict):
     mssql_conn_id: str = "mssql_default"
     snowflake_conn_id: str = "snowflake_default"
     smtp_conn_id: str = "smtp_default"
+    alert_webhook_conn_id: str | None = Field(
+        default=None,
+        description="Also post alerts to this Slack/Teams incoming-webhook connection (URL in host or extra url).",
+    )
     target: SnowflakeTarget
     schedule: str | None = Field(default="*/15 * * * *", description="Cron, @preset, or null for manual runs.")
     start_date: str = "2026-01-01"

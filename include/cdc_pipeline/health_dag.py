@@ -55,7 +55,9 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
         log.log(logging.WARNING if c.alerting else logging.INFO, "%s %s %s: %s", c.status, c.check, c.table, c.detail)
     mail = health.alert_mail(source, checks)
     if mail:
-        send_alert(alert_emails(source), *mail, smtp_conn_id=source.smtp_conn_id)
+        send_alert(
+            alert_emails(source), *mail, smtp_conn_id=source.smtp_conn_id, webhook_conn_id=source.alert_webhook_conn_id
+        )
     return {"checks": len(checks), "alerting": [f"{c.check}:{c.table}" for c in checks if c.alerting]}
 
 
@@ -111,7 +113,9 @@ def build_health_dag(
                 task_id=f"check_{source.name}",
                 pool=SOURCE_POOL,
                 owner=source.owner,
-                on_failure_callback=task_failure_notifier(alert_emails(source), source.smtp_conn_id),
+                on_failure_callback=task_failure_notifier(
+                    alert_emails(source), source.smtp_conn_id, source.alert_webhook_conn_id
+                ),
             )
             def check(config_path: str = config_path) -> dict[str, Any]:
                 """Capture job, freshness, retention headroom and change-table rows of one source."""

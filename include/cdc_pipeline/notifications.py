@@ -9,6 +9,9 @@
 * **Deadline Alert** (`deadline_alert`): a `DeadlineAlert` whose callback is the provider's
   `SmtpNotifier`, run by the triggerer when a run is still going ``interval`` after it was queued.
 * **Health alerts** (`send_alert`): plain mails from the ``cdc_health`` DAG.
+* **Chat webhook** (optional, `alert_webhook_conn_id` in a source's YAML): task failures, run
+  summaries and health alerts are also posted to a Slack / Teams incoming webhook (`send_webhook`).
+  Deadline Alerts are e-mail only (their callback runs in the triggerer through `SmtpNotifier`).
 
 Nothing here opens a connection at import or DAG-parse time.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -112,15 +116,22 @@ def failure_mail(details: dict[str, Any]) -> tuple[str, str]:
 
 
 class CdcFailureNotifier(SmtpNotifier):
-    """SmtpNotifier whose subject and body are built in Python from the failure context.
+    """SmtpNotifier whose subject and body are built in Python from the failure context, plus the
+    same alert to a chat webhook when one is configured.
 
     (Jinja alone cannot reach the plan XCom of another task safely, nor quote an error text that
     itself contains ``{{``.)
     """
 
+    def __init__(self, *, webhook_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.webhook_conn_id = webhook_conn_id
+
     def notify(self, context: Any) -> None:
         self.subject, self.html_content = failure_mail(failure_details(dict(context)))
         super().notify(context)
+        if self.webhook_conn_id:
+            send_webhook(self.webhook_conn_id, self.subject, self.html_content)
 
 
 def alert_emails(source: SourceConfig | None) -> list[str]:
@@ -129,13 +140,17 @@ def alert_emails(source: SourceConfig | None) -> list[str]:
 
 
 def failure_notifier(source: SourceConfig) -> SmtpNotifier:
-    """One e-mail to the source's on-call list when a task fails for good."""
-    return CdcFailureNotifier(to=alert_emails(source), smtp_conn_id=source.smtp_conn_id)
+    """One e-mail to the source's on-call list when a task fails for good (and its webhook, if any)."""
+    return CdcFailureNotifier(
+        to=alert_emails(source), smtp_conn_id=source.smtp_conn_id, webhook_conn_id=source.alert_webhook_conn_id
+    )
 
 
-def task_failure_notifier(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> SmtpNotifier:
-    """The same per-task failure mail for DAGs without a source config (dbt, health)."""
-    return CdcFailureNotifier(to=list(to), smtp_conn_id=smtp_conn_id)
+def task_failure_notifier(
+    to: Sequence[str], smtp_conn_id: str = "smtp_default", webhook_conn_id: str | None = None
+) -> SmtpNotifier:
+    """The same per-task failure mail for DAGs without a source config (health)."""
+    return CdcFailureNotifier(to=list(to), smtp_conn_id=smtp_conn_id, webhook_conn_id=webhook_conn_id)
 
 
 # -- run-level summary ----------------------------------------------------------------------------
@@ -187,9 +202,12 @@ def summary_mail(dag_id: str, run_id: str, failed: Sequence[str] | None, reason:
 class RunFailureSummary:
     """DAG ``on_failure_callback``: one summary mail when several tasks failed (or none did)."""
 
-    def __init__(self, to: Sequence[str], smtp_conn_id: str = "smtp_default") -> None:
+    def __init__(
+        self, to: Sequence[str], smtp_conn_id: str = "smtp_default", webhook_conn_id: str | None = None
+    ) -> None:
         self.to = list(to)
         self.smtp_conn_id = smtp_conn_id
+        self.webhook_conn_id = webhook_conn_id
         self.__name__ = "cdc_run_failure_summary"
 
     def __call__(self, context: dict[str, Any]) -> None:
@@ -202,11 +220,11 @@ class RunFailureSummary:
             log.info("%s %s: one failed task, its own mail is enough; no summary", dag_id, run_id)
             return
         subject, body = summary_mail(dag_id, run_id, failed, context.get("reason"))
-        send_alert(self.to, subject, body, smtp_conn_id=self.smtp_conn_id)
+        send_alert(self.to, subject, body, smtp_conn_id=self.smtp_conn_id, webhook_conn_id=self.webhook_conn_id)
 
 
 def run_failure_summary(source: SourceConfig) -> RunFailureSummary:
-    return RunFailureSummary(alert_emails(source), source.smtp_conn_id)
+    return RunFailureSummary(alert_emails(source), source.smtp_conn_id, source.alert_webhook_conn_id)
 
 
 # -- Deadline Alerts --------------------------------------------------------------------------------
@@ -286,8 +304,15 @@ def _human(interval: timedelta) -> str:
 
 
 # -- plain alerts -----------------------------------------------------------------------------------
-def send_alert(to: Sequence[str], subject: str, html_content: str, smtp_conn_id: str = "smtp_default") -> None:
-    """Send one mail now (health alerts, run summary) through the SMTP connection."""
+def send_alert(
+    to: Sequence[str],
+    subject: str,
+    html_content: str,
+    smtp_conn_id: str = "smtp_default",
+    webhook_conn_id: str | None = None,
+) -> None:
+    """Send one mail now (health alerts, run summary) through the SMTP connection, and the same
+    alert to the chat webhook when one is configured."""
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     with SmtpHook(smtp_conn_id=smtp_conn_id) as hook:
@@ -295,3 +320,33 @@ def send_alert(to: Sequence[str], subject: str, html_content: str, smtp_conn_id:
             to=list(to), subject=subject, html_content=html_content, from_email=hook.from_email or None
         )
     log.info("alert sent to %s: %s", ", ".join(to), subject)
+    if webhook_conn_id:
+        send_webhook(webhook_conn_id, subject, html_content)
+
+
+def webhook_text(subject: str, html_content: str) -> str:
+    """The alert as plain text for a chat message: subject, then one line per table row / paragraph."""
+    body = re.sub(r"</(tr|p|h3|li)>|<br\s*/?>", "\n", html_content)
+    body = re.sub(r"</td>\s*<td>", ": ", body)
+    body = html.unescape(re.sub(r"<[^>]+>", "", body))
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    return "\n".join([f"*{subject}*", *lines])
+
+
+def send_webhook(conn_id: str, subject: str, html_content: str) -> None:
+    """POST ``{"text": …}`` to the URL of connection ``conn_id`` (extra ``url``, else its host):
+    the payload Slack incoming webhooks and Teams/Power Automate "post a message" flows accept.
+    Best effort: a chat outage must not hide the e-mail, so errors are logged, never raised."""
+    import requests
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+        url = (conn.extra_dejson or {}).get("url") or conn.host
+        if not url or not str(url).startswith(("http://", "https://")):
+            raise ValueError(f"connection {conn_id!r} has no webhook URL (extra 'url' or host 'https://…')")
+        response = requests.post(url, json={"text": webhook_text(subject, html_content)}, timeout=10)
+        response.raise_for_status()
+        log.info("alert posted to webhook %s: %s", conn_id, subject)
+    except Exception as exc:
+        log.error("could not post the alert to webhook %s (the e-mail was sent): %s", conn_id, exc)
