@@ -67,10 +67,6 @@ def _minutes(delta: timedelta) -> float:
     return round(delta.total_seconds() / 60, 2)
 
 
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
 def _rollback(src: CdcSource) -> None:
     rollback = getattr(src.connection, "rollback", None)
     if rollback is not None:
@@ -275,27 +271,26 @@ def run_record_checks(
 ) -> list[Check]:
     """A stuck table (no completed run for ``stuck_after``) and a failure streak of
     ``failing_runs_alert`` DAG runs, from the table's run record (include/cdc_pipeline/runs.py).
-    ``now`` is UTC, the clock the CDC tasks wrote the record with."""
-    name, record = table.name, record or {}
-    stuck = _minutes(source.stuck_after)
+    ``now`` is aware UTC, the clock the CDC tasks wrote the record with."""
+    name, stuck = table.name, _minutes(source.stuck_after)
     if not record:
         detail = "no run recorded yet (the CDC DAG has not run this table since the run record was introduced)"
         return [Check(source.name, name, "stuck_run", UNKNOWN, None, stuck, "minutes", detail)]
-    error = f"; last error: {record['last_error']}" if record.get("last_error") and record.get("failed_runs") else ""
-    since = record.get("succeeded_at") or record.get("failing_since")
-    age = _aware(now) - _aware(datetime.fromisoformat(since)) if since else None
+    failed, limit = int(record.get("failed_runs") or 0), source.failing_runs_alert
+    error = f"; last error: {record['last_error']}" if failed else ""
+    # runs.py writes succeeded_at on success and failing_since on a streak's first failure
     if record.get("succeeded_at"):
+        age = now - datetime.fromisoformat(record["succeeded_at"])
         detail = f"last completed run {record.get('succeeded_run')} at {record['succeeded_at']}{error}"
     else:
-        detail = f"never completed a run; failing since {record.get('failing_since')}{error}"
-    status = WARN if age is not None and age > source.stuck_after else OK
+        age = now - datetime.fromisoformat(record["failing_since"])
+        detail = f"never completed a run; failing since {record['failing_since']}{error}"
+    status = WARN if age > source.stuck_after else OK
     if status == WARN:
         detail += (
             f". No completed run for {_minutes(age)} min (over {stuck} min): is the DAG paused, the scheduler "
             "down, a pool full, or a task hung? Check the DAG's runs in the Airflow UI."
         )
-    failed = int(record.get("failed_runs") or 0)
-    limit = source.failing_runs_alert
     streak = (
         f"failed {failed} DAG run(s) in a row (alert at {limit}) since {record.get('failing_since')}, latest "
         f"{record.get('failed_run')}{error}"
@@ -303,7 +298,7 @@ def run_record_checks(
         else "no failed run since the last completed one"
     )
     return [
-        Check(source.name, name, "stuck_run", status, _minutes(age) if age else None, stuck, "minutes", detail),
+        Check(source.name, name, "stuck_run", status, _minutes(age), stuck, "minutes", detail),
         Check(
             source.name, name, "failing_runs", ALERT if failed >= limit else OK, float(failed), float(limit),
             "runs", streak,
@@ -328,11 +323,11 @@ def run_checks(
     log.info("%s: cleanup retention %d min (%s)", source.name, retention, origin)
     wh.use_schema(t.database, t.control_schema)
     ensure_control_table(wh, t.database, t.control_schema)
+    now = now_utc or datetime.now(UTC)
     for table in source.tables:
         mark = read_watermark(wh, t.database, t.control_schema, source.name, table.name)
         checks.extend(table_checks(source, table, src, mark, state.server_now, retention))
         if run_records is not None:
-            now = now_utc or datetime.now(UTC)
             checks.extend(run_record_checks(source, table, run_records(table), now))
     return checks
 

@@ -25,6 +25,7 @@ from include.cdc_pipeline.notifications import (
     RunFailureSummary,
     alert_emails,
     deadline_alert,
+    failure_notifier,
     task_failure_notifier,
 )
 
@@ -113,9 +114,7 @@ def build_health_dag(
                 task_id=f"check_{source.name}",
                 pool=SOURCE_POOL,
                 owner=source.owner,
-                on_failure_callback=task_failure_notifier(
-                    alert_emails(source), source.smtp_conn_id, source.alert_webhook_conn_id
-                ),
+                on_failure_callback=failure_notifier(source),
             )
             def check(config_path: str = config_path) -> dict[str, Any]:
                 """Capture job, freshness, retention headroom and change-table rows of one source."""

@@ -146,11 +146,9 @@ def failure_notifier(source: SourceConfig) -> SmtpNotifier:
     )
 
 
-def task_failure_notifier(
-    to: Sequence[str], smtp_conn_id: str = "smtp_default", webhook_conn_id: str | None = None
-) -> SmtpNotifier:
-    """The same per-task failure mail for DAGs without a source config (health)."""
-    return CdcFailureNotifier(to=list(to), smtp_conn_id=smtp_conn_id, webhook_conn_id=webhook_conn_id)
+def task_failure_notifier(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> SmtpNotifier:
+    """The same per-task failure mail for tasks of no single source (the health DAG's defaults)."""
+    return CdcFailureNotifier(to=list(to), smtp_conn_id=smtp_conn_id)
 
 
 # -- run-level summary ----------------------------------------------------------------------------

@@ -239,7 +239,7 @@ class TablePipeline:
         if upper is not None and upper < position:
             # The log is behind what was loaded: a restored or re-created source database, or a
             # hint left from an environment that was reset. Snowflake decides; never go idle on it.
-            found = self._read_watermark()
+            found = mark if confirmed else self._read_watermark()
             if found is None:
                 return Window("snapshot", newest.name, reason="hint without a watermark in Snowflake: snapshot")
             if found.lsn > upper:

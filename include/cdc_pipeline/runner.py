@@ -104,28 +104,25 @@ def read_cut(config_path: str) -> str | None:
     return cut
 
 
+def _run_store(config_path: str, table_name: str) -> VariableStore:
+    return VariableStore.runs(_config(config_path).name, table_name)
+
+
 @contextmanager
 def _tracked(config_path: str, table_name: str, context: dict[str, Any]) -> Iterator[None]:
-    """Record a failure of the table's task in its run record (cdc_health's ``pipeline_runs``)."""
+    """Record a failure of the table's task in its run record (cdc_health's ``failing_runs``)."""
     try:
         yield
     except Exception as exc:
         try:
-            runs.record_failure(VariableStore.runs(_config(config_path).name, table_name), _run_id(context), exc)
+            runs.record_failure(_run_store(config_path, table_name), context["run_id"], exc)
         except Exception:  # the task's own error is what matters
             log.warning("could not record the failure of %s in its run record", table_name, exc_info=True)
         raise
 
 
 def _succeeded(config_path: str, table_name: str, context: dict[str, Any]) -> None:
-    runs.record_success(VariableStore.runs(_config(config_path).name, table_name), _run_id(context))
-
-
-def _run_id(context: dict[str, Any]) -> str:
-    run_id = context.get("run_id")
-    if run_id is None and context.get("dag_run") is not None:
-        run_id = context["dag_run"].run_id
-    return str(run_id)
+    runs.record_success(_run_store(config_path, table_name), context["run_id"])
 
 
 def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: str | None = None) -> dict[str, Any]:

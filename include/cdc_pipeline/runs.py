@@ -1,7 +1,7 @@
 """Per-table run record: when the table last completed a run, and how many runs in a row failed.
 
 The CDC DAG's table tasks update it (include/cdc_pipeline/runner.py); the ``cdc_health`` DAG reads
-it for the ``pipeline_runs`` check (a stuck table, or one that keeps failing while each single
+it for the ``stuck_run`` and ``failing_runs`` checks (a stuck table, or one that keeps failing while each single
 failure already mailed). It lives beside the hint, as an Airflow Variable, so recording costs no
 Snowflake query. Counting is per DAG run: the retries of one run count once.
 """
@@ -9,13 +9,8 @@ Snowflake query. Counting is per DAG run: the retries of one run count once.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
-
-class Store(Protocol):
-    def get(self) -> dict[str, Any] | None: ...
-
-    def set(self, value: dict[str, Any]) -> None: ...
+from include.cdc_pipeline.pipeline import HintStore as Store  # the same JSON get/set store as the hint
 
 
 def record_success(store: Store, run_id: str, now: datetime | None = None) -> None:
@@ -25,15 +20,16 @@ def record_success(store: Store, run_id: str, now: datetime | None = None) -> No
 
 def record_failure(store: Store, run_id: str, error: BaseException, now: datetime | None = None) -> None:
     """A task of the table failed in this run (any try); a run adds at most one to the streak."""
+    at = (now or datetime.now(UTC)).isoformat()
     record = dict(store.get() or {})
     if record.get("failed_run") != run_id:
         record["failed_runs"] = int(record.get("failed_runs") or 0) + 1
         if record["failed_runs"] == 1:
-            record["failing_since"] = (now or datetime.now(UTC)).isoformat()
+            record["failing_since"] = at
     first_line = (str(error).strip().splitlines() or [""])[0]
     record.update(
         failed_run=run_id,
-        failed_at=(now or datetime.now(UTC)).isoformat(),
+        failed_at=at,
         last_error=f"{type(error).__name__}: {first_line}"[:500],
     )
     store.set(record)

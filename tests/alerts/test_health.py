@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dev.localpipeline import MemoryHints  # a run record kept in memory (Airflow Variable in the DAG)
 from dev.smtp_sink import body_text
 from include.cdc_pipeline import health, runs
 from include.cdc_pipeline.source import CdcSource
@@ -118,27 +119,14 @@ def test_checks_are_recorded_in_cdc_health(harness) -> None:
     assert ("freshness", "ok") in rows and ("capture_job", "ok") in rows
 
 
-class MemoryStore:
-    """A run record kept in memory (the DAG keeps it in an Airflow Variable)."""
-
-    def __init__(self) -> None:
-        self.value: dict[str, Any] | None = None
-
-    def get(self) -> dict[str, Any] | None:
-        return self.value
-
-    def set(self, value: dict[str, Any]) -> None:
-        self.value = dict(value)
-
-
-def _run_checks(config: Any, store: MemoryStore, now: datetime) -> dict[str, health.Check]:
+def _run_checks(config: Any, store: MemoryHints, now: datetime) -> dict[str, health.Check]:
     table = config.tables[0]
     return {c.check: c for c in health.run_record_checks(config, table, store.get(), now)}
 
 
 def test_repeatedly_failing_runs_alert_once_the_streak_reaches_the_limit(harness) -> None:
     config = harness.source_config([TABLE], failing_runs_alert=3, stuck_after="2h")
-    store, t0 = MemoryStore(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    store, t0 = MemoryHints(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
     runs.record_success(store, "run-0", t0)
     # Given two runs that failed, the second after two tries,
     runs.record_failure(store, "run-1", RuntimeError("boom"), t0 + timedelta(minutes=15))
@@ -163,21 +151,21 @@ def test_repeatedly_failing_runs_alert_once_the_streak_reaches_the_limit(harness
 
 def test_table_without_a_completed_run_for_too_long_is_reported_stuck(harness) -> None:
     config = harness.source_config([TABLE], stuck_after="2h")
-    store, t0 = MemoryStore(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    store, t0 = MemoryHints(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
     runs.record_success(store, "scheduled__2026-03-01T08:00", t0)
     assert _run_checks(config, store, t0 + timedelta(minutes=119))["stuck_run"].status == "ok"
     stuck = _run_checks(config, store, t0 + timedelta(minutes=150))["stuck_run"]
     assert stuck.status == "warn" and stuck.value == 150 and stuck.threshold == 120
     assert "scheduled__2026-03-01T08:00" in stuck.detail and "DAG paused" in stuck.detail
     # A table with no record at all (never run by the DAG) is unknown, not ok.
-    assert _run_checks(config, MemoryStore(), t0)["stuck_run"].status == "unknown"
+    assert _run_checks(config, MemoryHints(), t0)["stuck_run"].status == "unknown"
 
 
 def test_cdc_tasks_record_their_failures_and_successes(harness, monkeypatch, tmp_path) -> None:
     # Given the CDC task functions with the run record in memory, and a config whose connection is missing,
     from include.cdc_pipeline import runner
 
-    store = MemoryStore()
+    store = MemoryHints()
     monkeypatch.setattr(runner.VariableStore, "runs", classmethod(lambda cls, source, table: store))
     config = tmp_path / "src.yaml"
     config.write_text(
