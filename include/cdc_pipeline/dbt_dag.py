@@ -164,14 +164,17 @@ def _default_args(source: SourceConfig) -> dict[str, Any]:
     }
 
 
-def _doc_md(source: SourceConfig, project: str, mode: ExecutionMode, doc: str | None) -> str:
+def _doc_md(source: SourceConfig, project: str, mode: ExecutionMode, doc: str | None, freshness: bool) -> str:
+    first = (
+        "First `dbt source freshness` (a source past its error threshold fails the run and blocks its models), then"
+        if freshness
+        else "No source-freshness step (the CDC health DAG checks freshness SLAs);"
+    )
     return (
         f"{doc or ''}\n\n## This DAG\n\ndbt project `include/dbt/{project}` (docs: `docs/dbt.md`), run by "
         f"astronomer-cosmos in `{mode.value}` execution mode from a pre-built manifest. Triggered when "
-        f"`{source.dag_id}` published a run with changes (all raw tables up to the same LSN). First "
-        "`dbt source freshness` "
-        "(a source past its error threshold fails the run and blocks its models), then every model "
-        "followed by its tests. Target: "
+        f"`{source.dag_id}` published a run with changes (all raw tables up to the same LSN). {first} "
+        "every model followed by its tests. Target: "
         f"`{target_name()}`; profile from connection `{source.snowflake_conn_id}`."
     )
 
@@ -184,8 +187,14 @@ def build_dbt_dag(
     mode: ExecutionMode | None = None,
     directory: Path | None = None,
     doc_md: str | None = None,
+    source_freshness: bool = True,
 ) -> DAG:
-    """The dbt DAG for ``<config dir>/<config_name>.yaml`` and dbt project ``include/dbt/<project>``."""
+    """The dbt DAG for ``<config dir>/<config_name>.yaml`` and dbt project ``include/dbt/<project>``.
+
+    ``source_freshness=False`` leaves out the `dbt source freshness` step and its source tasks (the
+    build alone: benchmarks/bench_dbt.py compares it with a plain `dbt build`); the CDC health DAG
+    still checks each table's freshness SLA.
+    """
     source = load_source_config((directory or config_dir()) / f"{config_name}.yaml")
     project = project or source.name
     mode = mode or execution_mode()
@@ -212,6 +221,7 @@ def build_dbt_dag(
     )
     operator_args: dict[str, Any] = {"install_deps": False, "emit_datasets": False}
 
+    sources = SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS if source_freshness else SourceRenderingBehavior.NONE
     dag_id = dag_id or f"{source.name}_dbt"
     with DAG(
         dag_id=dag_id,
@@ -222,7 +232,7 @@ def build_dbt_dag(
         max_active_runs=1,
         default_args=_default_args(source),
         tags=["dbt", "cosmos", "snowflake", f"source:{source.name}", *source.tags],
-        doc_md=_doc_md(source, project, mode, doc_md),
+        doc_md=_doc_md(source, project, mode, doc_md, source_freshness),
         dagrun_timeout=timedelta(hours=2),
         on_failure_callback=run_failure_summary(source),
         # dbt_deadline, else the source's deadline (switched off under dag.test(), see notifications).
@@ -237,7 +247,7 @@ def build_dbt_dag(
                 load_method=LoadMode.DBT_MANIFEST,
                 test_behavior=TestBehavior.AFTER_EACH,
                 # sources with a freshness threshold become tasks upstream of their models
-                source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
+                source_rendering_behavior=sources,
             ),
             operator_args=operator_args,
             default_args=_default_args(source),

@@ -88,6 +88,20 @@ def test_watcher_mode_one_dbt_build_then_the_node_tasks(dag: Any) -> None:
     assert producer._freshness_callback.__name__ == "skip_dependents_of_stale_sources"
 
 
+def test_without_the_freshness_step_the_producer_only_builds() -> None:
+    # the variant benchmarks/bench_dbt.py compares with a plain `dbt build`
+    from cosmos.operators._watcher.base import BaseConsumerSensor
+
+    from include.cdc_pipeline.dbt_dag import build_dbt_dag
+
+    dag = build_dbt_dag("billing", source_freshness=False)
+    producer = dag.get_task("dbt.dbt_producer_watcher")
+    assert not producer._check_source_freshness
+    assert not [t for t in dag.tasks if t.task_id.endswith("_source")]
+    assert len([t for t in dag.tasks if isinstance(t, BaseConsumerSensor)]) == len(MODELS) * 2
+    assert "No source-freshness step" in dag.doc_md
+
+
 def test_freshness_error_keeps_every_model_built_from_the_source_out() -> None:
     from types import SimpleNamespace
 
