@@ -12,9 +12,9 @@ the generated billing dataset (dev/dbt_local.py), then prints:
 * cosmos: `dag.test()` of `billing_dbt` in each execution mode (fresh process each time, one
   Airflow SQLite metadata DB prepared once, one untimed warm-up run like plain's; each process
   times a cold and a warm run, see bench_cosmos) - medians of --repeat; the ratio to the same work
-  by hand: the DAG as deployed (`watcher`: freshness step +
-  build) against `dbt source freshness` + `dbt build`, the DAG without its freshness step
-  (`watcher-build`) against `dbt build`; the longest task spans of each run.
+  by hand: the DAG as deployed (`watcher`: freshness step + build) against `dbt source freshness`
+  + `dbt build`, the DAG without its freshness step (`watcher-build`) against `dbt build`; the
+  longest task spans of each run.
 
 Figures go to stdout and to benchmarks/results/bench_dbt.json (git-ignored).
 """

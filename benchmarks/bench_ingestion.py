@@ -168,10 +168,7 @@ def _peak_rss_mb() -> float:
     """This process's own peak RSS (VmHWM). Not ru_maxrss: Linux carries that over fork and exec,
     so a worker would report the parent's RSS (which grew while it generated the backlog)."""
     with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def worker(args: tuple[str, str, int, int, int | None]) -> dict:

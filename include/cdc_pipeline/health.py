@@ -312,7 +312,6 @@ def run_checks(
     src: CdcSource,
     wh: Warehouse,
     run_records: Callable[[TableConfig], dict[str, Any] | None] | None = None,
-    now_utc: datetime | None = None,
 ) -> list[Check]:
     """Every check of one source. Snowflake is read once per table (the watermark); the run records
     (Airflow Variables in the DAG) are read through ``run_records`` when given."""
@@ -323,7 +322,7 @@ def run_checks(
     log.info("%s: cleanup retention %d min (%s)", source.name, retention, origin)
     wh.use_schema(t.database, t.control_schema)
     ensure_control_table(wh, t.database, t.control_schema)
-    now = now_utc or datetime.now(UTC)
+    now = datetime.now(UTC)
     for table in source.tables:
         mark = read_watermark(wh, t.database, t.control_schema, source.name, table.name)
         checks.extend(table_checks(source, table, src, mark, state.server_now, retention))

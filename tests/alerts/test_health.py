@@ -119,7 +119,7 @@ def test_checks_are_recorded_in_cdc_health(harness) -> None:
     assert ("freshness", "ok") in rows and ("capture_job", "ok") in rows
 
 
-def _run_checks(config: Any, store: MemoryHints, now: datetime) -> dict[str, health.Check]:
+def _record_checks(config: Any, store: MemoryHints, now: datetime) -> dict[str, health.Check]:
     table = config.tables[0]
     return {c.check: c for c in health.run_record_checks(config, table, store.get(), now)}
 
@@ -132,20 +132,20 @@ def test_repeatedly_failing_runs_alert_once_the_streak_reaches_the_limit(harness
     runs.record_failure(store, "run-1", RuntimeError("boom"), t0 + timedelta(minutes=15))
     runs.record_failure(store, "run-2", RuntimeError("first try"), t0 + timedelta(minutes=30))
     runs.record_failure(store, "run-2", TimeoutError("Snowflake timed out\ntraceback…"), t0 + timedelta(minutes=31))
-    checks = _run_checks(config, store, t0 + timedelta(minutes=35))
+    checks = _record_checks(config, store, t0 + timedelta(minutes=35))
     # then the retries of one run count once, and two is below the limit;
     assert checks["failing_runs"].status == "ok" and checks["failing_runs"].value == 2
     assert "TimeoutError: Snowflake timed out" in checks["failing_runs"].detail
     # a third failed run alerts, naming the streak's start and the latest error;
     runs.record_failure(store, "run-3", RuntimeError("still broken"), t0 + timedelta(minutes=45))
-    checks = _run_checks(config, store, t0 + timedelta(minutes=50))
+    checks = _record_checks(config, store, t0 + timedelta(minutes=50))
     failing = checks["failing_runs"]
     assert failing.status == "alert" and failing.value == 3 and failing.threshold == 3
     assert "since 2026-03-01T08:15:00+00:00" in failing.detail and "RuntimeError: still broken" in failing.detail
     assert checks["stuck_run"].status == "ok" and checks["stuck_run"].value == 50
     # and a completed run ends the streak.
     runs.record_success(store, "run-4", t0 + timedelta(minutes=60))
-    checks = _run_checks(config, store, t0 + timedelta(minutes=61))
+    checks = _record_checks(config, store, t0 + timedelta(minutes=61))
     assert checks["failing_runs"].status == "ok" and checks["failing_runs"].value == 0
 
 
@@ -153,12 +153,12 @@ def test_table_without_a_completed_run_for_too_long_is_reported_stuck(harness) -
     config = harness.source_config([TABLE], stuck_after="2h")
     store, t0 = MemoryHints(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
     runs.record_success(store, "scheduled__2026-03-01T08:00", t0)
-    assert _run_checks(config, store, t0 + timedelta(minutes=119))["stuck_run"].status == "ok"
-    stuck = _run_checks(config, store, t0 + timedelta(minutes=150))["stuck_run"]
+    assert _record_checks(config, store, t0 + timedelta(minutes=119))["stuck_run"].status == "ok"
+    stuck = _record_checks(config, store, t0 + timedelta(minutes=150))["stuck_run"]
     assert stuck.status == "warn" and stuck.value == 150 and stuck.threshold == 120
     assert "scheduled__2026-03-01T08:00" in stuck.detail and "DAG paused" in stuck.detail
     # A table with no record at all (never run by the DAG) is unknown, not ok.
-    assert _run_checks(config, MemoryHints(), t0)["stuck_run"].status == "unknown"
+    assert _record_checks(config, MemoryHints(), t0)["stuck_run"].status == "unknown"
 
 
 def test_cdc_tasks_record_their_failures_and_successes(harness, monkeypatch, tmp_path) -> None:
