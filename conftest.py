@@ -6,9 +6,16 @@ live in plugin modules registered below; each starts its process and stops it by
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent
 
@@ -26,3 +33,61 @@ pytest_plugins: list[str] = []
 for _plugin in ("tests.fixtures_snowflake", "tests.fixtures_mssql", "tests.fixtures_azure", "tests.fixtures_smtp"):
     if (ROOT / (_plugin.replace(".", "/") + ".py")).exists():
         pytest_plugins.append(_plugin)
+
+
+# -- no process outlives the test session ----------------------------------------------------
+# Every server a fixture or test starts must be gone when the session ends. Making pytest a
+# "child subreaper" (Linux prctl) re-parents any orphaned descendant (say, a scheduler left
+# behind after `airflow standalone` exited) to pytest instead of init, so the check below sees
+# it: a leak fails the run and is ended by the pid we find, instead of running on for good.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _children(pid: int) -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = " ".join(cmdline.split())
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After every fixture is torn down: fail the run if a process we started is still alive."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:  # reap orphans that exited under us
+            pass
+    # Python's multiprocessing resource tracker lives until its parent exits, by design.
+    leaked: dict[int, str] = {}
+    for _ in range(10):  # a killed leader's own children are re-parented to us in turn
+        found = {pid: cmd for pid, cmd in _children(os.getpid()).items() if "resource_tracker" not in cmd}
+        if not found:
+            break
+        leaked.update(found)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+    if leaked:
+        listing = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in leaked.items())
+        writer = session.config.get_terminal_writer()
+        writer.line(f"\nProcesses left running by the tests (now killed):\n{listing}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,8 +1,8 @@
 """Background processes of the local stack: start in their own process group, stop by pid.
 
-Each service records its pid in ``<state>/run/<name>.pid``; stopping ends exactly that process
-group (never anything found by name), which also ends the children it forked (airflow
-standalone's scheduler, API server and workers).
+Each service records its pid in ``<state>/run/<name>.pid``; stopping ends exactly the session that
+pid leads (never anything found by name), which also ends every process it forked (airflow
+standalone's scheduler, API server, LocalExecutor workers and their tasks).
 """
 
 from __future__ import annotations
@@ -80,27 +80,46 @@ def start(
 
 
 def stop_pid(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace``."""
+    """End every process of the session led by ``pid``: SIGTERM, then SIGKILL after ``grace``.
+
+    ``start`` gives each service its own session (``start_new_session``), so the session id names
+    exactly what it started, however deep. The session, not the process group, is the unit:
+    Airflow's task supervisor moves each task into a process group of its own (``setpgid``), and
+    ``airflow standalone`` exits on SIGTERM while its scheduler, which ignores SIGTERM, stays. A
+    process only leaves the session by ``setsid``, which none of the services here call.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
+        members = session_members(pid) | ({pid} if alive(pid) else set())
+        if not members:
             return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        for member in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            if not alive(pid) and not _group_alive(pid):
+            if not alive(pid) and not session_members(pid):
                 return
             time.sleep(0.2)
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def session_members(sid: int) -> set[int]:
+    """Live (non-zombie) processes whose session id is ``sid``, read from /proc."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        # fields after the command: state, ppid, pgrp, session, ...
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.add(int(entry.name))
+    return members
 
 
 def stop(run_dir: Path, name: str, grace: float = 15.0) -> bool:

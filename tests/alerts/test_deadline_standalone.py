@@ -3,15 +3,13 @@
 Deadline Alerts fire only when a scheduler queues the run (dag.test() never sets ``queued_at``),
 and the e-mail callback runs in the triggerer. The test starts `airflow standalone` in its own
 process group with a throw-away AIRFLOW_HOME, triggers a DAG whose task outlives its 5 s deadline,
-waits for the mail in the SMTP sink, and stops the process group it started.
+waits for the mail in the SMTP sink, and ends every process of the session it started.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from dev import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -104,11 +104,9 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
         assert mails, f"no deadline mail (see {log.name})"
         assert "deadline_probe" in mails[0]["Subject"]
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        # standalone exits on SIGTERM but its scheduler ignores it, and each task runs in a process
+        # group of its own: end the whole session the test started, then check nothing is left.
+        procs.stop_pid(proc.pid, grace=30)
+        proc.wait(timeout=10)
         log.close()
+        assert not procs.session_members(proc.pid), "airflow standalone left processes behind"
