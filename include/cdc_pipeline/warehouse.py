@@ -332,7 +332,7 @@ class Warehouse:
             params,
         )
         if layout.delete_mode is DeleteMode.HARD:
-            return _affected(self.execute(f"DELETE FROM {layout.raw} AS r WHERE {stale('r')}", params))
+            return _affected(self.execute(f"DELETE FROM {layout.raw} r WHERE {stale('r')}", params))
         return _affected(
             self.execute(
                 f"UPDATE {layout.raw} AS r SET {deleted} = TRUE, {sf_ident('_CDC_DELETED_AT')} = NULL,"
