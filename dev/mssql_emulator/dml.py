@@ -160,21 +160,27 @@ def _insert(session: Any, node: exp.Insert, info: TableInfo, names: dict[str, st
     for inst in info.instances:
         mask = all_bits_mask(len(inst.columns))
         idx = [by_name.get(c.name.lower()) for c in inst.columns]
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
         records = [
             [tran, int_to_lsn(base + i), 2, mask, *[row[j] if j is not None else None for j in idx], cmd0 + i + 1]
             for i, row in enumerate(rows)
         ]
-        _insert_pending(session, inst, col_names, records)
+        _insert_pending(session, inst, record_columns(inst), records)
     session.has_changes = True
     return Result(None, n)
+
+
+def record_columns(inst: InstanceInfo) -> list[str]:
+    """Columns of a pending change record: transaction, seqval, operation, mask, image, command id."""
+    return ["__tran", "__$seqval", "__$operation", "__$update_mask", *[c.name for c in inst.columns], "__$command_id"]
+
+
+def update_mask(inst: InstanceInfo, idx: list[int | None], before: Any, after: Any, nbytes: int) -> bytes:
+    """Update mask of an update pair (3/4): the bits of the captured columns whose value changed."""
+    bits = 0
+    for col, j in zip(inst.columns, idx, strict=True):
+        if j is not None and _distinct(before[j], after[j]):
+            bits |= 1 << (col.ordinal - 1)
+    return bits.to_bytes(nbytes, "big")
 
 
 def _insert_pending(session: Any, inst: InstanceInfo, col_names: list[str], records: list[list[Any]]) -> None:
@@ -313,22 +319,10 @@ def _update(session: Any, node: exp.Update, info: TableInfo, names: dict[str, st
                 deletes.append([tran, seq, 1, all_mask, *_image(inst, idx, b, a, 1), cmd])
                 inserts.append([tran, ins_seq, 2, all_mask, *_image(inst, idx, b, a, 2), cmd0 + n + rn + 1])
                 continue
-            bits = 0
-            for col, j in zip(inst.columns, idx, strict=True):
-                if j is not None and _distinct(b[j], a[j]):
-                    bits |= 1 << (col.ordinal - 1)
-            mask = bits.to_bytes(nbytes, "big")
+            mask = update_mask(inst, idx, b, a, nbytes)
             same.append([tran, seq, 3, mask, *_image(inst, idx, b, a, 3), cmd])
             same.append([tran, seq, 4, mask, *_image(inst, idx, b, a, 4), cmd])
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
-        _insert_pending(session, inst, col_names, same + deletes + inserts)
+        _insert_pending(session, inst, record_columns(inst), same + deletes + inserts)
     session.has_changes = True
     return Result(None, n)
 
@@ -400,14 +394,6 @@ def _delete(session: Any, node: exp.Delete, info: TableInfo, names: dict[str, st
             [tran, int_to_lsn(base + rn), 1, mask, *_image(inst, idx, row[1:], row[1:], 1), cmd0 + rn + 1]
             for rn, row in enumerate(rows)
         ]
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
-        _insert_pending(session, inst, col_names, records)
+        _insert_pending(session, inst, record_columns(inst), records)
     session.has_changes = True
     return Result(None, n)

@@ -28,7 +28,7 @@ from sqlglot import exp
 
 from . import errors
 from .catalog import TableInfo
-from .dml import _distinct, _image, _insert_pending, _names, _with_rows, all_bits_mask
+from .dml import _distinct, _image, _insert_pending, _names, _with_rows, all_bits_mask, record_columns, update_mask
 from .lsn import int_to_lsn
 from .results import Result
 from .translate import duck_datatype, table_parts, to_duckdb, transform
@@ -226,20 +226,8 @@ def _log(
                     records.append([tran, int_to_lsn(seq + 1), 1, all_mask, *_image(inst, idx, before, after, 1), cmd])
                     records.append([tran, int_to_lsn(seq), 2, all_mask, *_image(inst, idx, before, after, 2), cmd + 1])
                     continue
-                bits = 0
-                for col, j in zip(inst.columns, idx, strict=True):
-                    if j is not None and _distinct(before[j], after[j]):
-                        bits |= 1 << (col.ordinal - 1)
-                mask = bits.to_bytes(len(all_mask), "big")
+                mask = update_mask(inst, idx, before, after, len(all_mask))
                 records.append([tran, int_to_lsn(seq), 3, mask, *_image(inst, idx, before, after, 3), cmd])
                 records.append([tran, int_to_lsn(seq), 4, mask, *_image(inst, idx, before, after, 4), cmd])
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
-        _insert_pending(session, inst, col_names, records)
+        _insert_pending(session, inst, record_columns(inst), records)
     session.has_changes = True

@@ -98,10 +98,12 @@ def test_replay_of_random_dml_including_multi_row_key_updates(txs: list[Any]) ->
     engine.clock.set(T0)
     try:
         sql = Sql(engine.connect(autocommit=True))
-        sql("CREATE TABLE dbo.r (k int NOT NULL PRIMARY KEY, v int NULL, s nvarchar(10) NULL)")
-        sql("INSERT INTO dbo.r VALUES (1, 1, N'a'), (2, 2, N'b'), (5, 5, NULL)")
-        sql("EXEC sys.sp_cdc_enable_db")
-        sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'r', @role_name = NULL")
+        tracked_table(
+            sql,
+            "CREATE TABLE dbo.r (k int NOT NULL PRIMARY KEY, v int NULL, s nvarchar(10) NULL)",
+            "INSERT INTO dbo.r VALUES (1, 1, N'a'), (2, 2, N'b'), (5, 5, NULL)",
+            "r",
+        )
         snapshot = _table_state(sql, "r", ["k", "v", "s"], ["k"])
         for stmts, commit, capture_now in txs:
             sql("BEGIN TRAN")
@@ -183,6 +185,26 @@ def run_char_statement(sql: Sql, stmt: tuple[Any, ...]) -> None:
         sql("DELETE FROM dbo.c WHERE k = %s", (stmt[1],))
 
 
+def run_char_transaction(sql: Sql, stmts: list[Any], commit: bool) -> None:
+    """One transaction of ``run_char_statement``s; one that breaks SQL Server's rules rolls back whole."""
+    sql("BEGIN TRAN")
+    try:
+        for stmt in stmts:
+            run_char_statement(sql, stmt)
+        sql("COMMIT" if commit else "ROLLBACK")
+    except (pymssql.IntegrityError, pymssql.OperationalError):
+        if sql.one("SELECT @@TRANCOUNT"):
+            sql("ROLLBACK")
+
+
+def tracked_table(sql: Sql, ddl: str, rows: str, name: str) -> None:
+    """Create ``dbo.<name>``, fill it, and enable CDC on the database and the table."""
+    sql(ddl)
+    sql(rows)
+    sql("EXEC sys.sp_cdc_enable_db")
+    sql(f"EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'{name}', @role_name = NULL")
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     txs=st.lists(st.tuples(st.lists(char_statement, min_size=1, max_size=4), st.booleans()), min_size=1, max_size=10),
@@ -193,22 +215,17 @@ def test_replay_of_merge_and_key_changes_on_character_keys(txs: list[Any], tf820
     engine.clock.set(T0)
     try:
         sql = Sql(engine.connect(autocommit=True))
-        sql("CREATE TABLE dbo.c (k varchar(10) NOT NULL PRIMARY KEY, v int NULL)")
-        sql("INSERT INTO dbo.c (k, v) VALUES ('ab', 1), ('o''k', 2), ('b  ', 3)")
-        sql("EXEC sys.sp_cdc_enable_db")
-        sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'c', @role_name = NULL")
+        tracked_table(
+            sql,
+            "CREATE TABLE dbo.c (k varchar(10) NOT NULL PRIMARY KEY, v int NULL)",
+            "INSERT INTO dbo.c (k, v) VALUES ('ab', 1), ('o''k', 2), ('b  ', 3)",
+            "c",
+        )
         if tf8207:
             sql("DBCC TRACEON (8207, -1)")
         snapshot = _table_state(sql, "c", ["k", "v"], ["k"])
         for stmts, commit in txs:
-            sql("BEGIN TRAN")
-            try:
-                for stmt in stmts:
-                    run_char_statement(sql, stmt)
-                sql("COMMIT" if commit else "ROLLBACK")
-            except (pymssql.IntegrityError, pymssql.OperationalError):
-                if sql.one("SELECT @@TRANCOUNT"):
-                    sql("ROLLBACK")
+            run_char_transaction(sql, stmts, commit)
         engine.capture_all()
         replayed = replay(snapshot, _changes_after(sql, "c", ["k", "v"], None), [0])
         assert replayed == _table_state(sql, "c", ["k", "v"], ["k"])

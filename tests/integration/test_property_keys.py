@@ -11,7 +11,6 @@ import shutil
 from collections import Counter
 from typing import Any
 
-import pymssql
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +20,7 @@ from include.cdc_pipeline.lsn import to_hex
 from include.cdc_pipeline.pipeline import SourceRewoundError
 from include.cdc_pipeline.reconcile import reconcile
 from tests.emulator.conftest import Sql
-from tests.emulator.test_property_replay import char_statement, run_char_statement
+from tests.emulator.test_property_replay import char_statement, run_char_transaction
 from tests.integration.conftest import SALT, Harness
 
 pytestmark = pytest.mark.integration
@@ -59,17 +58,6 @@ def converged(h: Harness, config: Any) -> None:
         )
     )
     assert history == expected_history(h, since)
-
-
-def run_transaction(sql: Sql, stmts: list[Any], commit: bool) -> None:
-    sql("BEGIN TRAN")
-    try:
-        for stmt in stmts:
-            run_char_statement(sql, stmt)
-        sql("COMMIT" if commit else "ROLLBACK")
-    except (pymssql.IntegrityError, pymssql.OperationalError):
-        if sql.one("SELECT @@TRANCOUNT"):
-            sql("ROLLBACK")
 
 
 @settings(
@@ -127,7 +115,7 @@ def test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_
             with contextlib.suppress(SourceRewoundError):
                 h.pipeline(config).plan()
             assert h.pipeline(config).run_once(resnapshot=True)["mode"] == "snapshot"
-        run_transaction(sql, stmts, commit)
+        run_char_transaction(sql, stmts, commit)
         h.capture()
         h.pipeline(config).run_once()
     h.capture()
