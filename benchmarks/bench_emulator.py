@@ -86,10 +86,12 @@ def read_window(port: int, fetch: int) -> dict[str, object]:
     for table in TABLES:
         cols = ", ".join(f"ct.[{c}]" for c in COLUMNS[table])
         cur.execute(
-            f"SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, {cols} "
-            f"FROM cdc.[dbo_{table}_CT] AS ct INNER JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn] "
-            "WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s AND ct.[__$operation] <> 3 "
-            "ORDER BY ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation]",
+            # The production reader's query (include/cdc_pipeline/source.py iter_changes): before
+            # images included, apply order by command id.
+            f"SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, ct.[__$command_id], "
+            f"{cols} FROM cdc.[dbo_{table}_CT] AS ct INNER JOIN cdc.lsn_time_mapping AS m"
+            " ON m.start_lsn = ct.[__$start_lsn] WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s "
+            "ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]",
             (after, high),
         )
         while True:

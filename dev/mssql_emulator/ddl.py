@@ -26,8 +26,10 @@ def execute(session: Any, node: exp.Expression, raw: RawStatement) -> Result:
             return create_table(session, raw)
         if kind == "SCHEMA":
             return create_schema(session, node)
-        if kind in ("DATABASE", "INDEX", "STATISTICS"):
-            return Result(None, -1)  # one database per emulator; indexes carry no semantics here
+        if kind.endswith("INDEX") and node.args.get("unique"):
+            return create_unique_index(session, node)
+        if kind in ("DATABASE", "STATISTICS") or kind.endswith("INDEX"):
+            return Result(None, -1)  # one database per emulator; non-unique indexes carry no semantics here
         if kind == "VIEW":
             return create_view(session, node)
         raise errors.syntax_error(f"CREATE {kind}")
@@ -38,6 +40,26 @@ def execute(session: Any, node: exp.Expression, raw: RawStatement) -> Result:
     if isinstance(node, exp.TruncateTable):
         return truncate(session, node)
     raise errors.syntax_error(raw.first_word)
+
+
+def create_unique_index(session: Any, node: exp.Create) -> Result:
+    """``CREATE UNIQUE [NONCLUSTERED|CLUSTERED] INDEX ix ON t (cols)``: a DuckDB unique index, so
+    duplicates fail (Msg 2601) and MERGE logs its updates as SQL Server does on such a table."""
+    index = node.this
+    table = index.args.get("table")
+    schema, name = table_parts(table)
+    info = session.engine.table_info(session, schema or "dbo", name)
+    if info is None:
+        raise errors.invalid_object(f"{schema + '.' if schema else ''}{name}")
+    columns = []
+    for ordered in index.args["params"].args.get("columns") or []:
+        col = info.column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
+        if col is None:
+            raise errors.invalid_column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
+        columns.append(f'"{col.name}"')
+    _mark_ddl(session)
+    session.run_duck(f'CREATE UNIQUE INDEX "{index.name}" ON {info.qualified} ({", ".join(columns)})', table=info)
+    return Result(None, -1)
 
 
 def _mark_ddl(session: Any) -> None:

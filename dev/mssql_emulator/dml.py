@@ -10,6 +10,7 @@ a row the same statement just re-inserted (e.g. renumbering ``line_no = line_no 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -22,7 +23,7 @@ from .catalog import InstanceInfo, TableInfo
 from .engine import settle
 from .lsn import int_to_lsn
 from .results import Result
-from .translate import duck_datatype, table_parts, to_duckdb, transform
+from .translate import collation_equal, duck_datatype, table_parts, to_duckdb, transform
 
 ROWS_VIEW = "__emu_rows"
 
@@ -159,21 +160,27 @@ def _insert(session: Any, node: exp.Insert, info: TableInfo, names: dict[str, st
     for inst in info.instances:
         mask = all_bits_mask(len(inst.columns))
         idx = [by_name.get(c.name.lower()) for c in inst.columns]
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
         records = [
             [tran, int_to_lsn(base + i), 2, mask, *[row[j] if j is not None else None for j in idx], cmd0 + i + 1]
             for i, row in enumerate(rows)
         ]
-        _insert_pending(session, inst, col_names, records)
+        _insert_pending(session, inst, record_columns(inst), records)
     session.has_changes = True
     return Result(None, n)
+
+
+def record_columns(inst: InstanceInfo) -> list[str]:
+    """Columns of a pending change record: transaction, seqval, operation, mask, image, command id."""
+    return ["__tran", "__$seqval", "__$operation", "__$update_mask", *[c.name for c in inst.columns], "__$command_id"]
+
+
+def update_mask(inst: InstanceInfo, idx: list[int | None], before: Any, after: Any, nbytes: int) -> bytes:
+    """Update mask of an update pair (3/4): the bits of the captured columns whose value changed."""
+    bits = 0
+    for col, j in zip(inst.columns, idx, strict=True):
+        if j is not None and _distinct(before[j], after[j]):
+            bits |= 1 << (col.ordinal - 1)
+    return bits.to_bytes(nbytes, "big")
 
 
 def _insert_pending(session: Any, inst: InstanceInfo, col_names: list[str], records: list[list[Any]]) -> None:
@@ -289,11 +296,11 @@ def _update(session: Any, node: exp.Update, info: TableInfo, names: dict[str, st
     tran = session.ensure_tran_id()
     base = session.engine.alloc_lsns(2 * n)
     cmd0 = session.command_seq
-    session.command_seq += n
+    session.command_seq += 2 * n
     pk_idx = [index_of[k.lower()] for k in info.pk]
     befores = [row[1 : 1 + ncols] for row in rows]
     afters = [row[1 + ncols :] for row in rows]
-    key_changed = [any(b[i] != a[i] for i in pk_idx) for b, a in zip(befores, afters, strict=True)]
+    key_changed = [split_update(session, b, a, pk_idx, n) for b, a in zip(befores, afters, strict=True)]
     for inst in info.instances:
         idx = [index_of.get(c.name.lower()) for c in inst.columns]
         all_mask = all_bits_mask(len(inst.columns))
@@ -306,27 +313,35 @@ def _update(session: Any, node: exp.Update, info: TableInfo, names: dict[str, st
             seq = int_to_lsn(base + rn)
             cmd = cmd0 + rn + 1
             if key_changed[rn]:
+                # The delete and the insert carry their own command ids (deletes first); a
+                # single-row key update logs both at one seqval (Debezium PR #7728 observed it).
+                ins_seq = seq if n == 1 else int_to_lsn(base + n + rn)
                 deletes.append([tran, seq, 1, all_mask, *_image(inst, idx, b, a, 1), cmd])
-                inserts.append([tran, int_to_lsn(base + n + rn), 2, all_mask, *_image(inst, idx, b, a, 2), cmd])
+                inserts.append([tran, ins_seq, 2, all_mask, *_image(inst, idx, b, a, 2), cmd0 + n + rn + 1])
                 continue
-            bits = 0
-            for col, j in zip(inst.columns, idx, strict=True):
-                if j is not None and _distinct(b[j], a[j]):
-                    bits |= 1 << (col.ordinal - 1)
-            mask = bits.to_bytes(nbytes, "big")
+            mask = update_mask(inst, idx, b, a, nbytes)
             same.append([tran, seq, 3, mask, *_image(inst, idx, b, a, 3), cmd])
             same.append([tran, seq, 4, mask, *_image(inst, idx, b, a, 4), cmd])
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
-        _insert_pending(session, inst, col_names, same + deletes + inserts)
+        _insert_pending(session, inst, record_columns(inst), same + deletes + inserts)
     session.has_changes = True
     return Result(None, n)
+
+
+def split_update(session: Any, before: Sequence[Any], after: Sequence[Any], pk_idx: list[int], rows: int) -> bool:
+    """Whether SQL Server logs this row's UPDATE as a delete (1) + insert (2) instead of 3/4.
+
+    * An update that changes the clustered/primary key is a "split update": delete + insert.
+    * "Changes" is judged by the collation: under the case-insensitive default collation a
+      case-only or trailing-blank change of a key leaves the index key equal, so the row is
+      updated in place and logged as an update pair (3/4) whose before and after images carry
+      different key text (*unconfirmed* in Microsoft's documentation; the adverse case is modelled).
+    * Trace flag 8207 ("Enables singleton updates for Transactional Replication and CDC": an update
+      of a unique column that affects only one row is logged as an UPDATE, not as a DELETE/INSERT
+      pair; Microsoft, DBCC TRACEON - Trace Flags) makes a one-row key update a 3/4 pair too.
+    """
+    if not any(not collation_equal(before[i], after[i]) for i in pk_idx):
+        return False
+    return not (rows == 1 and 8207 in session.engine.trace_flags)
 
 
 def _distinct(a: Any, b: Any) -> bool:
@@ -379,14 +394,6 @@ def _delete(session: Any, node: exp.Delete, info: TableInfo, names: dict[str, st
             [tran, int_to_lsn(base + rn), 1, mask, *_image(inst, idx, row[1:], row[1:], 1), cmd0 + rn + 1]
             for rn, row in enumerate(rows)
         ]
-        col_names = [
-            "__tran",
-            "__$seqval",
-            "__$operation",
-            "__$update_mask",
-            *[c.name for c in inst.columns],
-            "__$command_id",
-        ]
-        _insert_pending(session, inst, col_names, records)
+        _insert_pending(session, inst, record_columns(inst), records)
     session.has_changes = True
     return Result(None, n)

@@ -84,6 +84,7 @@ class Engine:
         self.maxscans = maxscans
         self.retention_minutes = DEFAULT_RETENTION_MINUTES
         self.sessions: set[Session] = set()
+        self.trace_flags: set[int] = set()  # DBCC TRACEON (n, -1): global trace flags (8207 is modelled)
         self._closed = False
         self._bootstrap(db_name)
         self._capture_cur = self.cursor()
@@ -304,6 +305,7 @@ class Engine:
 # -- statements a session runs -------------------------------------------------------------------
 _IMPLICIT_TRAN_STATEMENTS = (
     exp.Query,
+    exp.Merge,
     exp.Insert,
     exp.Update,
     exp.Delete,
@@ -514,7 +516,13 @@ class Session:
             },
             expand_cdc_function=lambda low, name, args, alias: cdc.expand_function(self, low, name, args, alias),
             dynamic_time=dynamic_time,
+            column_types=self._column_types,
         )
+
+    def _column_types(self, schema: str | None, name: str) -> dict[str, str] | None:
+        """SQL Server type names of a user table's columns (for the collation model)."""
+        info = self.engine.table_info(self, schema or "dbo", name)
+        return None if info is None else {c.name.lower(): c.type.name for c in info.columns}
 
     def _cdc_enabled(self) -> bool:
         if self.has_ddl:  # this transaction may have run sp_cdc_enable_db: ask its own snapshot
@@ -566,6 +574,8 @@ class Session:
             return result
         if word == "SAVE":
             return None  # savepoints: accepted, not emulated (see docs/emulator.md)
+        if word == "DBCC":
+            return self._dbcc(raw)
         if word == "CREATE" and len(raw.tokens) > 1 and raw.tokens[1].text.upper() == "TABLE":
             # parsed from tokens (keeps exact type names; sqlglot rejects some valid column options)
             from . import ddl
@@ -615,6 +625,10 @@ class Session:
                 return self._select(node, stream=stream)
             if isinstance(node, (exp.Insert, exp.Update, exp.Delete)):
                 result = dml.execute(self, node)
+            elif isinstance(node, exp.Merge):
+                from . import merge
+
+                result = merge.execute(self, node)
             elif isinstance(node, (exp.Create, exp.Alter, exp.Drop, exp.TruncateTable)):
                 result = ddl.execute(self, node, raw)
             else:
@@ -626,6 +640,24 @@ class Session:
         self.rowcount = result.rowcount if result is not None else 0
         self._end_statement()
         return result
+
+    def _dbcc(self, raw: RawStatement) -> None:
+        """``DBCC TRACEON (n[, …], -1)`` / ``DBCC TRACEOFF (…)``: global trace flags (others: no effect)."""
+        words = [t.text.upper() for t in raw.tokens]
+        command = words[1] if len(words) > 1 else ""
+        if command not in ("TRACEON", "TRACEOFF"):
+            raise errors.SqlServerError(
+                2526,
+                "Incorrect DBCC statement. Check the documentation for the correct "
+                "DBCC syntax and options. (the emulator knows TRACEON/TRACEOFF only)",
+                16,
+            )
+        flags = {int(w) for i, w in enumerate(words) if i > 1 and w.isdigit() and words[i - 1] != "-"}
+        if command == "TRACEON":
+            self.engine.trace_flags |= flags
+        else:
+            self.engine.trace_flags -= flags
+        return None
 
     def _select(self, node: exp.Expression, *, stream: bool) -> Result:
         names = {

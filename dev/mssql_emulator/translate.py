@@ -391,6 +391,8 @@ class TranslateContext:
     session_values: Mapping[str, Any]  # @@TRANCOUNT, @@SPID, …
     expand_cdc_function: Callable[[str, str, list[exp.Expression], str | None], exp.Expression]
     dynamic_time: bool = False  # DEFAULT expressions keep GETDATE() dynamic
+    # (schema, table) -> {column name (lower): SQL Server type name} of a user table, or None
+    column_types: Callable[[str | None, str], Mapping[str, str] | None] | None = None
 
 
 _TIME_FUNCS = {"GETDATE", "SYSDATETIME", "CURRENT_TIMESTAMP", "SYSUTCDATETIME", "GETUTCDATE", "SYSDATETIMEOFFSET"}
@@ -433,6 +435,128 @@ def _pad_lsn_literal(node: exp.Expression) -> None:
                 lit.set("this", digits.ljust(20, "0"))
 
 
+# -- collation -------------------------------------------------------------------------------
+# The database default collation SQL_Latin1_General_CP1_CI_AS (SQL Server's default for an
+# English-locale install) is modelled for character columns of user tables:
+# * comparisons are case-insensitive and ignore trailing blanks (ANSI padding: "SQL Server follows
+#   the ANSI/ISO SQL-92 specification on how to compare strings with spaces", Microsoft KB 316626);
+# * a SQL collation sorts and compares non-Unicode data (char/varchar/text, and '…' literals) with
+#   its own code-page sort order, character by character: '-' and "'" sort as punctuation before
+#   digits and letters (KB 322112, "Comparing SQL collations to Windows collations");
+# * Unicode data (nchar/nvarchar/ntext, N'…' literals) is compared with the Windows (Unicode)
+#   rules, a "word sort" in which hyphen and apostrophe are ignored at the first level, so that
+#   abctest < abc-test < abctest1 < abc-test1 (Microsoft blog "Sorting and comparing unicode and
+#   binary data - why do I get a weird sort order?", SQL_Latin1_General_CP1_CI_AS).
+# * comparing a varchar column with an nvarchar value converts the column to nvarchar (data type
+#   precedence), so ``varchar_col > N'…'`` uses the Unicode rules while ``ORDER BY varchar_col``
+#   uses the code-page order. That mismatch is what keyset paging with pymssql's N'…' parameters
+#   trips over.
+# The model: SQL sort key = upper(rtrim(x)); word sort key = upper(rtrim(x)) without '-' and "'",
+# then, for ties, the same text with '-' and "'" placed after every letter (so the hyphenated form
+# sorts after the plain one, as in Microsoft's example). Not modelled: accents, other scripts.
+_VARCHAR_TYPES = {"char", "varchar", "text"}
+_NVARCHAR_TYPES = {"nchar", "nvarchar", "ntext", "sysname"}
+
+
+def _fn(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _sql_sort_key(x: exp.Expression) -> exp.Expression:
+    return exp.Upper(this=_fn("rtrim", x, exp.Literal.string(" ")))
+
+
+def _word_sort_key(x: exp.Expression) -> exp.Expression:
+    base = _sql_sort_key(x)
+    primary = _fn(
+        "replace",
+        _fn("replace", base, exp.Literal.string("-"), exp.Literal.string("")),
+        exp.Literal.string("'"),
+        exp.Literal.string(""),
+    )
+    tie = _fn(
+        "replace",
+        _fn("replace", base.copy(), exp.Literal.string("-"), _fn("chr", exp.Literal.number(127))),
+        exp.Literal.string("'"),
+        _fn("chr", exp.Literal.number(126)),
+    )
+    return exp.Concat(expressions=[primary, _fn("chr", exp.Literal.number(1)), tie])
+
+
+def apply_collation(node: exp.Expression, column_types: Callable[[str | None, str], Mapping[str, str] | None]) -> None:
+    """Rewrite comparisons and ORDER BY keys on character columns of user tables to the sort keys
+    of the default collation (see the comment above). Works on the T-SQL tree, before translation."""
+    tables: dict[str, Mapping[str, str]] = {}
+    for table in node.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            continue
+        db = table.args.get("db")
+        schema = db.name if db is not None else None
+        if (schema or "dbo").lower() in ("cdc", "sys", "emu", "information_schema"):
+            continue
+        cols = column_types(schema, table.name)
+        if cols is None:
+            continue
+        tables[table.alias_or_name.lower()] = cols
+        tables.setdefault(table.name.lower(), cols)
+    if not tables:
+        return
+    scopes = list({id(c): c for c in tables.values()}.values())
+
+    def kind(e: exp.Expression) -> str | None:
+        name: str | None = None
+        if isinstance(e, exp.Column):
+            qualifier = e.table.lower()
+            if qualifier and qualifier not in tables:
+                return None
+            candidates = [tables[qualifier]] if qualifier else scopes
+            found = {c[e.name.lower()] for c in candidates if e.name.lower() in c}
+            if len(found) != 1:
+                return None
+            name = found.pop()
+        elif isinstance(e, exp.National):
+            return "n"
+        elif isinstance(e, exp.Literal) and e.is_string:
+            return "v"
+        elif isinstance(e, exp.Cast):
+            try:
+                name = sqltype_from_datatype(e.to).name
+            except (UnknownTypeError, ValueError):
+                return None
+        if name in _VARCHAR_TYPES:
+            return "v"
+        if name in _NVARCHAR_TYPES:
+            return "n"
+        return None
+
+    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
+            continue  # an assignment, not a comparison
+        left, right = cmp.this, cmp.expression
+        kl, kr = kind(left), kind(right)
+        if kl is None or kr is None or not (isinstance(left, exp.Column) or isinstance(right, exp.Column)):
+            continue
+        key = _word_sort_key if "n" in (kl, kr) else _sql_sort_key
+        cmp.set("this", key(left.copy()))
+        cmp.set("expression", key(right.copy()))
+    for ordered in list(node.find_all(exp.Ordered)):
+        select = ordered.find_ancestor(exp.Select)
+        if select is not None and select.args.get("distinct"):
+            continue  # DuckDB wants DISTINCT's ORDER BY keys in the select list
+        if isinstance(ordered.this, exp.Column):
+            k = kind(ordered.this)
+            if k is not None:
+                ordered.set("this", (_word_sort_key if k == "n" else _sql_sort_key)(ordered.this.copy()))
+
+
+def collation_equal(a: Any, b: Any) -> bool:
+    """Equality of two key values under the default collation (strings: case-insensitive, trailing
+    blanks ignored); other values compare as they are."""
+    if isinstance(a, str) and isinstance(b, str):
+        return a.rstrip(" ").upper() == b.rstrip(" ").upper()
+    return bool(a == b)
+
+
 def _value_literal(value: Any) -> exp.Expression:
     """A Python value (variable contents) as a DuckDB-typed literal node."""
     if value is None:
@@ -462,6 +586,8 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
     """Rewrite a parsed T-SQL statement so that DuckDB runs it with SQL Server's meaning."""
     node = node.copy()
     _pad_lsn_literal(node)
+    if ctx.column_types is not None:
+        apply_collation(node, ctx.column_types)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):

@@ -954,12 +954,13 @@ class BulkBuilder:
                 self.offset += 2 * n
                 for i, (before, after) in enumerate(st.rows):
                     assert before is not None and after is not None
-                    if _key(st.table, before) != _key(st.table, after):
+                    if _key(st.table, before) != _key(st.table, after):  # as dml._update logs a split update
                         emitted.append((st.table, base + i, 1, cmd0 + i + 1, before))
-                        emitted.append((st.table, base + n + i, 2, cmd0 + i + 1, after))
+                        emitted.append((st.table, base + (i if n == 1 else n + i), 2, cmd0 + n + i + 1, after))
                     else:
                         emitted.append((st.table, base + i, 3, cmd0 + i + 1, before))
                         emitted.append((st.table, base + i, 4, cmd0 + i + 1, after))
+                cmd0 += n
             else:
                 self.offset += n
                 for i, (before, _) in enumerate(st.rows):

@@ -399,7 +399,27 @@ class TablePipeline:
                 raise CdcError(f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}")
         excluded = {c.lower() for c in self.table.exclude_columns}
         hashed = {c.lower() for c in self.table.hash_columns}
+        for c in columns:
+            if c.name.lower() not in excluded and ("%s" in c.name or "%(" in c.name):
+                # pymssql substitutes parameters on the client and has no escape for these.
+                raise CdcError(
+                    f"{self.label}: column {c.name!r} contains '%s' or '%(', which pymssql takes for a parameter "
+                    "placeholder; exclude it (exclude_columns) or rename it"
+                )
         return [map_column(c, hashed=c.name.lower() in hashed) for c in columns if c.name.lower() not in excluded]
+
+    def _check_key_not_nullable(self) -> None:
+        """A key column that allows NULL is refused rather than handled: Snowflake's MERGE never
+        matches NULL = NULL, so every change of such a row would add a row to raw and its delete
+        would never find it. (SQL Server allows one NULL in a unique index, so a unique index on a
+        nullable column is no primary key for replication.)"""
+        nullable = self.source.nullable_columns(self.table.source_schema, self.table.table)
+        for column in self.table.primary_key:
+            if column.lower() in nullable:
+                raise CdcError(
+                    f"{self.label}: primary_key column {column!r} is nullable in the source table; a NULL key "
+                    "cannot be merged. Make the column NOT NULL, or configure a key of NOT NULL columns."
+                )
 
     def layout(self, mappings: Sequence[ColumnMapping]) -> TableLayout:
         t = self.cfg.target
@@ -440,16 +460,20 @@ class TablePipeline:
                 f"{self.label}: hash_columns are configured but no salt is set (Variable cdc_hash_salt_secret)"
             )
         names = [m.source.name for m in mappings]
+        self._check_key_not_nullable()
         if window.mode == "snapshot":
-            window, chunks = self._snapshot_rows(window, names)
+            window, chunks = self._snapshot_rows(window, mappings)
         else:
             assert window.lower and window.upper
-            chunks = self.source.iter_changes(
-                window.capture_instance,
-                names,
-                lsnlib.from_hex(window.lower),
-                lsnlib.from_hex(window.upper),  # type: ignore[arg-type]
-                self.cfg.chunk_rows,
+            chunks = _key_moves_as_deletes(
+                self.source.iter_changes(
+                    window.capture_instance,
+                    names,
+                    lsnlib.from_hex(window.lower),
+                    lsnlib.from_hex(window.upper),  # type: ignore[arg-type]
+                    self.cfg.chunk_rows,
+                ),
+                [META_WIDTH + names.index(m.source.name) for m in mappings if m.target_name in layout.key],
             )
         batch_id = f"{window.capture_instance}:{window.lower or 'snapshot'}-{window.upper}"
         stage_path = f"{self.cfg.name}/{self.table.name}/{window.lower or 'snapshot'}_{window.upper}"
@@ -508,7 +532,9 @@ class TablePipeline:
             },
         )
 
-    def _snapshot_rows(self, window: Window, names: list[str]) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
+    def _snapshot_rows(
+        self, window: Window, mappings: Sequence[ColumnMapping]
+    ) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
         """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
         streamed later, and replays of changes already in the snapshot are harmless (MERGE by LSN)."""
         instance = next(ci for ci in self.instances() if ci.name == window.capture_instance)
@@ -520,9 +546,11 @@ class TablePipeline:
         snap_hex = lsnlib.to_hex(snap)
         committed = self.source.lsn_to_time(snap)
         window = Window("snapshot", window.capture_instance, lower=None, upper=snap_hex, reason=window.reason)
-        meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed)
+        meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed, 0)
+        by_name = {m.source.name.lower(): m.source for m in mappings}
+        key = [by_name[k.lower()] for k in self.table.primary_key]
         chunks = self.source.iter_snapshot(
-            self.table.source_schema, self.table.table, names, self.table.primary_key, self.cfg.chunk_rows
+            self.table.source_schema, self.table.table, [m.source.name for m in mappings], key, self.cfg.chunk_rows
         )
         return window, ([(*meta, *row) for row in chunk] for chunk in chunks)
 
@@ -547,6 +575,16 @@ class TablePipeline:
                 batch.window.capture_instance,
             )
         window = batch.window
+        if window.mode == "snapshot":
+            lost = wh.mark_lost_timeline(layout, window.upper or "")
+            if lost:
+                log.warning(
+                    "%s: %d history row(s) above the snapshot LSN %s belong to a timeline the source lost "
+                    "(restored database): flagged _CDC_LOST_TIMELINE",
+                    self.label,
+                    lost,
+                    window.upper,
+                )
         merged = wh.merge_raw(layout) if batch.rows else 0
         failpoint("after_merge", self.label)
         lower = window.lower or window.upper or ""
@@ -685,12 +723,51 @@ def _prefetch(chunks: Iterator[list[tuple[Any, ...]]], depth: int = 1) -> Iterat
         reader.join(timeout=30)
 
 
+# Change rows are (start_lsn, seqval, operation, commit_time, command_id, *columns).
+META_WIDTH = 5
+OP_DELETE, OP_UPDATE_BEFORE, OP_UPDATE_AFTER = 1, 3, 4
+
+
+def _key_moves_as_deletes(
+    chunks: Iterator[list[tuple[Any, ...]]], key_pos: list[int]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Turn update pairs (3/4) into what the target must do, across chunk boundaries.
+
+    SQL Server logs some key updates as an update pair whose before image (3) holds the old key and
+    whose after image (4) the new one: with trace flag 8207 (a one-row update of a unique key), and
+    for a case-only or trailing-blank key change under a case-insensitive collation (the index key
+    is "unchanged", the text is not). Snowflake compares keys exactly, so the old key must go: a
+    before image whose key differs from its after image becomes a delete (1) of the old key; other
+    before images are dropped (the after image carries the update)."""
+    pending: tuple[Any, ...] | None = None
+    for chunk in chunks:
+        out: list[tuple[Any, ...]] = []
+        for row in chunk:
+            op = row[2]
+            if pending is not None:
+                before, pending = pending, None
+                paired = op == OP_UPDATE_AFTER and row[0] == before[0] and row[1] == before[1]
+                if not paired:
+                    raise RuntimeError(f"update before-image at {before[0]!r}/{before[1]!r} without its after-image")
+                if any(before[p] != row[p] for p in key_pos):
+                    out.append((*before[:2], OP_DELETE, *before[3:]))
+            if op == OP_UPDATE_BEFORE:
+                pending = row
+                continue
+            out.append(row)
+        if out:
+            yield out
+    if pending is not None:
+        raise RuntimeError(f"update before-image at {pending[0]!r}/{pending[1]!r} without its after-image")
+
+
 def _parquet_schema(mappings: Sequence[ColumnMapping]) -> pa.Schema:
     meta = [
         pa.field("_CDC_LSN", pa.string()),
         pa.field("_CDC_SEQVAL", pa.string()),
         pa.field("_CDC_OPERATION", pa.int8()),
         pa.field("_CDC_COMMITTED_AT", pa.timestamp("ms")),
+        pa.field("_CDC_COMMAND_ID", pa.int32()),
     ]
     return pa.schema([*meta, *(pa.field(m.target_name, m.arrow_type) for m in mappings)])
 
@@ -698,10 +775,10 @@ def _parquet_schema(mappings: Sequence[ColumnMapping]) -> pa.Schema:
 def _to_arrow(
     rows: list[tuple[Any, ...]], mappings: Sequence[ColumnMapping], schema: pa.Schema, salt: str | None
 ) -> pa.Table:
-    """Rows (start_lsn, seqval, op, commit_time, *columns) → an Arrow table, column by column."""
+    """Rows (start_lsn, seqval, op, commit_time, command_id, *columns) → an Arrow table, column by column."""
     # Column by column with itemgetter: ``zip(*rows)`` over 100k-row chunks is several times slower
     # once the cyclic GC starts scanning the freshly allocated tuples.
-    width = 4 + len(mappings)
+    width = META_WIDTH + len(mappings)
     columns = [list(map(itemgetter(i), rows)) for i in range(width)] if rows else [[] for _ in range(width)]
     lsns = [v.hex().upper() if isinstance(v, bytes | bytearray) else v for v in columns[0]]
     seqs = [v.hex().upper() if isinstance(v, bytes | bytearray) else v for v in columns[1]]
@@ -710,6 +787,7 @@ def _to_arrow(
         pa.array(seqs, pa.string()),
         pa.array(columns[2], pa.int8()),
         pa.array(columns[3], pa.timestamp("ms")),
+        pa.array(columns[4], pa.int32()),
     ]
-    arrays += [arrow_column(m, columns[4 + i], salt) for i, m in enumerate(mappings)]
+    arrays += [arrow_column(m, columns[META_WIDTH + i], salt) for i, m in enumerate(mappings)]
     return pa.Table.from_arrays(arrays, schema=schema)

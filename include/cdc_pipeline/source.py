@@ -8,9 +8,10 @@ with the same result shapes and errors, so this module has one code path for bot
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
@@ -111,6 +112,11 @@ class CdcSource:
             if name.lower() not in CDC_META_COLUMNS
         ]
 
+    def nullable_columns(self, schema: str, table: str) -> set[str]:
+        """Names (lower case) of the source table's nullable columns."""
+        rows = self._all(template("tsql/nullable_columns.sql"), (f"{tsql_ident(schema)}.{tsql_ident(table)}",))
+        return {name.lower() for (name,) in rows}
+
     def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
         """The first LSN in the change table after ``after``: the cheap 'is there work?' probe."""
         sql = (
@@ -146,18 +152,22 @@ class CdcSource:
         """Change rows with ``after < __$start_lsn <= upper``, in apply order, ``chunk_rows`` at a time.
 
         Direct mode (the change table joined to lsn_time_mapping for the commit time), like
-        Debezium's default: one ordered scan of the change table's clustered index. Operation 3
-        (update before-image) is not needed to apply changes and is skipped.
-        Row shape: (start_lsn, seqval, operation, commit_time, *columns).
+        Debezium's default: one ordered scan of the change table's clustered index.
+        Apply order is ``(__$start_lsn, __$command_id, __$seqval, __$operation)``: Microsoft's
+        documentation of the change table says not to order by ``__$seqval`` but by
+        ``__$command_id`` (KB 3030352: an insert can precede the delete of the same row in seqval
+        order), and Debezium orders the same way. Operation 3 (update before-image) is read too:
+        its key tells whether an update pair moved the row to another key.
+        Row shape: (start_lsn, seqval, operation, commit_time, command_id, *columns).
         """
         select = ", ".join(f"ct.{tsql_ident(c)}" for c in columns)
         sql = (
-            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time"
+            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, ct.[__$command_id]"
             + (f", {select}" if select else "")
             + f" FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct"
             " INNER JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
-            " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s AND ct.[__$operation] <> 3"
-            " ORDER BY ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation]"
+            " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s"
+            " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
         )
         yield from self._stream(sql, (after, upper), chunk_rows)
 
@@ -166,14 +176,21 @@ class CdcSource:
         schema: str,
         table: str,
         columns: Sequence[str],
-        key: Sequence[str],
+        key: Sequence[SourceColumn],
         chunk_rows: int,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """The table's rows in key order, by keyset pages of ``chunk_rows``: no page needs a large
-        sort or an open cursor for the whole table, and memory holds one page."""
-        key_pos = [list(columns).index(k) for k in key]
+        sort or an open cursor for the whole table, and memory holds one page.
+
+        Each page starts after the previous page's last key, compared in the key's own type:
+        pymssql inlines a ``str`` as ``N'…'`` and a ``datetime`` with milliseconds, so without the
+        CAST a ``varchar`` key would be compared with Unicode rules while ``ORDER BY`` uses the
+        collation's code-page order (rows skipped), and a ``datetime2`` key would be cut to
+        milliseconds (rows read twice)."""
+        names = [c.lower() for c in columns]
+        key_pos = [names.index(k.name.lower()) for k in key]
         select = ", ".join(tsql_ident(c) for c in columns)
-        order = ", ".join(tsql_ident(k) for k in key)
+        order = ", ".join(tsql_ident(k.name) for k in key)
         source = f"{tsql_ident(schema)}.{tsql_ident(table)}"
         last: tuple[Any, ...] | None = None
         while True:
@@ -204,14 +221,53 @@ class CdcSource:
             cursor.close()
 
 
-def _keyset_predicate(key: Sequence[str], last: Sequence[Any]) -> tuple[str, list[Any]]:
-    """``(k1 > a) OR (k1 = a AND k2 > b) …`` — row-value comparison spelled out, which SQL Server lacks."""
+def _keyset_predicate(key: Sequence[SourceColumn], last: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``(k1 > a) OR (k1 = a AND k2 > b) …`` — row-value comparison spelled out, which SQL Server
+    lacks; every value is cast to its column's exact type (see ``iter_snapshot``)."""
     ors, params = [], []
+    values = [_key_param(k, v) for k, v in zip(key, last, strict=True)]
     for i in range(len(key)):
-        terms = [f"{tsql_ident(key[j])} = %s" for j in range(i)] + [f"{tsql_ident(key[i])} > %s"]
+        terms = [f"{tsql_ident(key[j].name)} = {_typed(key[j])}" for j in range(i)]
+        terms.append(f"{tsql_ident(key[i].name)} > {_typed(key[i])}")
         ors.append("(" + " AND ".join(terms) + ")")
-        params.extend(list(last[: i + 1]))
+        params.extend(values[: i + 1])
     return " OR ".join(ors), params
+
+
+_SIZED = {"char", "varchar", "binary", "varbinary"}
+_NSIZED = {"nchar", "nvarchar"}
+_SCALED = {"datetime2", "time", "datetimeoffset"}
+
+
+def tsql_type(column: SourceColumn) -> str:
+    """The column's exact T-SQL type from sys.columns (max_length in bytes, -1 for max)."""
+    kind = column.type_name.lower()
+    if kind in _SIZED or kind in _NSIZED:
+        if column.max_length in (-1, 0):
+            return f"{kind}(max)"
+        return f"{kind}({column.max_length // 2 if kind in _NSIZED else column.max_length})"
+    if kind in ("decimal", "numeric"):
+        return f"{kind}({column.precision},{column.scale})"
+    if kind in _SCALED:
+        return f"{kind}({column.scale})"
+    return kind
+
+
+def _typed(column: SourceColumn) -> str:
+    return f"CAST(%s AS {tsql_type(column)})"
+
+
+def _key_param(column: SourceColumn, value: Any) -> Any:
+    """A key value as a parameter that keeps its full precision once pymssql has inlined it."""
+    if isinstance(value, datetime):
+        # pymssql would send milliseconds only; ISO 8601 text converts exactly to every date type.
+        digits = "milliseconds" if column.type_name.lower() in ("datetime", "smalldatetime") else "microseconds"
+        return value.isoformat(sep="T", timespec=digits)
+    if isinstance(value, time):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
 
 
 def describe_lsn(value: bytes | None) -> str:

@@ -4,7 +4,8 @@ Every statement here is idempotent on its own, and none relies on a multi-statem
 (Snowflake runs each statement atomically; the local emulator cannot MERGE inside BEGIN…COMMIT).
 Exactly-once in effect comes from the order of steps and from the data itself:
 
-* MERGE applies a key's change only when its ``(lsn, seqval, operation)`` is newer than the row's;
+* MERGE applies a key's change only when its ``(lsn, command_id, seqval, operation)`` is newer than
+  the row's;
 * the history insert skips changes already present (anti-join on LSN, seqval, operation, key);
 * the watermark moves only after both, so a crash re-reads the same window and converges.
 """
@@ -12,6 +13,7 @@ Exactly-once in effect comes from the order of steps and from the data itself:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +24,18 @@ from include.cdc_pipeline.types import ColumnMapping
 
 log = logging.getLogger(__name__)
 
+_QUOTED_IDENT = re.compile(r'"(?:[^"]|"")*"')
+
 # Metadata columns (README "Raw tables"). LSNs are 20-char upper-case hex: string order = LSN order.
 STAGE_META = [
     ("_CDC_LSN", "VARCHAR(20)"),  # commit LSN of the change (snapshot: the snapshot's LSN)
     ("_CDC_SEQVAL", "VARCHAR(20)"),  # order of the change inside its transaction
     ("_CDC_OPERATION", "NUMBER(1,0)"),  # 0 snapshot, 1 delete, 2 insert, 4 update (after image)
     ("_CDC_COMMITTED_AT", "TIMESTAMP_NTZ(3)"),  # source commit time (cdc.lsn_time_mapping, server time)
+    # order of the operation inside its transaction (__$command_id; 0 for a snapshot row). Changes
+    # are ordered by (LSN, command id, seqval, operation): seqval alone can put an insert before the
+    # delete of the same row (KB 3030352). NULL in rows loaded before the column existed.
+    ("_CDC_COMMAND_ID", "NUMBER(10,0)"),
 ]
 RAW_META = [
     *STAGE_META,
@@ -39,6 +47,9 @@ HISTORY_META = [
     *STAGE_META,
     ("_CDC_LOADED_AT", "TIMESTAMP_NTZ(6)"),
     ("_CDC_BATCH_ID", "VARCHAR(80)"),  # the batch that appended the row (audit, replay checks)
+    # TRUE: the change belongs to a timeline the source lost (database restored to an earlier
+    # point); the re-snapshot that repaired the table superseded it. Its LSN may be reused.
+    ("_CDC_LOST_TIMELINE", "BOOLEAN"),
 ]
 ZERO_SEQVAL = "0" * 20
 OP_SNAPSHOT, OP_DELETE, OP_INSERT, OP_UPDATE = 0, 1, 2, 4
@@ -83,12 +94,22 @@ def _column_defs(columns: Iterable[tuple[str, str]]) -> str:
 
 
 def _newer(s: str, t: str) -> str:
-    """``(s.lsn, s.seqval, s.op) > (t.lsn, t.seqval, t.op)`` spelled out (no row-value compare)."""
+    """``(s.lsn, s.cmd, s.seqval, s.op) > (t.lsn, t.cmd, t.seqval, t.op)`` spelled out (no row-value
+    compare); a command id loaded before the column existed counts as 0."""
     lsn, seq, op = (sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION"))
+    cmd = sf_ident("_CDC_COMMAND_ID")
+    sc, tc = f"COALESCE({s}.{cmd}, 0)", f"COALESCE({t}.{cmd}, 0)"
     return (
-        f"({s}.{lsn} > {t}.{lsn} OR ({s}.{lsn} = {t}.{lsn} AND ({s}.{seq} > {t}.{seq}"
-        f" OR ({s}.{seq} = {t}.{seq} AND {s}.{op} > {t}.{op}))))"
+        f"({s}.{lsn} > {t}.{lsn} OR ({s}.{lsn} = {t}.{lsn} AND ({sc} > {tc} OR ({sc} = {tc}"
+        f" AND ({s}.{seq} > {t}.{seq} OR ({s}.{seq} = {t}.{seq} AND {s}.{op} > {t}.{op}))))))"
     )
+
+
+def change_order(alias: str = "", descending: bool = False) -> str:
+    """ORDER BY list of the apply order (LSN, command id, seqval, operation)."""
+    p = f"{alias}." if alias else ""
+    d = " DESC" if descending else ""
+    return ", ".join(f"{p}{sf_ident(c)}{d}" for c in ("_CDC_LSN", "_CDC_COMMAND_ID", "_CDC_SEQVAL", "_CDC_OPERATION"))
 
 
 class Warehouse:
@@ -101,6 +122,10 @@ class Warehouse:
     # -- plumbing -----------------------------------------------------------------------------
     def execute(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         self.queries += 1
+        if params is not None:
+            # The connector formats parameters with Python's % operator: a % inside a quoted
+            # column name ("RATE%") must be doubled, or the statement fails before it is sent.
+            sql = _QUOTED_IDENT.sub(lambda m: m.group(0).replace("%", "%%"), sql)
         cursor = self.connection.cursor()
         try:
             cursor.execute(sql, params)
@@ -150,8 +175,10 @@ class Warehouse:
                 continue
             for name, type_ in [*source, *meta]:
                 if name not in existing:
+                    # Metadata columns a newer pipeline version introduced are added the same way.
                     self.execute(f"ALTER TABLE {target} ADD COLUMN {sf_ident(name)} {type_}")
-                    added.append(f"{table}.{name}")
+                    if (name, type_) in source:
+                        added.append(f"{table}.{name}")
                 elif not _compatible(existing[name], type_):
                     raise SchemaDriftError(
                         f"{target}.{name} is {existing[name]} in Snowflake but the source now maps to {type_}; "
@@ -190,16 +217,17 @@ class Warehouse:
         loaded, deleted, deleted_at = (sf_ident(c) for c in ("_CDC_LOADED_AT", "_CDC_DELETED", "_CDC_DELETED_AT"))
         latest = (
             f"SELECT * FROM {layout.staging} QUALIFY ROW_NUMBER() OVER (PARTITION BY {', '.join(key)}"
-            f" ORDER BY {lsn} DESC, {seq} DESC, {op} DESC) = 1"
+            f" ORDER BY {change_order(descending=True)}) = 1"
         )
         on = " AND ".join(f"t.{k} = s.{k}" for k in key)
         newer = _newer("s", "t")
         # Target columns in SET stay unqualified: Snowflake's MERGE grammar.
-        set_meta = f"{lsn} = s.{lsn}, {seq} = s.{seq}, {op} = s.{op}, {committed} = s.{committed}"
+        cmd = sf_ident("_CDC_COMMAND_ID")
+        set_meta = f"{lsn} = s.{lsn}, {seq} = s.{seq}, {op} = s.{op}, {committed} = s.{committed}, {cmd} = s.{cmd}"
         now = "CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
         set_values = ", ".join(f"{c} = s.{c}" for c in cols if c not in key)
         upsert = f"UPDATE SET {set_values + ', ' if set_values else ''}{set_meta}, {loaded} = {now}"
-        insert_cols = ", ".join([*cols, lsn, seq, op, committed, loaded, deleted, deleted_at])
+        insert_cols = ", ".join([*cols, lsn, seq, op, committed, cmd, loaded, deleted, deleted_at])
         values = lambda is_delete: ", ".join(  # noqa: E731 - two spellings of one VALUES list
             [
                 *(f"s.{c}" for c in cols),
@@ -207,6 +235,7 @@ class Warehouse:
                 f"s.{seq}",
                 f"s.{op}",
                 f"s.{committed}",
+                f"s.{cmd}",
                 now,
                 "TRUE" if is_delete else "FALSE",
                 f"s.{committed}" if is_delete else "NULL",
@@ -227,7 +256,9 @@ class Warehouse:
             )
         sql = (
             f"MERGE INTO {layout.raw} AS t USING ({latest}) AS s ON {on} {on_delete}"
-            f" WHEN MATCHED AND s.{op} <> {OP_DELETE} AND {newer} THEN {upsert},"
+            # A snapshot row is the source's state when it was read, whatever LSN the raw row
+            # holds: after a restore, raw rows of the lost timeline carry higher LSNs.
+            f" WHEN MATCHED AND s.{op} <> {OP_DELETE} AND ({newer} OR s.{op} = {OP_SNAPSHOT}) THEN {upsert},"
             f" {deleted} = FALSE, {deleted_at} = NULL"
             f" WHEN NOT MATCHED AND s.{op} <> {OP_DELETE} THEN INSERT ({insert_cols}) VALUES ({values(False)})"
             f"{insert_deleted}"
@@ -241,7 +272,11 @@ class Warehouse:
         cols = [sf_ident(n) for n in layout.names]
         meta = [sf_ident(c) for c, _ in STAGE_META]
         lsn, seq, op = meta[0], meta[1], meta[2]
-        match = " AND ".join([f"h.{c} = s.{c}" for c in (lsn, seq, op)] + [f"h.{k} = s.{k}" for k in key])
+        match = " AND ".join(
+            [f"h.{c} = s.{c}" for c in (lsn, seq, op)]
+            + [f"h.{k} = s.{k}" for k in key]
+            + [f"NOT COALESCE(h.{sf_ident('_CDC_LOST_TIMELINE')}, FALSE)"]
+        )
         sql = (
             f"INSERT INTO {layout.history} ({', '.join([*cols, *meta])}, {sf_ident('_CDC_LOADED_AT')},"
             f" {sf_ident('_CDC_BATCH_ID')}) SELECT {', '.join(f's.{c}' for c in [*cols, *meta])},"
@@ -250,17 +285,40 @@ class Warehouse:
         )
         return _affected(self.execute(sql, {"batch": batch_id, "lower": lower, "upper": upper}))
 
-    def delete_missing_after_snapshot(self, layout: TableLayout, snapshot_lsn: str, batch_id: str) -> int:
-        """After a re-snapshot: rows the snapshot did not contain were deleted while changes were lost.
+    def mark_lost_timeline(self, layout: TableLayout, snapshot_lsn: str) -> int:
+        """Before a (re-)snapshot is applied: history rows above its LSN belong to a timeline the
+        source no longer has (it was restored to an earlier point, and may reuse those LSNs).
+        They stay for audit, flagged, and no longer count as "already loaded" for new changes.
+        On a source that was not rewound there are none (the watermark is at most the snapshot LSN)."""
+        lost = sf_ident("_CDC_LOST_TIMELINE")
+        return _affected(
+            self.execute(
+                f"UPDATE {layout.history} SET {lost} = TRUE"
+                f" WHERE {sf_ident('_CDC_LSN')} > %(snap)s AND NOT COALESCE({lost}, FALSE)",
+                {"snap": snapshot_lsn},
+            )
+        )
 
-        They are the live rows still older than the snapshot LSN. History first (idempotent by its
+    def delete_missing_after_snapshot(self, layout: TableLayout, snapshot_lsn: str, batch_id: str) -> int:
+        """After a (re-)snapshot: live rows the snapshot did not contain were deleted while changes were
+        lost (retention gap), or belong to a timeline the source lost (restore): mark them deleted.
+
+        "Not contained" is judged against the staging table (the snapshot itself), not by LSN: after a
+        restore, such rows can carry LSNs above the snapshot's. History first (idempotent by its
         anti-join), then the raw rows, so a crash between the two converges on retry.
         """
         lsn, seq, op = (sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION"))
         committed, deleted = sf_ident("_CDC_COMMITTED_AT"), sf_ident("_CDC_DELETED")
         cols = [sf_ident(n) for n in layout.names]
         key = [sf_ident(k) for k in layout.key]
-        stale = f"{lsn} < %(snap)s AND NOT COALESCE({deleted}, FALSE)"
+
+        def stale(alias: str) -> str:
+            in_snapshot = " AND ".join(f"s.{k} = {alias}.{k}" for k in key)
+            return (
+                f"NOT COALESCE({alias}.{deleted}, FALSE)"
+                f" AND NOT EXISTS (SELECT 1 FROM {layout.staging} AS s WHERE {in_snapshot})"
+            )
+
         match = " AND ".join(
             [f"h.{lsn} = %(snap)s", f"h.{seq} = %(zero)s", f"h.{op} = {OP_DELETE}"] + [f"h.{k} = r.{k}" for k in key]
         )
@@ -269,17 +327,17 @@ class Warehouse:
             f"INSERT INTO {layout.history} ({', '.join(cols)}, {lsn}, {seq}, {op}, {committed},"
             f" {sf_ident('_CDC_LOADED_AT')}, {sf_ident('_CDC_BATCH_ID')})"
             f" SELECT {', '.join(f'r.{c}' for c in cols)}, %(snap)s, %(zero)s, {OP_DELETE}, NULL,"
-            f" CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(batch)s FROM {layout.raw} AS r WHERE {stale}"
+            f" CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(batch)s FROM {layout.raw} AS r WHERE {stale('r')}"
             f" AND NOT EXISTS (SELECT 1 FROM {layout.history} AS h WHERE {match})",
             params,
         )
         if layout.delete_mode is DeleteMode.HARD:
-            return _affected(self.execute(f"DELETE FROM {layout.raw} WHERE {stale}", params))
+            return _affected(self.execute(f"DELETE FROM {layout.raw} r WHERE {stale('r')}", params))
         return _affected(
             self.execute(
-                f"UPDATE {layout.raw} SET {deleted} = TRUE, {sf_ident('_CDC_DELETED_AT')} = NULL,"
-                f" {op} = {OP_DELETE}, {lsn} = %(snap)s, {seq} = %(zero)s,"
-                f" {sf_ident('_CDC_LOADED_AT')} = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ WHERE {stale}",
+                f"UPDATE {layout.raw} AS r SET {deleted} = TRUE, {sf_ident('_CDC_DELETED_AT')} = NULL,"
+                f" {op} = {OP_DELETE}, {lsn} = %(snap)s, {seq} = %(zero)s, {sf_ident('_CDC_COMMAND_ID')} = 0,"
+                f" {sf_ident('_CDC_LOADED_AT')} = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ WHERE {stale('r')}",
                 params,
             )
         )

@@ -1,5 +1,7 @@
-"""Property: replaying the change tables in (start_lsn, seqval, operation) order over the snapshot
-taken at the starting LSN reproduces the source tables exactly, whatever the workload did."""
+"""Property: replaying the change tables in (start_lsn, command_id, seqval, operation) order over the
+snapshot taken at the starting LSN reproduces the source tables exactly, whatever the workload did
+(MERGE, key updates that SQL Server logs as delete + insert or as an update pair, character keys
+under the case-insensitive default collation)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from tests.emulator.conftest import T0, Sql
 def replay(
     snapshot: dict[tuple[Any, ...], tuple[Any, ...]], changes: list[tuple[Any, ...]], key_positions: list[int]
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
-    """Apply change rows ``(op, *columns)``; before-images (ops 1 and 3) must match the replayed state."""
+    """Apply change rows ``(op, *columns)``; before-images (ops 1 and 3) must match the replayed state.
+    An update pair whose after image has another key (a key change logged as 3/4) moves the row."""
     state = dict(snapshot)
+    moved_from: tuple[Any, ...] | None = None
     for op, *values in changes:
         row = tuple(values)
         key = tuple(row[i] for i in key_positions)
@@ -30,7 +34,11 @@ def replay(
             state[key] = row
         elif op == 3:
             assert state.get(key) == row, f"update of {key}: before image differs"
+            moved_from = key
         else:
+            if moved_from is not None and moved_from != key:
+                state.pop(moved_from)
+            moved_from = None
             state[key] = row
     return state
 
@@ -45,7 +53,7 @@ def _changes_after(sql: Sql, table: str, cols: list[str], lsn: bytes | None) -> 
     where = "WHERE [__$start_lsn] > %s" if lsn is not None else ""
     return sql(
         f"SELECT [__$operation], {', '.join(cols)} FROM cdc.dbo_{table}_CT {where} "
-        "ORDER BY [__$start_lsn], [__$seqval], [__$operation]",
+        "ORDER BY [__$start_lsn], [__$command_id], [__$seqval], [__$operation]",
         (lsn,) if lsn is not None else None,
     )
 
@@ -90,10 +98,12 @@ def test_replay_of_random_dml_including_multi_row_key_updates(txs: list[Any]) ->
     engine.clock.set(T0)
     try:
         sql = Sql(engine.connect(autocommit=True))
-        sql("CREATE TABLE dbo.r (k int NOT NULL PRIMARY KEY, v int NULL, s nvarchar(10) NULL)")
-        sql("INSERT INTO dbo.r VALUES (1, 1, N'a'), (2, 2, N'b'), (5, 5, NULL)")
-        sql("EXEC sys.sp_cdc_enable_db")
-        sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'r', @role_name = NULL")
+        tracked_table(
+            sql,
+            "CREATE TABLE dbo.r (k int NOT NULL PRIMARY KEY, v int NULL, s nvarchar(10) NULL)",
+            "INSERT INTO dbo.r VALUES (1, 1, N'a'), (2, 2, N'b'), (5, 5, NULL)",
+            "r",
+        )
         snapshot = _table_state(sql, "r", ["k", "v", "s"], ["k"])
         for stmts, commit, capture_now in txs:
             sql("BEGIN TRAN")
@@ -126,6 +136,99 @@ def test_replay_of_random_dml_including_multi_row_key_updates(txs: list[Any]) ->
         engine.capture_all()
         replayed = replay(snapshot, _changes_after(sql, "r", ["k", "v", "s"], None), [0])
         assert replayed == _table_state(sql, "r", ["k", "v", "s"], ["k"])
+    finally:
+        engine.close()
+
+
+# Keys with hyphens, apostrophes, trailing blanks and case variants (equal under the collation).
+CHAR_KEYS = ["ab", "a-b", "AB ", "a'b", "ab-", "b", "B", "b  ", "-", "o'k", "ok", "O-K"]
+char_statement = st.one_of(
+    st.tuples(st.just("insert"), st.sampled_from(CHAR_KEYS), st.integers(0, 99)),
+    st.tuples(st.just("set_v"), st.sampled_from(CHAR_KEYS), st.integers(0, 99)),
+    st.tuples(st.just("rekey"), st.sampled_from(CHAR_KEYS), st.sampled_from(CHAR_KEYS)),
+    st.tuples(st.just("recase"), st.sampled_from(CHAR_KEYS), st.sampled_from(["upper", "lower", "pad"])),
+    st.tuples(st.just("merge"), st.lists(st.tuples(st.sampled_from(CHAR_KEYS), st.integers(-1, 99)), max_size=3)),
+    st.tuples(st.just("delete"), st.sampled_from(CHAR_KEYS)),
+)
+
+
+def run_char_statement(sql: Sql, stmt: tuple[Any, ...]) -> None:
+    """One statement on dbo.c (k varchar(10) primary key, v int); errors of SQL Server's own rules
+    (a key that exists under the collation, Msg 2627/8672) are the caller's to roll back."""
+    kind = stmt[0]
+    if kind == "insert":
+        sql(
+            "INSERT INTO dbo.c (k, v) SELECT %s, %s WHERE NOT EXISTS (SELECT 1 FROM dbo.c WHERE k = %s)",
+            (stmt[1], stmt[2], stmt[1]),
+        )
+    elif kind == "set_v":
+        sql("UPDATE dbo.c SET v = %s WHERE k = %s", (stmt[2], stmt[1]))
+    elif kind == "rekey":
+        sql(
+            "UPDATE dbo.c SET k = %s WHERE k = %s AND NOT EXISTS (SELECT 1 FROM dbo.c WHERE k = %s)",
+            (stmt[2], stmt[1], stmt[2]),
+        )
+    elif kind == "recase":
+        new = {"upper": "UPPER(k)", "lower": "LOWER(k)", "pad": "CONCAT(RTRIM(k), ' ')"}[stmt[2]]
+        sql(f"UPDATE dbo.c SET k = {new} WHERE k = %s", (stmt[1],))
+    elif kind == "merge":
+        rows = {k.rstrip(" ").upper(): (k, v) for k, v in stmt[1]}  # one source row per key
+        if rows:
+            values = ", ".join(["(%s, %s)"] * len(rows))
+            sql(
+                f"MERGE dbo.c AS t USING (VALUES {values}) AS s (k, v) ON t.k = s.k"
+                " WHEN MATCHED AND s.v < 0 THEN DELETE WHEN MATCHED THEN UPDATE SET v = s.v"
+                " WHEN NOT MATCHED AND s.v >= 0 THEN INSERT (k, v) VALUES (s.k, s.v);",
+                tuple(x for pair in rows.values() for x in pair),
+            )
+    else:
+        sql("DELETE FROM dbo.c WHERE k = %s", (stmt[1],))
+
+
+def run_char_transaction(sql: Sql, stmts: list[Any], commit: bool) -> None:
+    """One transaction of ``run_char_statement``s; one that breaks SQL Server's rules rolls back whole."""
+    sql("BEGIN TRAN")
+    try:
+        for stmt in stmts:
+            run_char_statement(sql, stmt)
+        sql("COMMIT" if commit else "ROLLBACK")
+    except (pymssql.IntegrityError, pymssql.OperationalError):
+        if sql.one("SELECT @@TRANCOUNT"):
+            sql("ROLLBACK")
+
+
+def tracked_table(sql: Sql, ddl: str, rows: str, name: str) -> None:
+    """Create ``dbo.<name>``, fill it, and enable CDC on the database and the table."""
+    sql(ddl)
+    sql(rows)
+    sql("EXEC sys.sp_cdc_enable_db")
+    sql(f"EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'{name}', @role_name = NULL")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    txs=st.lists(st.tuples(st.lists(char_statement, min_size=1, max_size=4), st.booleans()), min_size=1, max_size=10),
+    tf8207=st.booleans(),
+)
+def test_replay_of_merge_and_key_changes_on_character_keys(txs: list[Any], tf8207: bool) -> None:
+    engine = Engine(":memory:")
+    engine.clock.set(T0)
+    try:
+        sql = Sql(engine.connect(autocommit=True))
+        tracked_table(
+            sql,
+            "CREATE TABLE dbo.c (k varchar(10) NOT NULL PRIMARY KEY, v int NULL)",
+            "INSERT INTO dbo.c (k, v) VALUES ('ab', 1), ('o''k', 2), ('b  ', 3)",
+            "c",
+        )
+        if tf8207:
+            sql("DBCC TRACEON (8207, -1)")
+        snapshot = _table_state(sql, "c", ["k", "v"], ["k"])
+        for stmts, commit in txs:
+            run_char_transaction(sql, stmts, commit)
+        engine.capture_all()
+        replayed = replay(snapshot, _changes_after(sql, "c", ["k", "v"], None), [0])
+        assert replayed == _table_state(sql, "c", ["k", "v"], ["k"])
     finally:
         engine.close()
 

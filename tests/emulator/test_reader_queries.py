@@ -47,13 +47,13 @@ def test_debezium_direct_mode_change_table_joined_to_lsn_time_mapping(billing: S
     rows = billing(
         "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], ct.[account_id], ct.[email], m.tran_end_time "
         "FROM cdc.[dbo_accounts_CT] AS ct JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn] "
-        "WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s AND ct.[__$operation] <> 3 "
-        "ORDER BY ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation]",
+        "WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s "
+        "ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]",
         (low, high),
     )
     expected = billing(
         "SELECT [__$start_lsn], [__$seqval], [__$operation], account_id, email FROM cdc.dbo_accounts_CT "
-        "WHERE [__$operation] <> 3 ORDER BY 1, 2, 3"
+        "ORDER BY [__$start_lsn], [__$command_id], [__$seqval], [__$operation]"
     )
     assert [r[:5] for r in rows] == expected and expected
     assert all(r[5] is not None for r in rows)

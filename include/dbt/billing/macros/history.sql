@@ -24,14 +24,16 @@
     SCD type 2 from a staged history relation (one row per change, as stg_<table>_history).
 
     relation         the staged history (columns: keys, tracked/carried columns, cdc_lsn,
-                     cdc_seqval, cdc_operation, cdc_committed_at, cdc_loaded_at)
+                     cdc_command_id, cdc_seqval, cdc_operation, cdc_committed_at, cdc_loaded_at)
     key_columns      the source primary key
     tracked_columns  attributes whose change opens a new version
     carry_columns    other columns to output (values of the version's first change)
     version_key      name of the surrogate key column (md5 of key + valid_from)
 
     Rules (docs/dbt.md "SCD2"):
-    * order of changes for a key: (cdc_lsn, cdc_seqval, cdc_operation);
+    * order of changes for a key: (cdc_lsn, cdc_command_id, cdc_seqval, cdc_operation), as the
+      pipeline applies them (seqval alone can put an insert before the delete of the same row,
+      Microsoft KB 3030352);
     * a change takes effect at its source commit time; a snapshot row without one (never-captured
       database) is valid since 1900-01-01 when it is the key's first change, any other change
       without one (a delete found by a re-snapshot) at its load time;
@@ -48,7 +50,7 @@ with ordered as (
     select
         *,
         row_number() over (
-            partition by {{ key }} order by cdc_lsn, cdc_seqval, cdc_operation
+            partition by {{ key }} order by cdc_lsn, cdc_command_id, cdc_seqval, cdc_operation
         ) as scd_change_seq
     from {{ relation }}
 ),

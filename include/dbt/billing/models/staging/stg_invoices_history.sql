@@ -2,6 +2,7 @@
 -- Deletes are kept (is_delete): they close SCD2 versions and drop rows from as-of states.
 with source as (
     select * from {{ source('billing_history', 'invoices') }}
+    where not coalesce(_cdc_lost_timeline, false)
 )
 
 select
@@ -16,6 +17,7 @@ select
     updated_at::timestamp_ntz(3) as updated_at,
     _cdc_lsn as cdc_lsn,
     _cdc_seqval as cdc_seqval,
+    _cdc_command_id as cdc_command_id,
     _cdc_operation as cdc_operation,
     {{ cdc_operation_name('_cdc_operation') }} as change_type,
     _cdc_operation = 1 as is_delete,

@@ -2,6 +2,7 @@
 -- Deletes are kept (is_delete): they close SCD2 versions and drop rows from as-of states.
 with source as (
     select * from {{ source('billing_history', 'payments') }}
+    where not coalesce(_cdc_lost_timeline, false)
 )
 
 select
@@ -15,6 +16,7 @@ select
     upper(external_ref)::varchar(36) as external_ref,
     _cdc_lsn as cdc_lsn,
     _cdc_seqval as cdc_seqval,
+    _cdc_command_id as cdc_command_id,
     _cdc_operation as cdc_operation,
     {{ cdc_operation_name('_cdc_operation') }} as change_type,
     _cdc_operation = 1 as is_delete,
