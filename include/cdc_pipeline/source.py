@@ -61,6 +61,8 @@ class CaptureInstance:
     start_lsn: bytes
     source_schema: str
     source_table: str
+    created: datetime | None = None  # cdc.change_tables.create_date
+    object_id: int = 0  # the change table's object id (tie-break of equal create dates)
 
 
 class CdcSource:
@@ -94,22 +96,31 @@ class CdcSource:
         return bytes(row[0]) if row and row[0] is not None else None
 
     def capture_instances(self, schema: str, table: str) -> list[CaptureInstance]:
-        """The table's capture instances (at most two), oldest validity start first."""
+        """The table's capture instances (at most two), oldest first.
+
+        Ordered by creation, not by start_lsn: the cleanup job raises every instance's start_lsn to
+        the same low water mark, after which start_lsn no longer tells the newer instance."""
         found = [
-            CaptureInstance(name, bytes(start), src_schema, src_table)
-            for name, start, src_schema, src_table in self._all(template("tsql/capture_instances.sql"))
+            CaptureInstance(name, bytes(start), src_schema, src_table, created, object_id or 0)
+            for name, start, src_schema, src_table, created, object_id in self._all(
+                template("tsql/capture_instances.sql")
+            )
             if (src_schema or "").lower() == schema.lower() and (src_table or "").lower() == table.lower()
         ]
-        return sorted(found, key=lambda ci: ci.start_lsn)
+        return sorted(found, key=lambda ci: (ci.created or datetime.min, ci.start_lsn, ci.object_id))
 
     def change_table_columns(self, capture_instance: str) -> list[SourceColumn]:
         """Captured columns of an instance with their exact SQL Server types (CDC columns removed)."""
         rows = self._all(template("tsql/change_table_columns.sql"), (f"cdc.{capture_instance}_CT",))
         return [
-            SourceColumn(name, type_name, max_length or 0, precision or 0, scale or 0, bool(nullable))
-            for name, type_name, max_length, precision, scale, nullable in rows
+            SourceColumn(name, type_name, max_length or 0, precision or 0, scale or 0, bool(nullable), bool(computed))
+            for name, type_name, max_length, precision, scale, nullable, computed in rows
             if name.lower() not in CDC_META_COLUMNS
         ]
+
+    def table_columns(self, schema: str, table: str) -> list[str]:
+        """The source table's current column names (a captured column may have been dropped since)."""
+        return [row[0] for row in self._all(template("tsql/table_columns.sql"), (f"{schema}.{table}",))]
 
     def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
         """The first LSN in the change table after ``after``: the cheap 'is there work?' probe."""
@@ -147,15 +158,18 @@ class CdcSource:
 
         Direct mode (the change table joined to lsn_time_mapping for the commit time), like
         Debezium's default: one ordered scan of the change table's clustered index. Operation 3
-        (update before-image) is not needed to apply changes and is skipped.
+        (update before-image) is not needed to apply changes and is skipped. The join is an outer
+        one: a change whose transaction has no lsn_time_mapping row still loads (its commit time
+        from sys.fn_cdc_map_lsn_to_time, evaluated only for such rows) instead of vanishing.
         Row shape: (start_lsn, seqval, operation, commit_time, *columns).
         """
         select = ", ".join(f"ct.{tsql_ident(c)}" for c in columns)
         sql = (
-            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time"
+            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation],"
+            " COALESCE(m.tran_end_time, sys.fn_cdc_map_lsn_to_time(ct.[__$start_lsn]))"
             + (f", {select}" if select else "")
             + f" FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct"
-            " INNER JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
+            " LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
             " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s AND ct.[__$operation] <> 3"
             " ORDER BY ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation]"
         )
