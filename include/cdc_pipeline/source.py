@@ -102,7 +102,7 @@ class CdcSource:
         the same low water mark, after which start_lsn no longer tells the newer instance."""
         found = [
             CaptureInstance(name, bytes(start), src_schema, src_table, created, object_id or 0)
-            for name, start, src_schema, src_table, created, object_id in self._all(
+            for name, start, created, object_id, src_schema, src_table in self._all(
                 template("tsql/capture_instances.sql")
             )
             if (src_schema or "").lower() == schema.lower() and (src_table or "").lower() == table.lower()

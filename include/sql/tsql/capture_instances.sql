@@ -4,8 +4,8 @@
 SELECT
     ct.capture_instance,
     ct.start_lsn,
-    OBJECT_SCHEMA_NAME(ct.source_object_id) AS source_schema,
-    OBJECT_NAME(ct.source_object_id) AS source_table,
     ct.create_date,
-    ct.object_id
+    ct.object_id,
+    OBJECT_SCHEMA_NAME(ct.source_object_id) AS source_schema,
+    OBJECT_NAME(ct.source_object_id) AS source_table
 FROM cdc.change_tables AS ct
