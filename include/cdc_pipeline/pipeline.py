@@ -536,6 +536,7 @@ class TablePipeline:
         stage.clear(f"{self.cfg.name}/{self.table.name}/")
         schema = _parquet_schema(mappings)
         rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
+        untimed: set[bytes] = set()  # commit LSNs of changes without a cdc.lsn_time_mapping row
         tick = time.monotonic()
         # Three stages overlap: the source fetches chunk n+1 (reader thread) while this thread
         # converts chunk n and the uploader stores chunk n-1. At most one upload is in flight, so
@@ -543,6 +544,8 @@ class TablePipeline:
         with _bulk_allocation(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-upload") as uploader:
             pending: Future[int] | None = None
             for index, chunk in enumerate(_prefetch(chunks)):
+                if window.mode == "stream":
+                    untimed.update(row[0] for row in chunk if row[3] is None)
                 table = _to_arrow(chunk, mappings, schema, salt)
                 del chunk
                 rows += table.num_rows
@@ -570,6 +573,7 @@ class TablePipeline:
         loaded = wh.copy_into_staging(layout, stage.name, stage_path) if rows else 0
         if loaded != rows:
             raise CdcError(f"{self.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
+        self._fill_commit_times(layout, untimed)
         failpoint("after_copy", self.label)
         committed = self.source.lsn_to_time(lsnlib.from_hex(window.upper)) if window.upper else None  # type: ignore[arg-type]
         return Batch(
@@ -588,6 +592,23 @@ class TablePipeline:
                 "total_s": time.monotonic() - started,
             },
         )
+
+    def _fill_commit_times(self, layout: TableLayout, untimed: set[bytes]) -> None:
+        """Changes whose transaction has no cdc.lsn_time_mapping row were read with a NULL commit
+        time (never dropped): give them what sys.fn_cdc_map_lsn_to_time returns for their LSN.
+        Rare, so one lookup and one staging UPDATE per such transaction, after the read."""
+        if not untimed:
+            return
+        log.warning(
+            "%s: %d transaction(s) in the window have no cdc.lsn_time_mapping row; their commit time comes "
+            "from sys.fn_cdc_map_lsn_to_time",
+            self.label,
+            len(untimed),
+        )
+        for value in sorted(untimed):
+            committed = self.source.lsn_to_time(value)
+            if committed is not None:
+                self.warehouse.set_commit_time(layout, lsnlib.to_hex(value) or "", committed)
 
     def _snapshot_rows(self, window: Window, names: list[str]) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
         """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
@@ -620,10 +641,17 @@ class TablePipeline:
         budget = self.cfg.setting(self.table, "catch_up_seconds")
         window = batch.window
         while window.cut and time.monotonic() - started < budget:
-            window = self.plan(cut=window.cut)
-            if window.mode != "stream":
+            try:
+                window = self.plan(cut=window.cut)
+                if window.mode != "stream":
+                    break
+                more = self._apply_batch(self.extract_load(window))
+            except Exception:
+                # This task's own batch is durable; a retry of the task would re-apply it from a
+                # dropped staging table. The next run plans from the watermark and meets (and
+                # raises) the same problem in its first batch.
+                log.warning("%s: catching up stopped; the next run continues", self.label, exc_info=True)
                 break
-            more = self._apply_batch(self.extract_load(window))
             for key in ("rows", "merged", "history_appended"):
                 result[key] += more[key]
             result["window"] = [result["window"][0], more["window"][1]]

@@ -159,14 +159,13 @@ class CdcSource:
         Direct mode (the change table joined to lsn_time_mapping for the commit time), like
         Debezium's default: one ordered scan of the change table's clustered index. Operation 3
         (update before-image) is not needed to apply changes and is skipped. The join is an outer
-        one: a change whose transaction has no lsn_time_mapping row still loads (its commit time
-        from sys.fn_cdc_map_lsn_to_time, evaluated only for such rows) instead of vanishing.
+        one: a change whose transaction has no lsn_time_mapping row still loads, with a NULL
+        commit time (the pipeline fills it in afterwards), instead of vanishing.
         Row shape: (start_lsn, seqval, operation, commit_time, *columns).
         """
         select = ", ".join(f"ct.{tsql_ident(c)}" for c in columns)
         sql = (
-            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation],"
-            " COALESCE(m.tran_end_time, sys.fn_cdc_map_lsn_to_time(ct.[__$start_lsn]))"
+            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time"
             + (f", {select}" if select else "")
             + f" FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct"
             " LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"

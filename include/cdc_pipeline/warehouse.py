@@ -195,6 +195,14 @@ class Warehouse:
         )
         return int(self.execute(f"SELECT COUNT(*) FROM {layout.staging}")[0][0])
 
+    def set_commit_time(self, layout: TableLayout, lsn: str, committed: Any) -> None:
+        """Give the staged changes of one transaction the commit time they were read without."""
+        self.execute(
+            f"UPDATE {layout.staging} SET {sf_ident('_CDC_COMMITTED_AT')} = %(committed)s"
+            f" WHERE {sf_ident('_CDC_LSN')} = %(lsn)s AND {sf_ident('_CDC_COMMITTED_AT')} IS NULL",
+            {"committed": committed, "lsn": lsn},
+        )
+
     # -- apply --------------------------------------------------------------------------------
     def merge_raw(self, layout: TableLayout) -> int:
         """Apply the latest change per key, only where it is newer than the stored row."""

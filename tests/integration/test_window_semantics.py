@@ -106,9 +106,11 @@ def test_changes_without_a_time_mapping_row_are_not_dropped(harness: Harness) ->
     run_until_idle(h, config)
     assert_converged(h, config)
     loaded = h.snowflake_rows(
-        f"SELECT COUNT(*) FROM {h.database}.RAW.ORDERS_HISTORY WHERE _CDC_LSN = '{to_hex(bytes(lsns[-2]))}'"
+        f"SELECT _CDC_COMMITTED_AT FROM {h.database}.RAW.ORDERS_HISTORY WHERE _CDC_LSN = '{to_hex(bytes(lsns[-2]))}'"
     )
-    assert loaded[0][0] > 0
+    # Loaded, with the time sys.fn_cdc_map_lsn_to_time gives for the LSN.
+    expected = h.query("SELECT sys.fn_cdc_map_lsn_to_time(%s)", (lsns[-2],))[0][0]
+    assert expected is not None and loaded and {row[0] for row in loaded} == {expected}
 
 
 def test_equal_start_lsn_after_cleanup_still_rolls_over(harness: Harness) -> None:
