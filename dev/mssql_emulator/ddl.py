@@ -7,6 +7,7 @@ shape: a column added later is not captured; a dropped captured column comes thr
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlglot
@@ -297,6 +298,7 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                 if col is None:
                     raise errors.invalid_column(action.this.name)
                 new_type = _alter_column_type(raw, col.name) or sqltype_from_datatype(action.args["dtype"])
+                _refuse_if_computed_depends(session, info, col.name)
                 session.run_duck(f'ALTER TABLE {info.qualified} ALTER COLUMN "{col.name}" TYPE {new_type.duck_type()}')
                 row = column_rows(info.object_id, [(col.column_id, col.name, new_type, col.nullable, False)])[0]
                 cur.execute(
@@ -317,6 +319,17 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
     )
     _record_ddl(session, info, raw.text, required_update)
     return Result(None, -1)
+
+
+def _refuse_if_computed_depends(session: Any, info: TableInfo, column: str) -> None:
+    """SQL Server refuses ALTER COLUMN of a column a computed column uses (Msg 5074)."""
+    pattern = re.compile(rf"(?<![\w@#$])\[?{re.escape(column)}\]?(?![\w@#$])", re.IGNORECASE)
+    for column_id, definition in session.cur.execute(
+        "SELECT column_id, definition FROM emu.computed_columns WHERE object_id = ?", [info.object_id]
+    ).fetchall():
+        if pattern.search(definition):
+            dependent = next(c.name for c in info.columns if c.column_id == column_id)
+            raise errors.SqlServerError(5074, f"The column '{dependent}' is dependent on column '{column}'.")
 
 
 def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: SqlType) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pymssql
+import pytest
+
 from tests.emulator.conftest import Sql, ct_rows
 
 
@@ -69,3 +72,7 @@ def test_computed_columns_are_captured_as_null(sql: Sql) -> None:
     rows = sql("SELECT [__$operation], qty, total, tag FROM cdc.dbo_c_CT ORDER BY [__$start_lsn], [__$seqval]")
     assert [r[0] for r in rows] == [2, 3, 4, 1, 2]
     assert all(r[2] is None and r[3] is None for r in rows)
+    # SQL Server refuses to change the type of a column a computed column uses (Msg 5074).
+    with pytest.raises(pymssql.OperationalError) as refused:
+        sql("ALTER TABLE dbo.c ALTER COLUMN price decimal(12,2) NOT NULL")
+    assert refused.value.args[0][0] == 5074 and b"'total' is dependent on column 'price'" in refused.value.args[0][1]
