@@ -201,9 +201,9 @@ def test_capped_windows_catch_up_within_one_run(harness: Harness, budget: int) -
     mark = h.snowflake_rows(f"SELECT WATERMARK_LSN FROM {h.database}.CONTROL.CDC_WATERMARKS")[0][0]
     if budget:
         # Several capped batches in one run, each bounded by the cap: the table reached the cut.
-        assert result["batches"] >= 3
         assert mark == cut
         assert h.pipeline(config).plan(cut=cut).mode == "idle"
+        assert result["batches"] >= 3
     else:
         # No time left: one capped batch, the rest in the next runs.
         assert result["batches"] == 1 and mark < cut
