@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS emu.columns(
     system_type_id INTEGER, user_type_id INTEGER, max_length SMALLINT, precision UTINYINT,
     scale UTINYINT, is_nullable BOOLEAN, is_identity BOOLEAN);
 CREATE TABLE IF NOT EXISTS emu.key_columns(object_id INTEGER, key_ordinal INTEGER, column_name VARCHAR);
+CREATE TABLE IF NOT EXISTS emu.computed_columns(
+    object_id INTEGER, column_id INTEGER, definition VARCHAR, is_persisted BOOLEAN);
 CREATE TABLE IF NOT EXISTS emu.commits(
     tran_id BIGINT, commit_lsn BLOB, begin_lsn BLOB, begin_time TIMESTAMP_MS, end_time TIMESTAMP_MS,
     has_changes BOOLEAN);
@@ -103,7 +105,9 @@ SELECT c.object_id, c.name, c.column_id, c.system_type_id::TINYINT AS system_typ
        c.max_length, c.precision, c.scale,
        CASE WHEN c.type_name IN ('char', 'varchar', 'nchar', 'nvarchar', 'text', 'ntext', 'sysname')
             THEN 'SQL_Latin1_General_CP1_CI_AS' END AS collation_name,
-       c.is_nullable, false AS is_ansi_padded, false AS is_rowguidcol, c.is_identity, false AS is_computed,
+       c.is_nullable, false AS is_ansi_padded, false AS is_rowguidcol, c.is_identity,
+       EXISTS (SELECT 1 FROM emu.computed_columns k WHERE k.object_id = c.object_id AND k.column_id = c.column_id)
+           AS is_computed,
        false AS is_filestream, false AS is_replicated, false AS is_non_sql_subscribed,
        false AS is_merge_published, false AS is_dts_replicated, false AS is_xml_document,
        0 AS xml_collection_id, 0 AS default_object_id, 0 AS rule_object_id, false AS is_sparse,
@@ -192,6 +196,7 @@ class CapturedColumn:
     ordinal: int  # column_ordinal in cdc.captured_columns: 1-based among captured columns
     column_id: int
     type: SqlType
+    computed: bool = False  # cdc.captured_columns.is_computed: always NULL in the change table
 
 
 @dataclass
@@ -272,9 +277,10 @@ def load_table(cur, schema: str, name: str) -> TableInfo | None:
         [object_id],
     ).fetchall():
         captured = [
-            CapturedColumn(n, ordinal, cid, parse_type(t))
-            for n, ordinal, cid, t in cur.execute(
-                "SELECT cc.column_name, cc.column_ordinal, cc.column_id, c.type_sql FROM cdc.captured_columns cc "
+            CapturedColumn(n, ordinal, cid, parse_type(t), bool(computed))
+            for n, ordinal, cid, t, computed in cur.execute(
+                "SELECT cc.column_name, cc.column_ordinal, cc.column_id, c.type_sql, cc.is_computed "
+                "FROM cdc.captured_columns cc "
                 "JOIN emu.columns c ON c.object_id = cc.object_id AND lower(c.name) = lower(cc.column_name) "
                 "WHERE cc.object_id = ? ORDER BY cc.column_ordinal",
                 [ct_id],

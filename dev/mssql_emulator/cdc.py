@@ -186,9 +186,17 @@ def enable_table(
                 bool(allow_partition_switch),
             ],
         )
+        # Computed columns are captured with their type but always NULL in the change table
+        # ("Data Type Considerations for Change Data Capture", learn.microsoft.com cc645593).
+        computed = {
+            r[0]
+            for r in cur.execute(
+                "SELECT column_id FROM emu.computed_columns WHERE object_id = ?", [info.object_id]
+            ).fetchall()
+        }
         cur.executemany(
-            "INSERT INTO cdc.captured_columns VALUES (?, ?, ?, ?, ?, false, NULL)",
-            [[ct_id, c.name, c.column_id, c.type.name, i + 1] for i, c in enumerate(columns)],
+            "INSERT INTO cdc.captured_columns VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            [[ct_id, c.name, c.column_id, c.type.name, i + 1, c.column_id in computed] for i, c in enumerate(columns)],
         )
         if info.pk:
             cur.executemany(

@@ -7,6 +7,7 @@ shape: a column added later is not captured; a dropped captured column comes thr
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlglot
@@ -95,7 +96,55 @@ def insert_columns(session_cur: Any, rows: list[list[Any]]) -> None:
         session_cur.executemany("INSERT INTO emu.columns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
+def _computed_sql(session: Any, col: ColumnDef) -> str:
+    """A computed column as a DuckDB virtual generated column (typed when the T-SQL says so)."""
+    assert col.computed_sql is not None
+    try:
+        expression = sqlglot.parse_one(col.computed_sql, read="tsql")
+    except sqlglot.errors.ParseError as exc:
+        raise errors.syntax_error(col.computed_sql[:30]) from exc
+    duck = to_duckdb(transform(expression, session.context(dynamic_time=True), top_level=False))
+    typed = f" {col.type.duck_type()}" if col.type is not None else ""
+    return f'"{col.name}"{typed} GENERATED ALWAYS AS ({duck}) VIRTUAL'
+
+
+# DuckDB type of an untyped computed column's expression -> the SQL Server type reported for it.
+# SQL Server derives it by its own expression typing rules; these agree for the usual arithmetic
+# and string expressions (docs/emulator.md, known differences). CAST(… AS type) is always exact.
+_DUCK_TO_SQL = {
+    "TINYINT": "smallint",
+    "UTINYINT": "tinyint",
+    "SMALLINT": "smallint",
+    "INTEGER": "int",
+    "BIGINT": "bigint",
+    "BOOLEAN": "bit",
+    "DOUBLE": "float",
+    "FLOAT": "real",
+    "VARCHAR": "nvarchar",
+    "DATE": "date",
+    "TIMESTAMP": "datetime2",
+}
+
+
+def _inferred_type(duck_type: str, column: str) -> SqlType:
+    from .sqltypes import make_type
+
+    base, _, rest = duck_type.partition("(")
+    if base == "DECIMAL":
+        return make_type("decimal", [a.strip() for a in rest.rstrip(")").split(",")])
+    if base == "HUGEINT":
+        return make_type("decimal", ["38", "0"])
+    if base in _DUCK_TO_SQL:
+        name = _DUCK_TO_SQL[base]
+        return make_type(name, ["4000"] if name == "nvarchar" else ["7"] if name == "datetime2" else [])
+    raise errors.SqlServerError(
+        50000, f"Emulator error: cannot type computed column '{column}' ({duck_type}); write AS CAST(… AS type)"
+    )
+
+
 def _column_sql(session: Any, col: ColumnDef, seq_name: str | None) -> str:
+    if col.computed_sql is not None:
+        return _computed_sql(session, col)
     parts = [f'"{col.name}" {col.type.duck_type()}']
     if not col.nullable:
         parts.append("NOT NULL")
@@ -137,6 +186,16 @@ def create_table(session: Any, raw: RawStatement) -> Result:
                 raise errors.invalid_column(k)
         defs.append("PRIMARY KEY (" + ", ".join(f'"{names[k.lower()]}"' for k in table.pk) + ")")
     session.run_duck(f'CREATE TABLE "{schema}"."{table.name}" ({", ".join(defs)})')
+    if any(c.computed_sql is not None and c.type is None for c in table.columns):
+        duck_types = dict(
+            cur.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ?",
+                [schema, table.name],
+            ).fetchall()
+        )
+        for c in table.columns:
+            if c.computed_sql is not None and c.type is None:
+                c.type = _inferred_type(duck_types[c.name], c.name)
     now = session.engine.clock.now()
     pk_name = table.pk_name or (pk_constraint_name(table.name, object_id) if table.pk else None)
     cur.execute(
@@ -150,6 +209,9 @@ def create_table(session: Any, raw: RawStatement) -> Result:
             [(i + 1, c.name, c.type, c.nullable, c.identity is not None) for i, c in enumerate(table.columns)],
         ),
     )
+    computed = [[object_id, i + 1, c.computed_sql, c.persisted] for i, c in enumerate(table.columns) if c.computed_sql]
+    if computed:
+        cur.executemany("INSERT INTO emu.computed_columns VALUES (?, ?, ?, ?)", computed)
     names = {c.name.lower(): c.name for c in table.columns}
     if table.pk:
         cur.executemany(
@@ -214,6 +276,10 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
         ).fetchone()[0]
         rows = []
         for offset, col in enumerate(new_cols):
+            if col.computed_sql is not None:
+                raise errors.SqlServerError(
+                    102, "Incorrect syntax near 'AS'. (ALTER TABLE … ADD of a computed column is not emulated)", 15
+                )
             if info.column(col.name) is not None:
                 raise errors.SqlServerError(
                     2705,
@@ -243,6 +309,10 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                         "DELETE FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)",
                         [info.object_id, col.name],
                     )
+                    cur.execute(
+                        "DELETE FROM emu.computed_columns WHERE object_id = ? AND column_id = ?",
+                        [info.object_id, col.column_id],
+                    )
             elif isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
                 from .translate import sqltype_from_datatype
 
@@ -250,6 +320,7 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                 if col is None:
                     raise errors.invalid_column(action.this.name)
                 new_type = _alter_column_type(raw, col.name) or sqltype_from_datatype(action.args["dtype"])
+                _refuse_if_computed_depends(session, info, col.name)
                 session.run_duck(f'ALTER TABLE {info.qualified} ALTER COLUMN "{col.name}" TYPE {new_type.duck_type()}')
                 row = column_rows(info.object_id, [(col.column_id, col.name, new_type, col.nullable, False)])[0]
                 cur.execute(
@@ -257,8 +328,10 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                     "max_length = ?, precision = ?, scale = ? WHERE object_id = ? AND column_id = ?",
                     [row[3], row[4], row[5], row[6], row[7], row[8], row[9], info.object_id, col.column_id],
                 )
-                captured = {c.name.lower() for inst in info.instances for c in inst.columns}
-                required_update = required_update or col.name.lower() in captured
+                for inst in info.instances:
+                    if any(c.name.lower() == col.name.lower() for c in inst.columns):
+                        _alter_change_table_column(session, inst, col.name, new_type)
+                        required_update = True
             else:
                 raise errors.SqlServerError(
                     102, "Incorrect syntax near 'ALTER'. (only ADD, DROP COLUMN and ALTER COLUMN are emulated)", 15
@@ -268,6 +341,41 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
     )
     _record_ddl(session, info, raw.text, required_update)
     return Result(None, -1)
+
+
+def _refuse_if_computed_depends(session: Any, info: TableInfo, column: str) -> None:
+    """SQL Server refuses ALTER COLUMN of a column a computed column uses (Msg 5074)."""
+    pattern = re.compile(rf"(?<![\w@#$])\[?{re.escape(column)}\]?(?![\w@#$])", re.IGNORECASE)
+    for column_id, definition in session.cur.execute(
+        "SELECT column_id, definition FROM emu.computed_columns WHERE object_id = ?", [info.object_id]
+    ).fetchall():
+        if pattern.search(definition):
+            dependent = next(c.name for c in info.columns if c.column_id == column_id)
+            raise errors.SqlServerError(5074, f"The column '{dependent}' is dependent on column '{column}'.")
+
+
+def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: SqlType) -> None:
+    """ALTER COLUMN of a captured column changes the change table's column type in place, so that
+    capture does not lose data of tracked columns ("About change data capture", section "Handling
+    changes to source tables", learn.microsoft.com/sql/relational-databases/track-changes/
+    about-change-data-capture-sql-server); earlier change rows are converted with it. Added columns,
+    by contrast, are not captured (the change table keeps its shape)."""
+    duck = new_type.duck_type()
+    session.run_duck(f'ALTER TABLE {inst.ct_table} ALTER COLUMN "{column}" TYPE {duck}')
+    session.run_duck(f'ALTER TABLE {inst.pending_table} ALTER COLUMN "{column}" TYPE {duck}')
+    ct_column_id = session.cur.execute(
+        "SELECT column_id FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)", [inst.object_id, column]
+    ).fetchone()[0]
+    row = column_rows(inst.object_id, [(ct_column_id, column, new_type, True, False)])[0]
+    session.cur.execute(
+        "UPDATE emu.columns SET type_sql = ?, type_name = ?, system_type_id = ?, user_type_id = ?, "
+        "max_length = ?, precision = ?, scale = ? WHERE object_id = ? AND column_id = ?",
+        [row[3], row[4], row[5], row[6], row[7], row[8], row[9], inst.object_id, ct_column_id],
+    )
+    session.cur.execute(
+        "UPDATE cdc.captured_columns SET column_type = ? WHERE object_id = ? AND lower(column_name) = lower(?)",
+        [new_type.name, inst.object_id, column],
+    )
 
 
 def _alter_column_type(raw: RawStatement, column: str) -> SqlType | None:
@@ -320,6 +428,7 @@ def drop(session: Any, node: exp.Drop) -> Result:
         cur = session.cur
         for sql in (
             "DELETE FROM emu.columns WHERE object_id = ?",
+            "DELETE FROM emu.computed_columns WHERE object_id = ?",
             "DELETE FROM emu.key_columns WHERE object_id = ?",
             "DELETE FROM emu.objects WHERE object_id = ?",
         ):

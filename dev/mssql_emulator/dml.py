@@ -161,7 +161,7 @@ def _insert(session: Any, node: exp.Insert, info: TableInfo, names: dict[str, st
         mask = all_bits_mask(len(inst.columns))
         idx = [by_name.get(c.name.lower()) for c in inst.columns]
         records = [
-            [tran, int_to_lsn(base + i), 2, mask, *[row[j] if j is not None else None for j in idx], cmd0 + i + 1]
+            [tran, int_to_lsn(base + i), 2, mask, *_image(inst, idx, row, row, 2), cmd0 + i + 1]
             for i, row in enumerate(rows)
         ]
         _insert_pending(session, inst, record_columns(inst), records)
@@ -353,12 +353,13 @@ def _distinct(a: Any, b: Any) -> bool:
 
 def _image(inst: InstanceInfo, idx: list[int | None], before: Any, after: Any, op: int) -> list[Any]:
     """Captured column values of one change record, with SQL Server's LOB rules: text/ntext/image are
-    NULL in operations 1 and 3; (n)varchar(max)/varbinary(max) are NULL in operation 3 unless changed."""
+    NULL in operations 1 and 3; (n)varchar(max)/varbinary(max) are NULL in operation 3 unless changed.
+    Computed columns are always NULL (CDC does not capture their values, even when persisted)."""
     src = before if op in (1, 3) else after
     out = []
     for col, j in zip(inst.columns, idx, strict=True):
-        if j is None:
-            out.append(None)  # dropped from the source after the instance was created
+        if j is None or col.computed:
+            out.append(None)  # dropped from the source after the instance was created, or computed
         elif (op in (1, 3) and col.type.is_legacy_lob) or (
             op == 3 and col.type.is_lob_max and not _distinct(before[j], after[j])
         ):

@@ -130,6 +130,8 @@ class ColumnDef:
     primary_key: bool = False
     default_sql: str | None = None  # T-SQL text of the DEFAULT expression
     identity: tuple[int, int] | None = None
+    computed_sql: str | None = None  # ``name AS (expr) [PERSISTED]``: T-SQL text of the expression
+    persisted: bool = False
 
 
 @dataclass
@@ -204,6 +206,8 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
     if len(toks) < 2:
         raise errors.syntax_error(toks[0].text if toks else "")
     name = _ident(toks[0])
+    if toks[1].text.upper() == "AS":
+        return _computed_column_def(name, toks, sql)
     i = 1
     type_words = [toks[i].text.lower()]
     i += 1
@@ -262,6 +266,38 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
         else:
             i += 1  # CLUSTERED, NONCLUSTERED, SPARSE, ROWGUIDCOL… carry no data semantics here
     return col
+
+
+def _computed_column_def(name: str, toks: list[Token], sql: str) -> ColumnDef:
+    """``name AS expr [PERSISTED [NOT NULL]]``. The type is the expression's: exact for a top-level
+    ``CAST(… AS type)``, otherwise inferred after the table exists (see ddl.create_table)."""
+    end, depth = 2, 0
+    while end < len(toks):
+        t = toks[end]
+        depth += t.token_type == TokenType.L_PAREN
+        depth -= t.token_type == TokenType.R_PAREN
+        if depth == 0 and t.text.upper() in ("PERSISTED", "NOT", "NULL", "CONSTRAINT", "PRIMARY", "UNIQUE"):
+            break
+        end += 1
+    if end == 2:
+        raise errors.syntax_error("AS")
+    expression = sql[toks[2].start : toks[end - 1].end + 1]
+    words = {t.text.upper() for t in toks[end:]}
+    try:
+        node = sqlglot.parse_one(expression, read="tsql")
+    except sqlglot.errors.ParseError as exc:
+        raise errors.syntax_error(expression[:30]) from exc
+    while isinstance(node, exp.Paren):
+        node = node.this
+    # None: inferred from DuckDB once the table exists
+    sql_type = sqltype_from_datatype(node.args["to"]) if isinstance(node, exp.Cast) else None
+    return ColumnDef(
+        name,
+        sql_type,  # type: ignore[arg-type]
+        nullable=not ("NOT" in words and "PERSISTED" in words),
+        computed_sql=expression,
+        persisted="PERSISTED" in words,
+    )
 
 
 def parse_create_table(raw: RawStatement) -> TableDef:

@@ -72,6 +72,12 @@ class TableDefaults(_Strict):
     delete_mode: DeleteMode = DeleteMode.SOFT
     retention_gap_policy: RetentionGapPolicy = RetentionGapPolicy.FAIL
     max_transactions_per_batch: int | None = Field(default=None, gt=0)
+    catch_up_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="When max_transactions_per_batch capped a window, how long one run keeps applying further "
+        "capped windows up to the run's cut (0: one batch per run).",
+    )
     freshness_sla: Duration = timedelta(hours=1)
     owner: str | None = None
 
@@ -92,6 +98,7 @@ class TableConfig(_Strict):
     delete_mode: DeleteMode | None = None
     retention_gap_policy: RetentionGapPolicy | None = None
     max_transactions_per_batch: int | None = Field(default=None, gt=0)
+    catch_up_seconds: int | None = Field(default=None, ge=0)
     freshness_sla: Duration | None = None
     owner: str | None = None
 

@@ -138,7 +138,9 @@ def _table_group(config_path: str, source: SourceConfig, table: TableConfig, run
 
         @task(task_id="apply", pool=SNOWFLAKE_POOL, outlets=[raw_asset(source, table)])
         def apply(batch: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """MERGE staging into raw, append history, then advance the watermark."""
+            """MERGE staging into raw, append history, then advance the watermark; after a window
+            capped by max_transactions_per_batch, catch up with further capped windows up to the
+            run's cut (reading the source too) for at most catch_up_seconds."""
             from include.cdc_pipeline.runner import apply_table
 
             return apply_table(config_path, table.name, batch, context)

@@ -104,6 +104,12 @@ class Window:
     reason: str = ""
     switched_from: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # The LSN this run reads up to when max_transactions_per_batch capped the window below it:
+    # apply then catches up with further capped windows (catch_up_seconds).
+    cut: str | None = None
+    # The table's position when plan checked the retention gap (>= lower after an idle stretch or a
+    # roll-over); extract checks the capture instance's start_lsn against it again after reading.
+    position: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +142,12 @@ class Batch:
 def _max_hex(*values: str | None) -> str | None:
     present = [v for v in values if v]
     return max(present) if present else None
+
+
+def _below_start(instances: Sequence[CaptureInstance], name: str, position: str) -> bool:
+    """The position lies below the start of its capture instance: nothing of it is readable yet."""
+    found = next((ci for ci in instances if ci.name.lower() == name.lower()), None)
+    return found is not None and int(position, 16) < int.from_bytes(found.start_lsn, "big")
 
 
 class TablePipeline:
@@ -236,9 +248,11 @@ class TablePipeline:
         assert position is not None
         max_lsn = lsnlib.from_hex(cut) if cut else self.source.max_lsn()
         upper = lsnlib.to_hex(max_lsn) if max_lsn else None
-        if upper is not None and upper < position:
+        if upper is not None and upper < position and not _below_start(instances, mark.capture_instance, position):
             # The log is behind what was loaded: a restored or re-created source database, or a
             # hint left from an environment that was reset. Snowflake decides; never go idle on it.
+            # (Not so for a snapshot positioned at start_lsn - 1 of an instance enabled after the
+            # last captured transaction: nothing of it can be read yet, the position is exact.)
             found = mark if confirmed else self._read_watermark()
             if found is None:
                 return Window("snapshot", newest.name, reason="hint without a watermark in Snowflake: snapshot")
@@ -252,21 +266,15 @@ class TablePipeline:
         current, boundary, switched = self._choose_instance(instances, mark.capture_instance, position)
         gap = self._retention_gap(current, position)
         if gap:
-            if self.cfg.setting(self.table, "retention_gap_policy") is RetentionGapPolicy.RESNAPSHOT:
-                log.warning("%s; policy resnapshot: reloading the table", gap)
-                return Window("snapshot", newest.name, reason=gap)
-            raise RetentionGapError(
-                f"{gap}. Changes were lost. Re-snapshot the table (trigger the DAG with "
-                f'{{"resnapshot": ["{self.table.name}"]}}) or set retention_gap_policy: resnapshot; '
-                "and consider a longer CDC retention (sys.sp_cdc_change_job @job_type='cleanup', @retention=…)."
-            )
+            return self._on_retention_gap(gap, newest)
+        run_cut, capped = upper, False
         if upper is not None and boundary is not None:
             upper = min(upper, boundary)
         cap = self.cfg.setting(self.table, "max_transactions_per_batch")
         if upper is not None and cap:
-            bounded = self.source.bounded_upper(lsnlib.from_hex(position), cap)  # type: ignore[arg-type]
-            if bounded is not None:
-                upper = min(upper, lsnlib.to_hex(bounded))  # type: ignore[type-var]
+            bounded = lsnlib.to_hex(self.source.bounded_upper(lsnlib.from_hex(position), cap))  # type: ignore[arg-type]
+            if bounded is not None and bounded < upper:
+                upper, capped = bounded, True
         first = None
         if upper is not None and upper > position:
             first_lsn = self.source.first_change_after(current.name, lsnlib.from_hex(position))  # type: ignore[arg-type]
@@ -295,6 +303,19 @@ class TablePipeline:
             reason="changes pending",
             switched_from=switched,
             warnings=self._ddl_warnings(current.name, mark.lsn),
+            cut=run_cut if capped else None,
+            position=position,
+        )
+
+    def _on_retention_gap(self, gap: str, newest: CaptureInstance) -> Window:
+        """Changes were purged before they were loaded: re-snapshot by policy, else fail loudly."""
+        if self.cfg.setting(self.table, "retention_gap_policy") is RetentionGapPolicy.RESNAPSHOT:
+            log.warning("%s; policy resnapshot: reloading the table", gap)
+            return Window("snapshot", newest.name, reason=gap)
+        raise RetentionGapError(
+            f"{gap}. Changes were lost. Re-snapshot the table (trigger the DAG with "
+            f'{{"resnapshot": ["{self.table.name}"]}}) or set retention_gap_policy: resnapshot; '
+            "and consider a longer CDC retention (sys.sp_cdc_change_job @job_type='cleanup', @retention=…)."
         )
 
     def _ddl_warnings(self, instance: str, after: str) -> list[str]:
@@ -333,7 +354,9 @@ class TablePipeline:
                 instances[0].name,
             )
             return instances[0], None, name
-        later = [ci for ci in instances if ci.start_lsn > current.start_lsn]
+        # Creation order (instances() sorts by create_date): after cleanup both instances can have
+        # the same start_lsn, and the newer one is then valid from the same point.
+        later = instances[instances.index(current) + 1 :]
         if not later:
             return current, None, None
         nxt = later[0]
@@ -343,6 +366,22 @@ class TablePipeline:
             log.warning("%s: switching capture instance %s → %s at %s", self.label, current.name, nxt.name, boundary)
             return nxt, None, current.name
         return current, boundary, None
+
+    def _gap_after_read(self, window: Window) -> str | None:
+        """Re-check the capture instance's low water mark once the window was read.
+
+        Plan checked it, but the cleanup job may have run since, or during the read. Cleanup
+        first raises the instance's start_lsn and only then deletes older rows
+        (sys.sp_cdc_cleanup_change_table, Remarks), so a start_lsn still at or below the window's
+        lower bound + 1 after the read proves that no row of the window was deleted before it was
+        read; a higher one means the read may have missed rows.
+        """
+        assert window.lower is not None
+        instance = next((ci for ci in self.instances() if ci.name == window.capture_instance), None)
+        if instance is None:
+            return f"{self.label}: capture instance {window.capture_instance} was dropped while its window was read"
+        gap = self._retention_gap(instance, window.position or window.lower)
+        return f"{gap}, while the window ({window.lower}, {window.upper}] was read" if gap else None
 
     def _retention_gap(self, instance: CaptureInstance, position: str) -> str | None:
         start = int.from_bytes(instance.start_lsn, "big")
@@ -398,6 +437,25 @@ class TablePipeline:
             if unknown:
                 raise CdcError(f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}")
         excluded = {c.lower() for c in self.table.exclude_columns}
+        computed = [c.name for c in columns if c.computed and c.name.lower() not in excluded]
+        if computed:
+            # CDC never captures computed columns' values (always NULL in the change table, even when
+            # persisted), while a snapshot would read them: snapshot and stream could only agree on
+            # NULL. Leaving them out keeps raw true; recomputing would need the T-SQL expression
+            # evaluated outside SQL Server (non-deterministic functions, UDFs). Derive them in dbt.
+            keys = [c for c in computed if c.lower() in {k.lower() for k in self.table.primary_key}]
+            if keys:
+                raise CdcError(
+                    f"{self.label}: primary key column(s) {keys} are computed columns, which CDC never captures "
+                    "(always NULL in the change table); replicate the table by another key"
+                )
+            log.warning(
+                "%s: computed column(s) %s are not replicated: CDC captures them as NULL (the snapshot would "
+                "read values, the stream NULL). Compute them in dbt, or list them in exclude_columns.",
+                self.label,
+                computed,
+            )
+            excluded |= {c.lower() for c in computed}
         hashed = {c.lower() for c in self.table.hash_columns}
         for c in columns:
             if c.name.lower() not in excluded and ("%s" in c.name or "%(" in c.name):
@@ -420,6 +478,23 @@ class TablePipeline:
                     f"{self.label}: primary_key column {column!r} is nullable in the source table; a NULL key "
                     "cannot be merged. Make the column NOT NULL, or configure a key of NOT NULL columns."
                 )
+
+    def snapshot_reader(self, names: Sequence[str]) -> tuple[list[str], Callable[[tuple[Any, ...]], tuple[Any, ...]]]:
+        """The columns a snapshot can select from the source table, and how to widen its rows to
+        ``names``: a captured column dropped from the source table stays in the change table (NULL
+        from then on), so the snapshot reads NULL for it as well."""
+        present = {c.lower() for c in self.source.table_columns(self.table.source_schema, self.table.table)}
+        absent = [n for n in names if n.lower() not in present]
+        if not absent:
+            return list(names), lambda row: row
+        log.warning(
+            "%s: column(s) %s were dropped from the source table; the change table still has them (NULL)",
+            self.label,
+            absent,
+        )
+        selected = [n for n in names if n.lower() in present]
+        slots = [selected.index(n) if n.lower() in present else None for n in names]
+        return selected, lambda row: tuple(None if i is None else row[i] for i in slots)
 
     def layout(self, mappings: Sequence[ColumnMapping]) -> TableLayout:
         t = self.cfg.target
@@ -485,6 +560,7 @@ class TablePipeline:
         stage.clear(f"{self.cfg.name}/{self.table.name}/")
         schema = _parquet_schema(mappings)
         rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
+        untimed: set[bytes] = set()  # commit LSNs of changes without a cdc.lsn_time_mapping row
         tick = time.monotonic()
         # Three stages overlap: the source fetches chunk n+1 (reader thread) while this thread
         # converts chunk n and the uploader stores chunk n-1. At most one upload is in flight, so
@@ -492,6 +568,8 @@ class TablePipeline:
         with _bulk_allocation(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-upload") as uploader:
             pending: Future[int] | None = None
             for index, chunk in enumerate(_prefetch(chunks)):
+                if window.mode == "stream":
+                    untimed.update(row[0] for row in chunk if row[3] is None)
                 table = _to_arrow(chunk, mappings, schema, salt)
                 del chunk
                 rows += table.num_rows
@@ -507,12 +585,19 @@ class TablePipeline:
             if pending is not None:
                 parquet_bytes += pending.result()
                 put_s += time.monotonic() - tick
+        if window.mode == "stream":
+            gap = self._gap_after_read(window)
+            if gap:
+                # The rows staged above are incomplete: never load them. By policy the table is
+                # re-snapshotted right away (stage.clear drops this attempt's files first).
+                return self.extract_load(self._on_retention_gap(gap, self.instances()[-1]))
         failpoint("after_put", self.label)
         tick = time.monotonic()
         wh.create_staging(layout)
         loaded = wh.copy_into_staging(layout, stage.name, stage_path) if rows else 0
         if loaded != rows:
             raise CdcError(f"{self.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
+        self._fill_commit_times(layout, untimed)
         failpoint("after_copy", self.label)
         committed = self.source.lsn_to_time(lsnlib.from_hex(window.upper)) if window.upper else None  # type: ignore[arg-type]
         return Batch(
@@ -532,6 +617,23 @@ class TablePipeline:
             },
         )
 
+    def _fill_commit_times(self, layout: TableLayout, untimed: set[bytes]) -> None:
+        """Changes whose transaction has no cdc.lsn_time_mapping row were read with a NULL commit
+        time (never dropped): give them what sys.fn_cdc_map_lsn_to_time returns for their LSN.
+        Rare, so one lookup and one staging UPDATE per such transaction, after the read."""
+        if not untimed:
+            return
+        log.warning(
+            "%s: %d transaction(s) in the window have no cdc.lsn_time_mapping row; their commit time comes "
+            "from sys.fn_cdc_map_lsn_to_time",
+            self.label,
+            len(untimed),
+        )
+        for value in sorted(untimed):
+            committed = self.source.lsn_to_time(value)
+            if committed is not None:
+                self.warehouse.set_commit_time(layout, lsnlib.to_hex(value) or "", committed)
+
     def _snapshot_rows(
         self, window: Window, mappings: Sequence[ColumnMapping]
     ) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
@@ -549,13 +651,44 @@ class TablePipeline:
         meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed, 0)
         by_name = {m.source.name.lower(): m.source for m in mappings}
         key = [by_name[k.lower()] for k in self.table.primary_key]
+        selected, widen = self.snapshot_reader([m.source.name for m in mappings])
         chunks = self.source.iter_snapshot(
-            self.table.source_schema, self.table.table, [m.source.name for m in mappings], key, self.cfg.chunk_rows
+            self.table.source_schema, self.table.table, selected, key, self.cfg.chunk_rows
         )
-        return window, ([(*meta, *row) for row in chunk] for chunk in chunks)
+        return window, ([(*meta, *widen(row)) for row in chunk] for chunk in chunks)
 
     # -- apply --------------------------------------------------------------------------------
     def apply(self, batch: Batch) -> dict[str, Any]:
+        """Apply the batch; when max_transactions_per_batch capped its window below the run's cut,
+        keep going with further capped windows (plan → extract → apply, each bounded by the cap)
+        until the cut or until ``catch_up_seconds`` have passed, so that a source busier than the
+        cap per schedule interval does not fall further behind on every run."""
+        started = time.monotonic()
+        result = self._apply_batch(batch)
+        result["batches"] = 1
+        budget = self.cfg.setting(self.table, "catch_up_seconds")
+        window = batch.window
+        while window.cut and time.monotonic() - started < budget:
+            try:
+                window = self.plan(cut=window.cut)
+                if window.mode != "stream":
+                    break
+                more = self._apply_batch(self.extract_load(window))
+            except Exception:
+                # This task's own batch is durable; a retry of the task would re-apply it from a
+                # dropped staging table. The next run plans from the watermark and meets (and
+                # raises) the same problem in its first batch.
+                log.warning("%s: catching up stopped; the next run continues", self.label, exc_info=True)
+                break
+            for key in ("rows", "merged", "history_appended"):
+                result[key] += more[key]
+            result["window"] = [result["window"][0], more["window"][1]]
+            result["batches"] += 1
+        if result["batches"] > 1:
+            log.info("%s: caught up with %d capped batches in this run", self.label, result["batches"])
+        return result
+
+    def _apply_batch(self, batch: Batch) -> dict[str, Any]:
         """MERGE into raw, append history, then (last) advance the watermark and clean up."""
         started = time.monotonic()
         mappings = [

@@ -52,9 +52,10 @@ def reconcile(pipeline: TablePipeline, salt: str | None = None, sample: int = 5)
     mappings = pipeline.mappings(instance.name)
     layout = pipeline.layout(mappings)
     key_idx = [layout.names.index(k) for k in layout.key]
-    select = ", ".join(tsql_ident(m.source.name) for m in mappings)
+    selected, widen = pipeline.snapshot_reader([m.source.name for m in mappings])
+    select = ", ".join(tsql_ident(name) for name in selected)
     src_sql = f"SELECT {select} FROM {tsql_ident(pipeline.table.source_schema)}.{tsql_ident(pipeline.table.table)}"
-    rows = pipeline.source.query(src_sql)
+    rows = [widen(row) for row in pipeline.source.query(src_sql)]
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in mappings]
     converted = [arrow_column(m, list(columns[i]), salt).to_pylist() for i, m in enumerate(mappings)]
     source = {}

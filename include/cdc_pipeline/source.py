@@ -62,6 +62,8 @@ class CaptureInstance:
     start_lsn: bytes
     source_schema: str
     source_table: str
+    created: datetime | None = None  # cdc.change_tables.create_date
+    object_id: int = 0  # the change table's object id (tie-break of equal create dates)
 
 
 class CdcSource:
@@ -95,20 +97,25 @@ class CdcSource:
         return bytes(row[0]) if row and row[0] is not None else None
 
     def capture_instances(self, schema: str, table: str) -> list[CaptureInstance]:
-        """The table's capture instances (at most two), oldest validity start first."""
+        """The table's capture instances (at most two), oldest first.
+
+        Ordered by creation, not by start_lsn: the cleanup job raises every instance's start_lsn to
+        the same low water mark, after which start_lsn no longer tells the newer instance."""
         found = [
-            CaptureInstance(name, bytes(start), src_schema, src_table)
-            for name, start, src_schema, src_table in self._all(template("tsql/capture_instances.sql"))
+            CaptureInstance(name, bytes(start), src_schema, src_table, created, object_id or 0)
+            for name, start, created, object_id, src_schema, src_table in self._all(
+                template("tsql/capture_instances.sql")
+            )
             if (src_schema or "").lower() == schema.lower() and (src_table or "").lower() == table.lower()
         ]
-        return sorted(found, key=lambda ci: ci.start_lsn)
+        return sorted(found, key=lambda ci: (ci.created or datetime.min, ci.start_lsn, ci.object_id))
 
     def change_table_columns(self, capture_instance: str) -> list[SourceColumn]:
         """Captured columns of an instance with their exact SQL Server types (CDC columns removed)."""
         rows = self._all(template("tsql/change_table_columns.sql"), (f"cdc.{capture_instance}_CT",))
         return [
-            SourceColumn(name, type_name, max_length or 0, precision or 0, scale or 0, bool(nullable))
-            for name, type_name, max_length, precision, scale, nullable in rows
+            SourceColumn(name, type_name, max_length or 0, precision or 0, scale or 0, bool(nullable), bool(computed))
+            for name, type_name, max_length, precision, scale, nullable, computed in rows
             if name.lower() not in CDC_META_COLUMNS
         ]
 
@@ -116,6 +123,10 @@ class CdcSource:
         """Names (lower case) of the source table's nullable columns."""
         rows = self._all(template("tsql/nullable_columns.sql"), (f"{tsql_ident(schema)}.{tsql_ident(table)}",))
         return {name.lower() for (name,) in rows}
+
+    def table_columns(self, schema: str, table: str) -> list[str]:
+        """The source table's current column names (a captured column may have been dropped since)."""
+        return [row[0] for row in self._all(template("tsql/table_columns.sql"), (f"{schema}.{table}",))]
 
     def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
         """The first LSN in the change table after ``after``: the cheap 'is there work?' probe."""
@@ -157,7 +168,9 @@ class CdcSource:
         documentation of the change table says not to order by ``__$seqval`` but by
         ``__$command_id`` (KB 3030352: an insert can precede the delete of the same row in seqval
         order), and Debezium orders the same way. Operation 3 (update before-image) is read too:
-        its key tells whether an update pair moved the row to another key.
+        its key tells whether an update pair moved the row to another key. The join is an outer
+        one: a change whose transaction has no lsn_time_mapping row still loads, with a NULL
+        commit time (the pipeline fills it in afterwards), instead of vanishing.
         Row shape: (start_lsn, seqval, operation, commit_time, command_id, *columns).
         """
         select = ", ".join(f"ct.{tsql_ident(c)}" for c in columns)
@@ -165,7 +178,7 @@ class CdcSource:
             "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, ct.[__$command_id]"
             + (f", {select}" if select else "")
             + f" FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct"
-            " INNER JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
+            " LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
             " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s"
             " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
         )

@@ -27,6 +27,7 @@ class SourceColumn:
     precision: int = 0
     scale: int = 0
     nullable: bool = True
+    computed: bool = False  # a computed column of the source table (CDC captures it as NULL)
 
 
 @dataclass(frozen=True)

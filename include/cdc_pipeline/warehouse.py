@@ -159,11 +159,18 @@ class Warehouse:
         )
         return {name.upper(): data_type for name, data_type in rows}
 
-    def ensure_target_tables(self, layout: TableLayout) -> list[str]:
-        """Create raw/history tables if missing; add columns the capture instance gained.
+    def declared_types(self, database: str, schema: str, table: str) -> dict[str, str]:
+        """Exact declared column types (``NUMBER(10,2)``, ``VARCHAR(36)``, ``TIMESTAMP_NTZ(3)``)."""
+        rows = self.execute(f"DESCRIBE TABLE {sf_table(database, schema, table)}")
+        return {str(row[0]).upper(): str(row[1]) for row in rows}
 
-        Returns the names of added columns. A column that exists with an incompatible type is a
-        SchemaDriftError: Snowflake cannot change it in place without a decision about old data.
+    def ensure_target_tables(self, layout: TableLayout) -> list[str]:
+        """Create raw/history tables if missing; add columns the capture instance gained; widen
+        columns whose source type grew (ALTER COLUMN on SQL Server changes the change table's type
+        in place).
+
+        Returns the names of added columns. A type Snowflake cannot change in place without
+        rounding, truncating or converting old values is a SchemaDriftError naming the column.
         """
         source = [(c.target_name, c.snowflake_type) for c in layout.columns]
         added: list[str] = []
@@ -173,16 +180,25 @@ class Warehouse:
             if not existing:
                 self.execute(f"CREATE TABLE IF NOT EXISTS {target} ({_column_defs([*source, *meta])})")
                 continue
+            declared = self.declared_types(layout.database, layout.raw_schema, table)
             for name, type_ in [*source, *meta]:
                 if name not in existing:
                     # Metadata columns a newer pipeline version introduced are added the same way.
                     self.execute(f"ALTER TABLE {target} ADD COLUMN {sf_ident(name)} {type_}")
                     if (name, type_) in source:
                         added.append(f"{table}.{name}")
-                elif not _compatible(existing[name], type_):
+                    continue
+                have = declared.get(name, existing[name])
+                change = type_change(have, type_)
+                if change.startswith("widen "):
+                    wider = change.removeprefix("widen ")
+                    log.warning("%s.%s: source type grew; widening %s to %s", target, name, have, wider)
+                    self.execute(f"ALTER TABLE {target} ALTER COLUMN {sf_ident(name)} SET DATA TYPE {wider}")
+                elif change != "fits":
                     raise SchemaDriftError(
-                        f"{target}.{name} is {existing[name]} in Snowflake but the source now maps to {type_}; "
-                        "change the column (or re-create the table and re-snapshot) by hand"
+                        f"{target}.{name} is {have} in Snowflake but the source column now maps to {type_} "
+                        f"({change}): Snowflake cannot change it in place without changing stored values. "
+                        "Add a new column (or re-create the table) and re-snapshot, by hand"
                     )
         return added
 
@@ -205,6 +221,14 @@ class Warehouse:
             " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
         )
         return int(self.execute(f"SELECT COUNT(*) FROM {layout.staging}")[0][0])
+
+    def set_commit_time(self, layout: TableLayout, lsn: str, committed: Any) -> None:
+        """Give the staged changes of one transaction the commit time they were read without."""
+        self.execute(
+            f"UPDATE {layout.staging} SET {sf_ident('_CDC_COMMITTED_AT')} = %(committed)s"
+            f" WHERE {sf_ident('_CDC_LSN')} = %(lsn)s AND {sf_ident('_CDC_COMMITTED_AT')} IS NULL",
+            {"committed": committed, "lsn": lsn},
+        )
 
     # -- apply --------------------------------------------------------------------------------
     def merge_raw(self, layout: TableLayout) -> int:
@@ -373,20 +397,55 @@ _TYPE_FAMILY = {
     "TIMESTAMP": "TIMESTAMP",
     "TIMESTAMP_TZ": "TIMESTAMP_TZ",
     "TIMESTAMP WITH TIME ZONE": "TIMESTAMP_TZ",
+    "TIMESTAMP_LTZ": "TIMESTAMP_TZ",
     "BINARY": "BINARY",
     "BLOB": "BINARY",
     "VARBINARY": "BINARY",
 }
 
 
-def _compatible(existing: str, wanted: str) -> bool:
-    """Same type family (Snowflake reports NUMBER/TEXT/TIMESTAMP_NTZ, the emulator DuckDB names)."""
+# Snowflake's defaults when a type is declared without its size (VARCHAR = VARCHAR(16777216) …).
+_DEFAULT_ARGS = {
+    "TEXT": (16777216,),
+    "BINARY": (8388608,),
+    "NUMBER": (38, 0),
+    "TIMESTAMP": (9,),
+    "TIMESTAMP_TZ": (9,),
+    "TIME": (9,),
+}
 
-    def family(type_: str) -> str:
-        base = type_.upper().split("(")[0].strip()
-        return _TYPE_FAMILY.get(base, base)
 
-    return family(existing) == family(wanted)
+def _parse_type(type_: str) -> tuple[str, tuple[int, ...]]:
+    base, _, rest = type_.upper().partition("(")
+    family = _TYPE_FAMILY.get(base.strip(), base.strip())
+    args = tuple(int(a) for a in rest.rstrip(")").split(",") if a.strip()) if rest else ()
+    return family, args or _DEFAULT_ARGS.get(family, ())
+
+
+def type_change(existing: str, wanted: str) -> str:
+    """How a Snowflake column of type ``existing`` can hold values of ``wanted``.
+
+    ``fits`` (every value of ``wanted`` is stored exactly), ``widen <TYPE>`` (ALTER COLUMN … SET
+    DATA TYPE can make it fit: a larger NUMBER precision at the same scale, a longer VARCHAR or
+    BINARY), or the reason it cannot: Snowflake's ALTER COLUMN can neither change a NUMBER's
+    scale nor a timestamp's precision nor the type family (docs.snowflake.com, ALTER TABLE …
+    ALTER COLUMN, "SET DATA TYPE").
+    """
+    (have, old), (want, new) = _parse_type(existing), _parse_type(wanted)
+    if have != want:
+        return f"type {have} → {want}"
+    if have == "NUMBER":
+        (p_old, s_old), (p_new, s_new) = old, new
+        if s_new <= s_old and p_new - s_new <= p_old - s_old:
+            return "fits"
+        if s_new == s_old:
+            return f"widen NUMBER({p_new},{s_new})"
+        return f"scale {s_old} → {s_new}"
+    if have in ("TEXT", "BINARY"):
+        return "fits" if new[0] <= old[0] else f"widen {'VARCHAR' if have == 'TEXT' else 'BINARY'}({new[0]})"
+    if have in ("TIMESTAMP", "TIMESTAMP_TZ", "TIME"):
+        return "fits" if new[0] <= old[0] else f"precision {old[0]} → {new[0]}"
+    return "fits"
 
 
 # -- control table ----------------------------------------------------------------------------

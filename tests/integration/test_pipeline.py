@@ -340,7 +340,7 @@ def test_unknown_table_is_a_clear_error(harness: Harness) -> None:
 def test_window_capped_by_transactions(harness: Harness) -> None:
     h = harness
     h.sql(ORDERS_DDL, ENABLE_ORDERS)
-    config = h.source_config([{**ORDERS_TABLE, "max_transactions_per_batch": 3}])
+    config = h.source_config([{**ORDERS_TABLE, "max_transactions_per_batch": 3, "catch_up_seconds": 0}])
     h.pipeline(config).run_once()  # snapshot of the empty table
     workload = OrdersWorkload(21)
     workload.run(h.engine.connect(), 10, rollback_fraction=0)

@@ -11,6 +11,7 @@ import pytest
 
 from include.cdc_pipeline import lsn
 from include.cdc_pipeline.types import SourceColumn, UnsupportedTypeError, arrow_column, hasher, map_column
+from include.cdc_pipeline.warehouse import type_change
 
 
 def test_lsn_hex_order_equals_byte_order() -> None:
@@ -86,3 +87,25 @@ def test_hash_is_salted_sha256_and_never_clear() -> None:
     assert "a@example.com" not in values
     with pytest.raises(ValueError, match="no salt"):
         arrow_column(mapping, ["x"])
+
+
+@pytest.mark.parametrize(
+    ("existing", "wanted", "expected"),
+    [
+        ("NUMBER(10,2)", "NUMBER(10,2)", "fits"),
+        ("NUMBER(10,2)", "NUMBER(16,2)", "widen NUMBER(16,2)"),  # decimal(10,2) -> decimal(16,2)
+        ("NUMBER(10,0)", "NUMBER(19,0)", "widen NUMBER(19,0)"),  # int -> bigint
+        ("NUMBER(19,0)", "NUMBER(10,0)", "fits"),  # bigint -> int: every value still fits
+        ("NUMBER(12,4)", "NUMBER(10,2)", "fits"),  # fewer digits on both sides of the point
+        ("NUMBER(10,2)", "NUMBER(12,4)", "scale 2 → 4"),  # Snowflake cannot change the scale
+        ("VARCHAR(36)", "VARCHAR", "widen VARCHAR(16777216)"),
+        ("VARCHAR(16777216)", "VARCHAR", "fits"),
+        ("TIMESTAMP_NTZ(3)", "TIMESTAMP_NTZ(7)", "precision 3 → 7"),  # would truncate: refused
+        ("TIMESTAMP_NTZ(7)", "TIMESTAMP_NTZ(3)", "fits"),
+        ("NUMBER(10,0)", "VARCHAR", "type NUMBER → TEXT"),
+        ("BIGINT", "NUMBER(19,0)", "fits"),  # DuckDB's name for Snowflake's NUMBER(38,0) default
+    ],
+)
+def test_snowflake_type_change_rules(existing: str, wanted: str, expected: str) -> None:
+    # Issue 12 case 7: ALTER COLUMN on the source changes the change table's type in place.
+    assert type_change(existing, wanted) == expected
