@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .sqltypes import SqlType
 
@@ -119,14 +120,6 @@ def _numeric_values(arr: pa.Array, dtype: str) -> np.ndarray:
     if arr.null_count:
         arr = arr.fill_null(0)
     return np.asarray(arr).astype(dtype, copy=False)
-
-
-def _varlen(pieces: list[bytes | None], null_marker: bytes) -> Encoded:
-    lens = np.fromiter(
-        (len(p) if p is not None else len(null_marker) for p in pieces), dtype=np.int64, count=len(pieces)
-    )
-    data = b"".join(p if p is not None else null_marker for p in pieces)
-    return np.frombuffer(data, dtype=np.uint8), lens
 
 
 # -- encoders ------------------------------------------------------------------------------------------
@@ -283,51 +276,125 @@ def _datetime_encoder(small: bool) -> Callable[[pa.Array, bool], Encoded]:
     return enc
 
 
+_HEX = np.full(256, 0, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_HEX[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_GUID_LE = [3, 2, 1, 0, 5, 4, 7, 6, *range(8, 16)]  # uniqueidentifier's mixed-endian byte order
+
+
 def _guid(arr: pa.Array, nbc: bool) -> Encoded:
+    nulls = _nulls(arr)
+    n = len(arr)
     if pa.types.is_fixed_size_binary(arr.type) or isinstance(arr.type, pa.ExtensionType):
-        values = [None if v is None else uuid.UUID(bytes=bytes(v)) for v in arr.to_pylist()]
-    else:
-        values = [
-            None if v is None else (v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))) for v in arr.to_pylist()
-        ]
-    pieces = [None if v is None else b"\x10" + v.bytes_le for v in values]
-    return _varlen(pieces, b"" if nbc else b"\x00")
+        storage = arr.storage if isinstance(arr.type, pa.ExtensionType) else arr
+        raw = np.frombuffer(storage.buffers()[1], dtype=np.uint8)[storage.offset * 16 : (storage.offset + n) * 16]
+        big = raw.reshape(n, 16)
+    else:  # canonical text 8-4-4-4-12
+        text = pc.replace_substring(arr.cast(pa.string()).fill_null("0" * 32), "-", "")
+        data, offsets = _binary_parts(text)
+        hexdigits = _HEX[data[offsets[0] : offsets[-1]]].reshape(n, 32)
+        big = (hexdigits[:, 0::2] << 4) | hexdigits[:, 1::2]
+    return _fixed(big[:, _GUID_LE], 16, b"\x10", nulls, b"" if nbc else b"\x00")
 
 
-def _texts(arr: pa.Array) -> list[str | None]:
+def _binary_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The value bytes and the n+1 offsets of a string/binary Arrow array."""
+    n = len(arr)
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64 if large else np.int32)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    return data, offsets.astype(np.int64)
+
+
+def _encoded_text(arr: pa.Array, codec: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets) of a string array in ``codec`` (UTF-16LE, or the collation's code page with
+    '?' for characters it lacks, as SQL Server converts them), converting the whole buffer at once."""
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = arr.cast(pa.string())
-    return arr.to_pylist()
+    data, offsets = _binary_parts(arr)
+    utf8 = data[offsets[0] : offsets[-1]]
+    points = np.asarray(pc.utf8_length(arr).fill_null(0), dtype=np.int64)
+    if arr.null_count:
+        points[np.asarray(arr.is_null(), dtype=bool)] = 0
+    ascii_only = not np.any(utf8 >= 0x80)
+    width = 2 if codec == "utf-16-le" else 1
+    if ascii_only and arr.null_count == 0:
+        if width == 1:
+            out = utf8
+        else:
+            out = np.zeros(len(utf8) * 2, dtype=np.uint8)
+            out[0::2] = utf8
+        return out, np.concatenate([[0], np.cumsum(points * width)])
+    texts = arr.fill_null("").to_pylist() if arr.null_count else arr.to_pylist()
+    encoded = "".join(texts).encode(codec, errors="replace")
+    if len(encoded) == int(points.sum()) * width:  # no character needed two code units
+        return np.frombuffer(encoded, dtype=np.uint8), np.concatenate([[0], np.cumsum(points * width)])
+    pieces = [t.encode(codec, errors="replace") for t in texts]
+    sizes = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    return np.frombuffer(b"".join(pieces), dtype=np.uint8), np.concatenate([[0], np.cumsum(sizes)])
+
+
+def _framed_parts(data: np.ndarray, offsets: np.ndarray, nulls: np.ndarray | None, nbc: bool, kind: str) -> Encoded:
+    """Rows of ``head + value (+ tail)`` for variable-length values: ``kind`` 'short' (2-byte length),
+    'plp' (8-byte total, one chunk, terminator) or 'lob' (text pointer, 4-byte length)."""
+    lens = np.diff(offsets)
+    n = len(lens)
+    if nulls is not None:
+        lens = np.where(nulls, 0, lens)
+    if kind == "short":
+        head = np.empty((n, 2), dtype=np.uint8)
+        head[:, :] = _as_bytes_matrix(lens, "<u2")
+        head_lens = np.full(n, 2, dtype=np.int64)
+        null_head = b"\xff\xff"
+    elif kind == "plp":
+        head = np.concatenate([_as_bytes_matrix(lens, "<u8"), _as_bytes_matrix(lens, "<u4")], axis=1)
+        head_lens = np.where(lens > 0, 12, 8).astype(np.int64)
+        null_head = PLP_NULL
+    else:
+        head = np.concatenate(
+            [np.tile(np.frombuffer(_TEXTPTR, dtype=np.uint8), (n, 1)), _as_bytes_matrix(lens, "<i4")], axis=1
+        )
+        head_lens = np.full(n, len(_TEXTPTR) + 4, dtype=np.int64)
+        null_head = b"\x00"
+    tail_lens = np.full(n, 4 if kind == "plp" else 0, dtype=np.int64)
+    if nulls is not None:
+        marker = b"" if nbc else null_head
+        head[nulls, : len(marker)] = np.frombuffer(marker, dtype=np.uint8)
+        head_lens = np.where(nulls, len(marker), head_lens)
+        tail_lens = np.where(nulls, 0, tail_lens)
+    keep = np.arange(head.shape[1])[None, :] < head_lens[:, None]
+    starts = offsets[:-1]
+    total = int(lens.sum())
+    if nulls is None and total == offsets[-1] - offsets[0]:
+        payload = data[offsets[0] : offsets[-1]]
+    else:
+        payload = data[np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)]
+    cells = [(head[keep], head_lens), (payload, lens)]
+    if kind == "plp":
+        cells.append((np.zeros(int(tail_lens.sum()), dtype=np.uint8), tail_lens))
+    return _interleave(cells, n), head_lens + lens + tail_lens
 
 
 def _str_encoder(unicode: bool, plp: bool) -> Callable[[pa.Array, bool], Encoded]:
+    codec = "utf-16-le" if unicode else CODEPAGE
+
     def enc(arr: pa.Array, nbc: bool) -> Encoded:
-        texts = _texts(arr)
-        if unicode:
-            raw = [None if s is None else s.encode("utf-16-le") for s in texts]
-        else:
-            raw = [None if s is None else s.encode(CODEPAGE, errors="replace") for s in texts]
-        return _framed(raw, plp, nbc)
+        data, offsets = _encoded_text(arr, codec)
+        return _framed_parts(data, offsets, _nulls(arr), nbc, "plp" if plp else "short")
 
     return enc
 
 
 def _bin_encoder(plp: bool) -> Callable[[pa.Array, bool], Encoded]:
     def enc(arr: pa.Array, nbc: bool) -> Encoded:
-        return _framed(arr.to_pylist(), plp, nbc)
+        if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+            arr = arr.cast(pa.binary())
+        data, offsets = _binary_parts(arr)
+        return _framed_parts(data, offsets, _nulls(arr), nbc, "plp" if plp else "short")
 
     return enc
-
-
-def _framed(raw: list[Any], plp: bool, nbc: bool) -> Encoded:
-    pack2, pack8, pack4 = struct.Struct("<H").pack, struct.Struct("<Q").pack, struct.Struct("<I").pack
-    if plp:
-        pieces = [
-            None if b is None else pack8(len(b)) + (pack4(len(b)) + b if b else b"") + b"\x00\x00\x00\x00" for b in raw
-        ]
-        return _varlen(pieces, b"" if nbc else PLP_NULL)
-    pieces = [None if b is None else pack2(len(b)) + b for b in raw]
-    return _varlen(pieces, b"" if nbc else b"\xff\xff")
 
 
 _TEXTPTR = b"\x10" + b"\x00" * 16 + b"\x00" * 8  # textptr length 16, pointer, timestamp
@@ -336,14 +403,50 @@ _TEXTPTR = b"\x10" + b"\x00" * 16 + b"\x00" * 8  # textptr length 16, pointer, t
 def _lob_encoder(kind: str) -> Callable[[pa.Array, bool], Encoded]:
     def enc(arr: pa.Array, nbc: bool) -> Encoded:
         if kind == "image":
-            raw = arr.to_pylist()
+            if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+                arr = arr.cast(pa.binary())
+            data, offsets = _binary_parts(arr)
         else:
-            codec = "utf-16-le" if kind == "ntext" else CODEPAGE
-            raw = [None if s is None else s.encode(codec, errors="replace") for s in _texts(arr)]
-        pieces = [None if b is None else _TEXTPTR + struct.pack("<i", len(b)) + b for b in raw]
-        return _varlen(pieces, b"" if nbc else b"\x00")
+            data, offsets = _encoded_text(arr, "utf-16-le" if kind == "ntext" else CODEPAGE)
+        return _framed_parts(data, offsets, _nulls(arr), nbc, "lob")
 
     return enc
+
+
+def _interleave(cells: list[Encoded], n: int) -> np.ndarray:
+    """Concatenate per-row cells row by row: row i = cells[0][i] + cells[1][i] + …
+
+    Adjacent cells of one width for every row are first joined into one block (a column stack),
+    and blocks are placed by broadcasting; only variable-width cells need a per-byte index."""
+    merged: list[tuple[np.ndarray, np.ndarray, int]] = []  # (data, lens, width or -1)
+    for data, lens in cells:
+        width = int(lens[0]) if n and lens.min() == lens.max() else -1
+        if width >= 0 and merged and merged[-1][2] >= 0:
+            prev, _, pw = merged[-1]
+            block = np.concatenate([prev.reshape(n, pw), data.reshape(n, width)], axis=1).reshape(-1)
+            merged[-1] = (block, np.full(n, pw + width, dtype=np.int64), pw + width)
+        else:
+            merged.append((data, lens, width))
+    if len(merged) == 1:
+        return merged[0][0]
+    lens = np.stack([m[1] for m in merged], axis=1)
+    flat = lens.reshape(-1)
+    ends = np.cumsum(flat)
+    starts = (ends - flat).reshape(n, -1)
+    total_out = int(ends[-1]) if len(ends) else 0
+    index = np.int32 if total_out < 2**31 else np.int64
+    out = np.empty(total_out, dtype=np.uint8)
+    for j, (data, col_lens, width) in enumerate(merged):
+        if len(data) == 0:
+            continue
+        if width >= 0:
+            dest = starts[:, j].astype(index)[:, None] + np.arange(width, dtype=index)[None, :]
+            out[dest.reshape(-1)] = data
+        else:
+            src_starts = (np.cumsum(col_lens) - col_lens).astype(index)
+            shift = starts[:, j].astype(index) - src_starts
+            out[np.repeat(shift, col_lens) + np.arange(len(data), dtype=index)] = data
+    return out
 
 
 # -- column descriptions ---------------------------------------------------------------------------------
@@ -490,18 +593,7 @@ def encode_rows(batch: pa.RecordBatch, columns: list[WireColumn]) -> bytes:
         cells.append((np.full(n, 0xD1, dtype=np.uint8), np.ones(n, dtype=np.int64)))
     for col, arr in zip(columns, arrays, strict=True):
         cells.append(col.encode(arr, nbc))
-    lens = np.stack([c[1] for c in cells], axis=1)
-    ends = np.cumsum(lens.reshape(-1))
-    starts = (ends - lens.reshape(-1)).reshape(n, -1)
-    out = np.empty(int(ends[-1]), dtype=np.uint8)
-    for j, (data, col_lens) in enumerate(cells):
-        total = len(data)
-        if total == 0:
-            continue
-        src_starts = np.cumsum(col_lens) - col_lens
-        idx = np.repeat(starts[:, j] - src_starts, col_lens) + np.arange(total)
-        out[idx] = data
-    return out.tobytes()
+    return _interleave(cells, n).tobytes()
 
 
 # -- parameter values (RPC requests) ------------------------------------------------------------------------

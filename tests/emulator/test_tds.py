@@ -238,3 +238,24 @@ def test_cancel_and_many_connections_at_once(server: ServerProcess) -> None:
     for t in threads:
         t.join(timeout=300)
     assert results == {i: sum(range(i * 50000, (i + 1) * 50000)) for i in range(4)}
+
+
+def test_text_and_binary_edge_values_reach_both_drivers(server: ServerProcess) -> None:
+    # column-wise encoding: empty vs NULL, non-ASCII, astral characters (two UTF-16 code units),
+    # values longer than a packet, in batches with and without NULLs (ROW and NBCROW tokens)
+    texts = ["", None, "plain", "ünïcode ✓", "clef 𝄞 astral", "y" * 20000, "'quoted'"]
+    blobs = [b"", None, b"\x00", b"\xff" * 70000, b"ab", b"\x00\x00", b"'"]
+    conn = _pymssql(server, autocommit=True)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE dbo.edge (id int NOT NULL PRIMARY KEY, t nvarchar(max) NULL, b varbinary(max) NULL)")
+    for i, (t, b) in enumerate(zip(texts, blobs, strict=True)):
+        cur.execute("INSERT INTO dbo.edge VALUES (%s, %s, %s)", (i, t, b))
+    expected = [(i, t, b) for i, (t, b) in enumerate(zip(texts, blobs, strict=True))]
+    cur.execute("SELECT id, t, b FROM dbo.edge ORDER BY id")
+    assert cur.fetchall() == expected
+    cur.execute("SELECT id, t, b FROM dbo.edge WHERE t IS NOT NULL AND id > 1 ORDER BY id")
+    assert cur.fetchall() == [r for r in expected if r[0] > 1]
+    conn.close()
+    with _pytds(server) as c, c.cursor() as pcur:
+        pcur.execute("SELECT id, t, b FROM dbo.edge ORDER BY id")
+        assert [tuple(r) for r in pcur.fetchall()] == expected
