@@ -34,6 +34,7 @@ from sqlglot import exp
 from . import catalog, errors
 from .catalog import OBJECT_ID_BASE, OBJECT_ID_STEP, TableInfo
 from .clock import Clock
+from .coltypes import annotate as annotate_types
 from .lsn import INITIAL_LSN_INT, int_to_lsn, lsn_to_int
 from .results import Column, Result, column_name
 from .translate import (
@@ -639,6 +640,7 @@ class Session:
             if rel is None:
                 return Result(None, -1)
             columns = [Column(column_name(n), str(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
+            annotate_types(self, node, columns)
             if stream:
                 reader = rel.to_arrow_reader(STREAM_BATCH_ROWS)
                 batches = _guarded(iter(reader), self)
