@@ -38,3 +38,18 @@ def mssql_airflow_conn(server: ServerProcess, database: str = "billing") -> dict
         "login": DEFAULT_LOGIN,
         "password": DEFAULT_PASSWORD,
     }
+
+
+def pymssql_connect(server: ServerProcess, database: str = "billing", *, autocommit: bool = False) -> Any:
+    """A pymssql connection to the emulator server (TDS), as a test's own SQL client."""
+    import pymssql
+
+    return pymssql.connect(
+        server=server.host,
+        port=str(server.port),
+        user=DEFAULT_LOGIN,
+        password=DEFAULT_PASSWORD,
+        database=database,
+        autocommit=autocommit,
+        login_timeout=10,
+    )

@@ -509,7 +509,7 @@ class Session:
                 "TRANCOUNT": self.trancount,
                 "SPID": self.spid,
                 "ROWCOUNT": self.rowcount,
-                "VERSION": "Microsoft SQL Server 2022 (emulated by dev.mssql_emulator)",
+                "VERSION": "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) (emulated by dev.mssql_emulator)",
                 "SERVERNAME": "mssql-emulator",
                 "ERROR": 0,
             },
