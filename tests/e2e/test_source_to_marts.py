@@ -108,10 +108,10 @@ def marts(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     directory = tmp_path_factory.mktemp("marts_source")
     db, log = directory / f"{SOURCE_DB}.duckdb", directory / "server.log"
     with start_server(db, capture_interval=0.5, log_path=log) as srv:
-        yield _marts(srv, local_snowflake, tmp_path_factory)
+        yield _build_marts(srv, local_snowflake, tmp_path_factory)
 
 
-def _marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def _build_marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     monkeypatch = pytest.MonkeyPatch()
     configs = billing_config(tmp_path_factory.mktemp("marts_configs"), DATABASE)
     connect_airflow(monkeypatch, configs, mssql_server, local_snowflake, DATABASE, SOURCE_DB)
