@@ -40,7 +40,9 @@ def mssql_airflow_conn(server: ServerProcess, database: str = "billing") -> dict
     }
 
 
-def pymssql_connect(server: ServerProcess, database: str = "billing", *, autocommit: bool = False) -> Any:
+def pymssql_connect(
+    server: ServerProcess, database: str = "billing", *, autocommit: bool = False, password: str = DEFAULT_PASSWORD
+) -> Any:
     """A pymssql connection to the emulator server (TDS), as a test's own SQL client."""
     import pymssql
 
@@ -48,7 +50,7 @@ def pymssql_connect(server: ServerProcess, database: str = "billing", *, autocom
         server=server.host,
         port=str(server.port),
         user=DEFAULT_LOGIN,
-        password=DEFAULT_PASSWORD,
+        password=password,
         database=database,
         autocommit=autocommit,
         login_timeout=10,

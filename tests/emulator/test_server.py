@@ -15,6 +15,7 @@ import pytest
 from dev.mssql_emulator import ServerProcess, connect, start_server
 from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 from dev.mssql_emulator.workload import COLUMNS, TABLES
+from tests.fixtures_mssql import pymssql_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +117,7 @@ def test_writer_and_reader_processes_with_background_capture(server: ServerProce
             reader.kill()
     replayed = json.loads(out.read_text())
     assert replayed["windows"] >= 1
-    with _pymssql(server) as conn:
+    with pymssql_connect(server) as conn:
         cur = conn.cursor()
         for t in TABLES:
             cur.execute(f"SELECT {', '.join(COLUMNS[t])} FROM dbo.{t}")
@@ -124,7 +125,7 @@ def test_writer_and_reader_processes_with_background_capture(server: ServerProce
 
 
 def test_client_errors_streaming_and_transactions(server: ServerProcess) -> None:
-    a = _pymssql(server)
+    a = pymssql_connect(server)
     b = pymssql.connect(
         server=f"127.0.0.1:{server.port}", user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, database="billing"
     )
@@ -153,12 +154,6 @@ def test_client_errors_streaming_and_transactions(server: ServerProcess) -> None
     finally:
         a.close()
         b.close()
-
-
-def _pymssql(server: ServerProcess) -> pymssql.Connection:
-    return pymssql.connect(
-        server=server.host, port=str(server.port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, database="billing"
-    )
 
 
 def test_unreachable_server_raises_operational_error() -> None:

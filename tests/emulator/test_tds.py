@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import connectorx as cx
@@ -22,6 +23,7 @@ import pytest
 
 from dev.mssql_emulator import ServerProcess, start_server
 from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
+from tests.fixtures_mssql import pymssql_connect
 
 DB = "billing"
 ROWS = [
@@ -51,18 +53,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         assert code == 0, Path(proc.log_path or "").read_text() if proc.log_path else code
 
 
-def _pymssql(
-    server: ServerProcess, *, autocommit: bool = False, password: str = DEFAULT_PASSWORD
-) -> pymssql.Connection:
-    return pymssql.connect(
-        server=server.host,
-        port=str(server.port),
-        user=DEFAULT_LOGIN,
-        password=password,
-        database=DB,
-        autocommit=autocommit,
-        login_timeout=10,
-    )
+def _pymssql(server: ServerProcess, *, autocommit: bool = False, password: str = DEFAULT_PASSWORD) -> Any:
+    return pymssql_connect(server, DB, autocommit=autocommit, password=password)
 
 
 def _pytds(server: ServerProcess) -> pytds.Connection:
