@@ -55,7 +55,9 @@ def _sqlalchemy_table(port: int, metadata):
     columns = []
     for name, type_name, max_length, precision, scale in rows:
         cls = ischema_names[type_name]
-        if type_name in ("decimal", "numeric"):
+        if type_name in ("money", "smallmoney"):  # dlt does not map MONEY; it would infer per chunk
+            kind = sa.Numeric(19 if type_name == "money" else 10, 4)
+        elif type_name in ("decimal", "numeric"):
             kind = cls(precision, scale)
         elif type_name in ("varchar", "char", "binary", "varbinary"):
             kind = cls(None if max_length == -1 else max_length)
