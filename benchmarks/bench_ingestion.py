@@ -42,6 +42,7 @@ COLUMNS_DDL = (
     " c14 varchar(20) NOT NULL"
 )
 ROWS_PER_TX = 100
+DB_NAME = ["--database-name", "billing"]  # the database the workers' pymssql connections name
 # Workers are spawned, not forked: a forked child shares the memory this process used to generate
 # the backlog (it grows with the backlog), which an Airflow task process does not have.
 SPAWN = multiprocessing.get_context("spawn")
@@ -208,7 +209,7 @@ def scenario(
 
     db = workdir / f"{label}.duckdb"
     prepare(db, tables, changes)
-    server = start_server(db, capture_interval=0)
+    server = start_server(db, capture_interval=0, extra_args=DB_NAME)
     database = f"BENCH_{label.upper()}"
     try:
         with ProcessPoolExecutor(max_workers=len(tables), mp_context=SPAWN) as pool:
@@ -216,7 +217,7 @@ def scenario(
             list(pool.map(worker, [(t, database, server.port, snowflake_port, chunk_rows) for t in tables]))
         server.stop()
         backlog(db, tables, changes)
-        server = start_server(db, capture_interval=0)
+        server = start_server(db, capture_interval=0, extra_args=DB_NAME)
         started = time.monotonic()
         with ProcessPoolExecutor(max_workers=min(workers, len(tables)), mp_context=SPAWN) as pool:
             results = list(pool.map(worker, [(t, database, server.port, snowflake_port, chunk_rows) for t in tables]))

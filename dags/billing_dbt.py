@@ -3,7 +3,7 @@
 Scheduled on the raw-table Assets of `include/config/sources/billing.yaml` (any of them changed);
 `dbt source freshness` first, then each model of `include/dbt/billing` followed by its tests.
 The dbt graph comes from `include/dbt/billing/target/manifest.json`, built by
-`python -m dev.dbt_local manifest` (`make manifest`): parsing stays well under a second and needs
+`make manifest` (dev/dbt_local.py): parsing stays well under a second and needs
 no connection. Models, tests, targets and the execution-mode choice: `docs/dbt.md`.
 """
 

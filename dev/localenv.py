@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dev import snowflake_local
+from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +53,9 @@ class LocalStack:
                 "host": "127.0.0.1",
                 "port": self.mssql_port,
                 "schema": self.source_database,
-                "login": "sa",
-                "password": "local",
-                # Selects the DuckDB-backed SQL Server CDC emulator instead of pymssql.
-                "extra": {"emulator": True},
+                # The DuckDB-backed SQL Server CDC emulator speaks TDS: MsSqlHook/pymssql as in production.
+                "login": DEFAULT_LOGIN,
+                "password": DEFAULT_PASSWORD,
             },
             "snowflake_default": snowflake_local.airflow_connection(self.snowflake_port),
             "smtp_default": {

@@ -1,7 +1,7 @@
 """Table pipelines wired straight to the local stack, without Airflow.
 
 For the demo's summary, the end-to-end tests and the benchmarks: the same TablePipeline the
-DAG runs, with connections opened directly (emulator client, snowflake.connector) and the hint
+DAG runs, with connections opened directly (pymssql, snowflake.connector) and the hint
 kept in memory instead of an Airflow Variable.
 """
 
@@ -32,9 +32,16 @@ class MemoryHints:
 
 
 def open_source(mssql_port: int, database: str = "billing") -> CdcSource:
-    from dev.mssql_emulator import connect
+    """The source reader over pymssql (TDS) to the local emulator, as MsSqlHook would open it."""
+    import pymssql
 
-    return CdcSource(connect(server="127.0.0.1", port=mssql_port, database=database))
+    from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
+
+    return CdcSource(
+        pymssql.connect(
+            server="127.0.0.1", port=str(mssql_port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, database=database
+        )
+    )
 
 
 def open_warehouse(snowflake_port: int, database: str | None = None) -> Warehouse:

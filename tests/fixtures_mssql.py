@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dev.mssql_emulator.process import ServerProcess, start_server
+from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +28,30 @@ def mssql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 
 def mssql_airflow_conn(server: ServerProcess, database: str = "billing") -> dict[str, Any]:
-    """The Airflow connection (JSON form) that selects the emulator server."""
+    """The Airflow connection (JSON form) to the emulator server: a plain mssql connection, the
+    provider's MsSqlHook reaches it with pymssql over TDS exactly as it reaches SQL Server."""
     return {
         "conn_type": "mssql",
         "host": server.host,
         "port": server.port,
         "schema": database,
-        "login": "sa",
-        "password": "local",
-        "extra": {"emulator": True},
+        "login": DEFAULT_LOGIN,
+        "password": DEFAULT_PASSWORD,
     }
+
+
+def pymssql_connect(
+    server: ServerProcess, database: str = "billing", *, autocommit: bool = False, password: str = DEFAULT_PASSWORD
+) -> Any:
+    """A pymssql connection to the emulator server (TDS), as a test's own SQL client."""
+    import pymssql
+
+    return pymssql.connect(
+        server=server.host,
+        port=str(server.port),
+        user=DEFAULT_LOGIN,
+        password=password,
+        database=database,
+        autocommit=autocommit,
+        login_timeout=10,
+    )

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from .engine import Engine
-from .server import serve
+from .server import DEFAULT_LOGIN, DEFAULT_PASSWORD, serve
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
         maxtrans=args.maxtrans,
         threads=args.threads,
     )
-    server = serve(engine, args.host, args.port)
+    server = serve(engine, args.host, args.port, login=args.login, password=args.password)
     stopping = threading.Event()
 
     def shutdown(signum: int, _frame: object) -> None:
@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     log.info(
-        "SQL Server CDC emulator: database %r (%s) on %s:%s, capture every %ss",
+        "SQL Server CDC emulator (TDS and the emulator protocol): database %r (%s) on %s:%s, capture every %ss",
         engine.db_name(),
         args.db,
         args.host,
@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--maxtrans", type=int, default=500, help="transactions per capture scan")
     s.add_argument("--database-name", default=None, help="DB_NAME() (default: the file's stem)")
     s.add_argument("--threads", type=int, default=None, help="DuckDB worker threads")
+    s.add_argument("--login", default=DEFAULT_LOGIN, help="SQL login TDS clients must use (default: sa)")
+    s.add_argument(
+        "--password",
+        default=os.environ.get("MSSQL_EMULATOR_PASSWORD", DEFAULT_PASSWORD),
+        help="password of that login (default: $MSSQL_EMULATOR_PASSWORD, else 'local')",
+    )
     s.set_defaults(func=_serve)
     st = sub.add_parser("status", help="exit 0 if a server answers")
     st.add_argument("--port", type=int, default=11433)

@@ -34,6 +34,7 @@ from sqlglot import exp
 from . import catalog, errors
 from .catalog import OBJECT_ID_BASE, OBJECT_ID_STEP, TableInfo
 from .clock import Clock
+from .coltypes import annotate as annotate_types
 from .lsn import INITIAL_LSN_INT, int_to_lsn, lsn_to_int
 from .results import Column, Result, column_name
 from .translate import (
@@ -510,7 +511,7 @@ class Session:
                 "TRANCOUNT": self.trancount,
                 "SPID": self.spid,
                 "ROWCOUNT": self.rowcount,
-                "VERSION": "Microsoft SQL Server 2022 (emulated by dev.mssql_emulator)",
+                "VERSION": "Microsoft SQL Server 2022 (RTM) - 16.0.1000.6 (X64) (emulated by dev.mssql_emulator)",
                 "SERVERNAME": "mssql-emulator",
                 "ERROR": 0,
             },
@@ -671,6 +672,7 @@ class Session:
             if rel is None:
                 return Result(None, -1)
             columns = [Column(column_name(n), str(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
+            annotate_types(self, node, columns)
             if stream:
                 reader = rel.to_arrow_reader(STREAM_BATCH_ROWS)
                 batches = _guarded(iter(reader), self)

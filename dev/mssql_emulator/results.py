@@ -92,6 +92,7 @@ class Column:
 
     name: str
     duck_type: str
+    sql_type: Any = None  # the declared SqlType when known (dev.mssql_emulator.coltypes), for TDS
 
     @property
     def type_code(self) -> int:

@@ -20,9 +20,13 @@ from . import errors
 from .engine import Engine, Session
 from .protocol import PROTOCOL_VERSION, ConnectionClosed, batches_to_ipc, ipc_to_batches, recv_frame, send_frame
 from .results import Result
+from .tds import TDS_PACKET_TYPES, serve_connection
 
 log = logging.getLogger(__name__)
 DEFAULT_FETCH_ROWS = 32768
+# The SQL login TDS clients must present (``serve --login/--password``); a local stand-in's default.
+DEFAULT_LOGIN = "sa"
+DEFAULT_PASSWORD = "local"  # noqa: S105 - the local stand-in's documented default, not a secret
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -36,6 +40,14 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         engine = self.server.engine
+        try:
+            first = self.request.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return
+        if first and first[0] in TDS_PACKET_TYPES:
+            # a SQL Server client (TDS); the emulator's own protocol starts with a length prefix (0x00)
+            serve_connection(self.request, engine, self.server.login, self.server.password)
+            return
         try:
             while True:
                 try:
@@ -174,8 +186,12 @@ class EmulatorTCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, engine: Engine, host: str, port: int) -> None:
+    def __init__(
+        self, engine: Engine, host: str, port: int, login: str = DEFAULT_LOGIN, password: str = DEFAULT_PASSWORD
+    ) -> None:
         self.engine = engine
+        self.login = login
+        self.password = password
         super().__init__((host, port), _Handler)
 
 
@@ -199,10 +215,15 @@ def status(engine: Engine) -> dict[str, Any]:
 
 
 def serve(
-    engine: Engine, host: str = "127.0.0.1", port: int = 11433, ready: threading.Event | None = None
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 11433,
+    ready: threading.Event | None = None,
+    login: str = DEFAULT_LOGIN,
+    password: str = DEFAULT_PASSWORD,
 ) -> EmulatorTCPServer:
     """Create the server (bound and listening); call ``serve_forever()`` on the result."""
-    server = EmulatorTCPServer(engine, host, port)
+    server = EmulatorTCPServer(engine, host, port, login, password)
     if ready is not None:
         ready.set()
     return server

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -1022,9 +1023,17 @@ def _connect(args: argparse.Namespace) -> Any:
 
 
 def _ensure_database(args: argparse.Namespace) -> None:
-    """Real SQL Server only: create the database from master when it does not exist yet."""
+    """Create the database from master when a login to it fails (it does not exist yet). The
+    emulator serves exactly one database, which always exists."""
     import pymssql
 
+    try:
+        pymssql.connect(
+            server=args.server, port=str(args.port), user=args.user, password=args.password, database=args.database
+        ).close()
+        return
+    except pymssql.OperationalError:
+        pass
     conn = pymssql.connect(
         server=args.server,
         port=str(args.port),
@@ -1050,8 +1059,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=11433)
     parser.add_argument("--database", default="billing")
     parser.add_argument("--user", default="sa")
-    parser.add_argument("--password", default="")
-    parser.add_argument("--driver", choices=["emulator", "pymssql"], default="emulator")
+    parser.add_argument("--password", default=os.environ.get("MSSQL_EMULATOR_PASSWORD", "local"))
+    parser.add_argument(
+        "--driver",
+        choices=["auto", "emulator", "pymssql"],
+        default="auto",
+        help="auto: pymssql (TDS), except the emulator's own protocol for `bulk` (its fast path ships Arrow tables)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--rollback-fraction", type=float, default=0.02)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -1073,6 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="N transactions through SQL")
     p_run.add_argument("--transactions", type=int, default=100)
     args = parser.parse_args(argv)
+    if args.driver == "auto":
+        args.driver = "emulator" if args.mode == "bulk" else "pymssql"
 
     if args.driver == "pymssql" and args.mode == "init" and not args.db:
         _ensure_database(args)

@@ -1,7 +1,7 @@
 """The dbt DAG of a source: raw CDC tables -> dbt (astronomer-cosmos) -> marts.
 
 Parse-time rules (this module runs whenever the DAG processor parses ``dags/billing_dbt.py``):
-the dbt graph comes from a pre-built ``manifest.json`` (``python -m dev.dbt_local manifest``;
+the dbt graph comes from a pre-built ``manifest.json`` (``make manifest``;
 0.3-0.45 s to parse here instead of ~7 s for ``dbt ls``), and nothing here opens a connection, reads
 an Airflow Variable or touches a database. The Snowflake profile is resolved from the Airflow
 connection only when a task runs.
@@ -202,7 +202,7 @@ def build_dbt_dag(
     if not manifest.is_file():
         # A clear import error beats a silent fallback to `dbt ls` (7 s per parse, needs dbt).
         raise FileNotFoundError(
-            f"{manifest} is missing: build it with `python -m dev.dbt_local manifest` (make manifest); "
+            f"{manifest} is missing: build it with `make manifest` (dev/dbt_local.py); "
             "the Docker image builds it at deploy time"
         )
     profile = profile_config(source, project)

@@ -36,15 +36,17 @@ SOURCE_POOL = "cdc_sqlserver"
 
 def run_source_checks(config_path: str) -> dict[str, Any]:
     """Run, record and alert for one source (the task body; importable for tests)."""
+    from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
+
     from include.cdc_pipeline import health
     from include.cdc_pipeline.notifications import send_alert
     from include.cdc_pipeline.runner import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
-    from include.cdc_pipeline.source import CdcSource, CdcSourceHook
+    from include.cdc_pipeline.source import CdcSource
     from include.cdc_pipeline.warehouse import Warehouse
 
     source = load_source_config(Path(config_path))
-    src = CdcSource(CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn())
+    src = CdcSource(MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn())
     wh = Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
     t = source.target
     checks = health.run_checks(source, src, wh, lambda table: VariableStore.runs(source.name, table.name).get())

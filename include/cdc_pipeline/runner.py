@@ -14,10 +14,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
+
 from include.cdc_pipeline import runs
 from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.pipeline import Batch, TablePipeline, Window
-from include.cdc_pipeline.source import CdcSource, CdcSourceHook
+from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
     table = _table(source, table_name)
 
     def open_source() -> CdcSource:
-        return CdcSource(CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn())
+        return CdcSource(MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn())
 
     def open_warehouse() -> Warehouse:
         from include.cdc_pipeline.snowflake import CdcSnowflakeHook
@@ -94,7 +96,7 @@ def read_cut(config_path: str) -> str | None:
     from include.cdc_pipeline import lsn as lsnlib
 
     source = _config(config_path)
-    conn = CdcSourceHook(mssql_conn_id=source.mssql_conn_id).get_conn()
+    conn = MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn()
     try:
         max_lsn = CdcSource(conn).max_lsn()
     finally:

@@ -1,8 +1,8 @@
 """The SQL Server side: connection hook and the CDC reader.
 
-The reader speaks T-SQL through a DB-API connection. In production that is pymssql from the
-mssql provider; locally the SQL Server CDC emulator (dev/mssql_emulator) answers the same text
-with the same result shapes and errors, so this module has one code path for both.
+The reader speaks T-SQL through the mssql provider's ``MsSqlHook`` connection (pymssql over TDS),
+in production and locally alike: the local SQL Server CDC emulator speaks TDS, so the same driver,
+parameter formatting, type conversions and exceptions are exercised everywhere.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
-
-from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.sql import template, tsql_ident
@@ -31,29 +29,6 @@ CDC_META_COLUMNS = {
     "__$update_mask",
     "__$command_id",
 }
-
-
-class CdcSourceHook(MsSqlHook):
-    """MsSqlHook that can also reach the local SQL Server CDC emulator.
-
-    A connection whose extra holds ``{"emulator": true}`` is served by the emulator's DB-API
-    ``connect`` (same T-SQL, same result types, same pymssql exception classes); every other
-    connection is the provider's own pymssql path, unchanged.
-    """
-
-    def get_conn(self) -> Any:
-        conn = self.get_connection(self.get_conn_id())
-        if conn.extra_dejson.get("emulator"):
-            from dev.mssql_emulator import connect  # local stack only
-
-            return connect(
-                server=conn.host or "127.0.0.1",
-                port=int(conn.port or 11433),
-                user=conn.login,
-                password=conn.password,
-                database=self.schema or conn.schema,
-            )
-        return super().get_conn()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def _loaded(h: Any, **overrides: Any) -> Any:
 
 def _checks(h: Any, config: Any) -> dict[tuple[str, str | None], health.Check]:
     wh = Warehouse(h.snowflake.connect())
-    checks = health.run_checks(config, CdcSource(h.engine.connect()), wh)
+    checks = health.run_checks(config, CdcSource(h.connect()), wh)
     return {(c.check, c.table): c for c in checks}
 
 
@@ -110,7 +110,7 @@ def test_stopped_capture_job_is_reported(harness) -> None:
 def test_checks_are_recorded_in_cdc_health(harness) -> None:
     config = _loaded(harness)
     wh = Warehouse(harness.snowflake.connect())
-    checks = health.run_checks(config, CdcSource(harness.engine.connect()), wh)
+    checks = health.run_checks(config, CdcSource(harness.connect()), wh)
     t = config.target
     assert health.record(wh, t.database, t.control_schema, checks) == len(checks)
     previous = health.previous_values(wh, t.database, t.control_schema, config.name, "change_table_rows")

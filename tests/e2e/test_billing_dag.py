@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from dev.localpipeline import pipelines
-from dev.mssql_emulator import connect
 from dev.mssql_emulator.workload import Workload
 from include.cdc_pipeline.lsn import to_hex
 from include.cdc_pipeline.reconcile import reconcile
 from tests.e2e.conftest import SALT, billing_config, connect_airflow, run_cdc_dag, wait_for_capture
+from tests.fixtures_mssql import pymssql_connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 DATABASE = "E2E_ANALYTICS"
@@ -27,7 +27,7 @@ DATABASE = "E2E_ANALYTICS"
 @pytest.fixture(scope="module")
 def billing_stack(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Seed the billing source; point a copy of billing.yaml at a database of its own."""
-    conn = connect(server=mssql_server.host, port=mssql_server.port, database="billing")
+    conn = pymssql_connect(mssql_server)
     Workload(conn, seed=42).init(accounts=60, products=15, invoices=120)
     conn.commit()
     return {"configs": billing_config(tmp_path_factory.mktemp("configs"), DATABASE), "conn": conn}

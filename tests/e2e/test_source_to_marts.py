@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 
 from dev import dbt_local
-from dev.mssql_emulator import connect
+from dev.mssql_emulator import start_server
 from dev.mssql_emulator.workload import Workload
 from tests.e2e.conftest import billing_config, connect_airflow, run_cdc_dag, wait_for_capture
+from tests.fixtures_mssql import pymssql_connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 DATABASE = "E2E_MARTS"
@@ -99,14 +101,22 @@ class SourceBooks:
 
 
 @pytest.fixture(scope="module")
-def marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def marts(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Snapshot, two rounds of live traffic, a CDC run after each, then the dbt DAG; the source's
-    books are recorded between the rounds (with the instant) and at the end."""
+    books are recorded between the rounds (with the instant) and at the end. The source database
+    has a server of its own (the emulator serves one database per server)."""
+    directory = tmp_path_factory.mktemp("marts_source")
+    db, log = directory / f"{SOURCE_DB}.duckdb", directory / "server.log"
+    with start_server(db, capture_interval=0.5, log_path=log) as srv:
+        yield _build_marts(srv, local_snowflake, tmp_path_factory)
+
+
+def _build_marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     monkeypatch = pytest.MonkeyPatch()
     configs = billing_config(tmp_path_factory.mktemp("marts_configs"), DATABASE)
     connect_airflow(monkeypatch, configs, mssql_server, local_snowflake, DATABASE, SOURCE_DB)
     monkeypatch.setenv("CDC_DBT_TARGET", "local")
-    conn = connect(server=mssql_server.host, port=mssql_server.port, database=SOURCE_DB)
+    conn = pymssql_connect(mssql_server, SOURCE_DB)
     try:
         Workload(conn, seed=2026).init(accounts=40, products=10, invoices=90)
         conn.commit()

@@ -12,13 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dev.mssql_emulator import connect
+import pymssql
+
 from dev.mssql_emulator.client import server_status
+from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 from dev.mssql_emulator.workload import COLUMNS, KEYS, TABLES
 
 
 def main(port: int, done_file: str, out_file: str) -> int:
-    conn = connect(server="127.0.0.1", port=port, user="reader", password="x", database="billing")
+    conn = pymssql.connect(
+        server="127.0.0.1", port=str(port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, database="billing"
+    )
     cur = conn.cursor()  # implicit transaction, never committed: every SELECT must still see new data
 
     def one(sql: str, params: Any = None) -> Any:

@@ -13,7 +13,9 @@ import pymssql
 import pytest
 
 from dev.mssql_emulator import ServerProcess, connect, start_server
+from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 from dev.mssql_emulator.workload import COLUMNS, TABLES
+from tests.fixtures_mssql import pymssql_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,7 +117,7 @@ def test_writer_and_reader_processes_with_background_capture(server: ServerProce
             reader.kill()
     replayed = json.loads(out.read_text())
     assert replayed["windows"] >= 1
-    with connect(server="127.0.0.1", port=server.port, database="billing") as conn:
+    with pymssql_connect(server) as conn:
         cur = conn.cursor()
         for t in TABLES:
             cur.execute(f"SELECT {', '.join(COLUMNS[t])} FROM dbo.{t}")
@@ -123,8 +125,10 @@ def test_writer_and_reader_processes_with_background_capture(server: ServerProce
 
 
 def test_client_errors_streaming_and_transactions(server: ServerProcess) -> None:
-    a = connect(server="127.0.0.1", port=server.port, user="u", password="p", database="billing")
-    b = connect(server=f"127.0.0.1:{server.port}", database="billing")
+    a = pymssql_connect(server)
+    b = pymssql.connect(
+        server=f"127.0.0.1:{server.port}", user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, database="billing"
+    )
     try:
         ca, cb = a.cursor(), b.cursor()
         ca.execute("CREATE TABLE dbo.big (id int NOT NULL PRIMARY KEY, v nvarchar(20) NULL, lsn binary(10) NULL)")
@@ -144,7 +148,7 @@ def test_client_errors_streaming_and_transactions(server: ServerProcess) -> None
         assert total == 50000 and first == (0, "row", b"\x01\x02")
         with pytest.raises(pymssql.ProgrammingError) as exc:
             cb.execute("SELECT * FROM dbo.missing")
-        assert exc.value.args[0][0] == 208
+        assert exc.value.args[0] == 208
         cb.execute("SELECT %s AS blob, %s AS n", (b"\x00\x01", 5))
         assert cb.fetchall() == [(b"\x00\x01", 5)]
     finally:
@@ -153,5 +157,6 @@ def test_client_errors_streaming_and_transactions(server: ServerProcess) -> None
 
 
 def test_unreachable_server_raises_operational_error() -> None:
+    # the emulator's own client (workload generator's bulk path) fails like pymssql does
     with pytest.raises(pymssql.OperationalError):
         connect(server="127.0.0.1", port=1, database="billing", login_timeout=2)

@@ -1,21 +1,27 @@
-"""Integration fixtures: an in-process SQL Server CDC emulator per test + the session's local Snowflake.
+"""Integration fixtures: a SQL Server CDC emulator per test + the session's local Snowflake.
 
-Each test gets its own emulator database (in memory) and its own Snowflake database name, so
-tests never see each other's data; the pipeline under test is the production TablePipeline.
+Each test gets its own emulator database (in memory, served over TDS from a thread of the test
+process) and its own Snowflake database name, so tests never see each other's data. Everything
+that talks to the source - the pipeline under test (the production TablePipeline) and the
+tests' own T-SQL - goes through pymssql, the driver production uses. The test keeps the
+engine object for what SQL Server's operators control: the clock and the capture job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymssql
 import pytest
 
 from dev.localpipeline import MemoryHints
 from dev.mssql_emulator import Engine
+from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD, EmulatorTCPServer, serve_in_thread
 from include.cdc_pipeline.config import SourceConfig
 from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.source import CdcSource
@@ -33,20 +39,58 @@ class Harness:
     database: str
     hints: dict[str, MemoryHints] = field(default_factory=dict)
     _sql: Any = None
+    _server: EmulatorTCPServer | None = None
+    _port: int = 0
+    _conns: list[Any] = field(default_factory=list)
+
+    def connect(self) -> Any:
+        """A pymssql connection to this test's source (TDS, as MsSqlHook opens it)."""
+        if self._server is None:
+            self._server, self._port = serve_in_thread(self.engine)
+        conn = pymssql.connect(
+            server="127.0.0.1", port=str(self._port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, autocommit=False
+        )
+        self._conns.append(conn)
+        return conn
+
+    def replace_engine(self, engine: Engine) -> None:
+        """Swap the database behind the server (a source re-created or restored); new connections see it."""
+        old, self.engine, self._sql = self.engine, engine, None
+        self.close_connections()
+        if self._server is not None:
+            self._server.engine = engine
+        old.close()
+
+    def close_connections(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(pymssql.Error):
+                conn.close()
+        self._conns.clear()
+
+    def close(self) -> None:
+        self.close_connections()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.engine.close()
 
     def sql(self, *statements: str, params: Sequence[Any] | None = None) -> None:
         """Run T-SQL statements on the source, each committed on its own."""
         if self._sql is None:
-            self._sql = self.engine.connect()
+            self._sql = self.connect()
         cursor = self._sql.cursor()
         for statement in statements:
             cursor.execute(statement, params)
             self._sql.commit()
 
     def query(self, statement: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        cursor = self.engine.connect().cursor()
+        conn = self.connect()
+        cursor = conn.cursor()
         cursor.execute(statement, params)
-        return list(cursor.fetchall())
+        rows = list(cursor.fetchall())
+        conn.close()
+        self._conns.remove(conn)
+        return rows
 
     def capture(self) -> None:
         """Run the capture job once (changes become visible in the change tables)."""
@@ -75,7 +119,7 @@ class Harness:
         return TablePipeline(
             config,
             spec,
-            lambda: CdcSource(self.engine.connect()),
+            lambda: CdcSource(self.connect()),
             warehouse,
             self.hints.setdefault(spec.name, MemoryHints()),
             lambda: SALT,
@@ -101,20 +145,19 @@ def harness(local_snowflake: Any) -> Iterator[Harness]:
     h = Harness(engine, local_snowflake, database)
     h.sql("EXEC sys.sp_cdc_enable_db")
     yield h
-    engine.close()
+    h.close()
 
 
 @pytest.fixture
 def make_harness(local_snowflake: Any) -> Iterator[Callable[[], Harness]]:
-    engines: list[Engine] = []
+    made: list[Harness] = []
 
     def make() -> Harness:
-        engine = Engine(":memory:")
-        engines.append(engine)
-        h = Harness(engine, local_snowflake, f"IT_{uuid.uuid4().hex[:8].upper()}_{next(_ids)}")
+        h = Harness(Engine(":memory:"), local_snowflake, f"IT_{uuid.uuid4().hex[:8].upper()}_{next(_ids)}")
+        made.append(h)
         h.sql("EXEC sys.sp_cdc_enable_db")
         return h
 
     yield make
-    for engine in engines:
-        engine.close()
+    for h in made:
+        h.close()

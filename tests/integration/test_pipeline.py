@@ -74,7 +74,7 @@ def assert_converged(h: Harness, config: Any, table: int = 0, instance_filter: s
 def orders_harness(h: Harness, seed: int, transactions: int = 30) -> tuple[Any, OrdersWorkload]:
     h.sql(ORDERS_DDL, ENABLE_ORDERS)
     workload = OrdersWorkload(seed)
-    workload.run(h.engine.connect(), transactions)
+    workload.run(h.connect(), transactions)
     h.capture()
     return h.source_config([ORDERS_TABLE]), workload
 
@@ -86,7 +86,7 @@ def test_random_workload_snapshot_then_stream_converges(harness: Harness, seed: 
     first = harness.pipeline(config).run_once()
     assert first["mode"] == "snapshot" and first["rows"] > 0
     for _ in range(3):
-        workload.run(harness.engine.connect(), 25)
+        workload.run(harness.connect(), 25)
         harness.capture()
         # when each round is replicated,
         assert harness.pipeline(config).run_once()["mode"] == "stream"
@@ -100,7 +100,7 @@ def test_failure_at_every_step_boundary_then_retry_converges(
 ) -> None:
     config, workload = orders_harness(harness, seed=7)
     harness.pipeline(config).run_once()
-    workload.run(harness.engine.connect(), 25)
+    workload.run(harness.connect(), 25)
     harness.capture()
     monkeypatch.setenv("CDC_FAILPOINTS", point)
     monkeypatch.setenv("CDC_FAILPOINT_DIR", str(tmp_path))
@@ -108,7 +108,7 @@ def test_failure_at_every_step_boundary_then_retry_converges(
     with pytest.raises(InjectedFailure):
         harness.pipeline(config).run_once()
     # and traffic that goes on before the retry,
-    workload.run(harness.engine.connect(), 10)
+    workload.run(harness.connect(), 10)
     harness.capture()
     # when the table is retried (a new run, as after the task's retries ran out),
     run_until_idle(harness, config)
@@ -121,7 +121,7 @@ def test_task_retry_with_the_same_window_converges(harness: Harness, point: str,
     # Airflow retries one task with the same XCom input: extract_load(window) or apply(batch).
     config, workload = orders_harness(harness, seed=11)
     harness.pipeline(config).run_once()
-    workload.run(harness.engine.connect(), 25)
+    workload.run(harness.connect(), 25)
     harness.capture()
     monkeypatch.setenv("CDC_FAILPOINTS", point)
     monkeypatch.setenv("CDC_FAILPOINT_DIR", str(tmp_path))
@@ -142,7 +142,7 @@ def test_task_retry_with_the_same_window_converges(harness: Harness, point: str,
 def test_replaying_an_applied_batch_changes_nothing(harness: Harness) -> None:
     config, workload = orders_harness(harness, seed=5)
     harness.pipeline(config).run_once()
-    workload.run(harness.engine.connect(), 20)
+    workload.run(harness.connect(), 20)
     harness.capture()
     window = harness.pipeline(config).plan()
     batch = harness.pipeline(config).extract_load(window)
@@ -182,7 +182,7 @@ def test_idle_run_issues_no_snowflake_query(harness: Harness) -> None:
 def test_retention_gap_fails_loudly_by_default(harness: Harness) -> None:
     config, workload = orders_harness(harness, seed=9)
     harness.pipeline(config).run_once()
-    workload.run(harness.engine.connect(), 10)
+    workload.run(harness.connect(), 10)
     harness.capture()
     # The cleanup job purges changes that were never loaded.
     max_lsn = harness.query("SELECT sys.fn_cdc_get_max_lsn()")[0][0]
@@ -200,12 +200,11 @@ def test_source_behind_the_loaded_position_is_never_idle(harness: Harness) -> No
     # Given a table loaded well past its snapshot,
     config, workload = orders_harness(harness, seed=5)
     harness.pipeline(config).run_once()
-    workload.run(harness.engine.connect(), 40)
+    workload.run(harness.connect(), 40)
     harness.capture()
     assert harness.pipeline(config).run_once()["mode"] == "stream"
     # when the source database is re-created (or restored from an old backup): its log is behind,
-    old, harness.engine, harness._sql = harness.engine, Engine(":memory:"), None
-    old.close()
+    harness.replace_engine(Engine(":memory:"))
     harness.sql("EXEC sys.sp_cdc_enable_db")
     orders_harness(harness, seed=6, transactions=5)
     # then the run fails naming the cause instead of idling on the cached hint;
@@ -233,13 +232,13 @@ def test_retention_gap_resnapshots_by_policy(harness: Harness) -> None:
     h.sql(ORDERS_DDL, ENABLE_ORDERS)
     config = h.source_config([{**ORDERS_TABLE, "retention_gap_policy": "resnapshot"}])
     workload = OrdersWorkload(13)
-    workload.run(h.engine.connect(), 20, rollback_fraction=0)
+    workload.run(h.connect(), 20, rollback_fraction=0)
     h.capture()
     h.pipeline(config).run_once()
     # A row is deleted and the change is purged before it was loaded.
     region, order_id = h.query("SELECT TOP (1) region, order_id FROM dbo.orders ORDER BY order_id")[0]
     h.sql("DELETE FROM dbo.orders WHERE region = %s AND order_id = %s", params=(region, order_id))
-    workload.run(h.engine.connect(), 10)
+    workload.run(h.connect(), 10)
     h.capture()
     max_lsn = h.query("SELECT sys.fn_cdc_get_max_lsn()")[0][0]
     h.sql(
@@ -253,7 +252,7 @@ def test_retention_gap_resnapshots_by_policy(harness: Harness) -> None:
         f"SELECT _CDC_DELETED FROM {h.database}.RAW.ORDERS WHERE REGION = '{region}' AND ORDER_ID = {order_id}"
     )
     assert deleted == [(True,)]
-    workload.run(h.engine.connect(), 10)
+    workload.run(h.connect(), 10)
     h.capture()
     run_until_idle(h, config)
     assert reconcile(h.pipeline(config), salt=SALT).ok
@@ -343,7 +342,7 @@ def test_window_capped_by_transactions(harness: Harness) -> None:
     config = h.source_config([{**ORDERS_TABLE, "max_transactions_per_batch": 3, "catch_up_seconds": 0}])
     h.pipeline(config).run_once()  # snapshot of the empty table
     workload = OrdersWorkload(21)
-    workload.run(h.engine.connect(), 10, rollback_fraction=0)
+    workload.run(h.connect(), 10, rollback_fraction=0)
     h.capture()
     results = run_until_idle(h, config)
     assert len([r for r in results if r["mode"] == "stream"]) >= 3
@@ -386,7 +385,7 @@ def test_hashed_column_never_lands_in_clear(harness: Harness) -> None:
 def test_explicit_resnapshot_request(harness: Harness) -> None:
     config, workload = orders_harness(harness, seed=17)
     harness.pipeline(config).run_once()
-    workload.run(harness.engine.connect(), 10)
+    workload.run(harness.connect(), 10)
     harness.capture()
     result = harness.pipeline(config).run_once() if False else harness.pipeline(config).plan(resnapshot=True)
     assert result.mode == "snapshot"
