@@ -56,6 +56,19 @@ class TableNotCapturedError(CdcError):
     pass
 
 
+class TableConfigError(CdcError):
+    """The table's config does not fit the source (key or listed columns not captured, no salt set)."""
+
+
+def enable_table_call(table: TableConfig) -> str:
+    """The exact T-SQL that enables CDC on a configured table (named in errors and by the preflight)."""
+    call = (
+        f"EXEC sys.sp_cdc_enable_table @source_schema = N'{table.source_schema}', @source_name = N'{table.table}', "
+        "@role_name = NULL, @supports_net_changes = 0"
+    )
+    return call + (f", @capture_instance = N'{table.capture_instance}'" if table.capture_instance else "")
+
+
 class SourceRewoundError(CdcError):
     """The source's max LSN is below the loaded position: the database was restored or re-created."""
 
@@ -148,7 +161,7 @@ class TablePipeline:
         source: Callable[[], CdcSource],
         warehouse: Callable[[], Warehouse],
         hints: HintStore,
-        salt: Callable[[], str] | None = None,
+        salt: Callable[[], str | None] | None = None,
         workdir: Path | None = None,
         azure_hook: Any = None,
     ) -> None:
@@ -199,8 +212,7 @@ class TablePipeline:
         if not found:
             raise TableNotCapturedError(
                 f"{self.label}: source table {where} has no CDC capture instance (unknown table, or CDC not "
-                f"enabled). Enable it: EXEC sys.sp_cdc_enable_table @source_schema=N'{self.table.source_schema}', "
-                f"@source_name=N'{self.table.table}', @role_name=NULL"
+                f"enabled). Enable it: {enable_table_call(self.table)}"
             )
         if self.table.capture_instance:
             pinned = [ci for ci in found if ci.name.lower() == self.table.capture_instance.lower()]
@@ -389,14 +401,16 @@ class TablePipeline:
         by_lower = {c.name.lower(): c for c in columns}
         missing = [k for k in self.table.primary_key if k.lower() not in by_lower]
         if missing:
-            raise CdcError(
+            raise TableConfigError(
                 f"{self.label}: primary key column(s) {missing} are not captured by capture instance {instance} "
                 f"(captured: {[c.name for c in columns]}); fix primary_key in the config or the capture instance"
             )
         for field_name in ("exclude_columns", "hash_columns"):
             unknown = [c for c in getattr(self.table, field_name) if c.lower() not in by_lower]
             if unknown:
-                raise CdcError(f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}")
+                raise TableConfigError(
+                    f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}"
+                )
         excluded = {c.lower() for c in self.table.exclude_columns}
         hashed = {c.lower() for c in self.table.hash_columns}
         return [map_column(c, hashed=c.name.lower() in hashed) for c in columns if c.name.lower() not in excluded]
@@ -436,8 +450,9 @@ class TablePipeline:
         layout = self.layout(mappings)
         salt = self._salt() if any(m.hashed for m in mappings) and self._salt else None
         if any(m.hashed for m in mappings) and not salt:
-            raise CdcError(
-                f"{self.label}: hash_columns are configured but no salt is set (Variable cdc_hash_salt_secret)"
+            raise TableConfigError(
+                f"{self.label}: hash_columns are configured but no salt is set: set the Airflow Variable "
+                "cdc_hash_salt_secret (or its secrets-backend entry)"
             )
         names = [m.source.name for m in mappings]
         if window.mode == "snapshot":
