@@ -27,6 +27,9 @@ class LocalStack:
     smtp_port: int = int(os.environ.get("CDC_LOCAL_SMTP_PORT", "1025"))
     airflow_port: int = int(os.environ.get("CDC_LOCAL_AIRFLOW_PORT", "8080"))
     source_database: str = "billing"
+    # The login the pipeline reads with (created by `python -m dev.stack up`): not sysadmin, as in
+    # production; `sa` stays for set-up and the workload generator.
+    reader_login: tuple[str, str] = ("cdc_reader", "local-reader")
 
     @property
     def mssql_db_path(self) -> Path:
@@ -52,8 +55,8 @@ class LocalStack:
                 "host": "127.0.0.1",
                 "port": self.mssql_port,
                 "schema": self.source_database,
-                "login": "sa",
-                "password": "local",
+                "login": self.reader_login[0],
+                "password": self.reader_login[1],
                 # Selects the DuckDB-backed SQL Server CDC emulator instead of pymssql.
                 "extra": {"emulator": True},
             },

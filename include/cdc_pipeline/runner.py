@@ -98,7 +98,7 @@ class VariableStore:
         Variable.set(self.key, value, serialize_json=True, description=self.description)
 
 
-def _salt() -> str | None:
+def read_salt() -> str | None:
     """The salt, or None when unset (the pipeline then names the missing Variable)."""
     from airflow.sdk import Variable
 
@@ -117,7 +117,9 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
 
         return Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
 
-    return TablePipeline(source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), _salt)
+    return TablePipeline(
+        source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), read_salt
+    )
 
 
 def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
