@@ -26,6 +26,7 @@ import pyarrow as pa
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
 from include.cdc_pipeline.failpoints import failpoint
+from include.cdc_pipeline.progress import PROGRESS_EVERY, Progress
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
 from include.cdc_pipeline.stages import AzureStage, InternalStage, Stage
 from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
@@ -175,6 +176,7 @@ class TablePipeline:
         self._salt = salt
         self.workdir = workdir
         self._azure_hook = azure_hook
+        self.progress_every = PROGRESS_EVERY  # seconds between progress lines of an extract
 
     # -- lazily opened connections (an idle plan never opens Snowflake) -----------------------
     @property
@@ -475,6 +477,7 @@ class TablePipeline:
         # Files of an earlier, crashed attempt at this table must not be loaded twice.
         stage.clear(f"{self.cfg.name}/{self.table.name}/")
         schema = _parquet_schema(mappings)
+        progress = self._progress(window)
         rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
         tick = time.monotonic()
         # Three stages overlap: the source fetches chunk n+1 (reader thread) while this thread
@@ -487,6 +490,7 @@ class TablePipeline:
                 del chunk
                 rows += table.num_rows
                 arrow_bytes += table.nbytes
+                progress.add(table.num_rows, table.nbytes)
                 read_s += time.monotonic() - tick
                 failpoint("after_read", self.label)
                 tick = time.monotonic()
@@ -498,6 +502,7 @@ class TablePipeline:
             if pending is not None:
                 parquet_bytes += pending.result()
                 put_s += time.monotonic() - tick
+        progress.finish()
         failpoint("after_put", self.label)
         tick = time.monotonic()
         wh.create_staging(layout)
@@ -522,6 +527,23 @@ class TablePipeline:
                 "total_s": time.monotonic() - started,
             },
         )
+
+    def _progress(self, window: Window) -> Progress:
+        """Progress of this extract, its ETA from the catalog's row estimate (sys.partitions) of the
+        source table (snapshot) or of the change table (a window: an upper bound)."""
+        if window.mode == "snapshot":
+            name, basis = f"{self.table.source_schema}.{self.table.table}", "table's row-count estimate"
+        else:
+            name, basis = f"cdc.{window.capture_instance}_CT", "change-table size, an upper bound"
+        try:
+            estimate = self.source.row_estimate(name)
+        except Exception as exc:  # progress is a convenience: never fail the load for it
+            log.info("%s: no row estimate for %s (%s)", self.label, name, str(exc).splitlines()[0])
+            rollback = getattr(self.source.connection, "rollback", None)
+            if rollback is not None:
+                rollback()
+            estimate = None
+        return Progress(f"{self.label} {window.mode}", estimate, basis, self.progress_every)
 
     def _snapshot_rows(self, window: Window, names: list[str]) -> tuple[Window, Iterator[list[tuple[Any, ...]]]]:
         """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
