@@ -12,7 +12,7 @@ AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup demo airflow stop status mail test test-all lint format manifest bench clean
+.PHONY: help setup demo airflow preflight stop status mail test test-all lint format manifest bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ demo: setup $(MANIFEST) ## Start the local stack and run the whole pipeline once
 
 airflow: setup $(MANIFEST) ## Airflow UI on http://localhost:8080 (airflow standalone) on the local stack
 	$(PY) -m dev.stack airflow
+
+preflight: setup $(MANIFEST) ## Check connections, CDC, login rights, Snowflake grants, pools, salt, SMTP on the local stack
+	$(PY) -m dev.stack preflight
 
 stop: ## Stop every local service this project started (by pid)
 	@test -x $(PY) && $(PY) -m dev.stack stop || true

@@ -28,6 +28,9 @@ class LocalStack:
     smtp_port: int = int(os.environ.get("CDC_LOCAL_SMTP_PORT", "1025"))
     airflow_port: int = int(os.environ.get("CDC_LOCAL_AIRFLOW_PORT", "8080"))
     source_database: str = "billing"
+    # The login the pipeline reads with (created by `python -m dev.stack up`): not sysadmin, as in
+    # production; `sa` stays for set-up and the workload generator.
+    reader_login: tuple[str, str] = ("cdc_reader", "local-reader")
 
     @property
     def mssql_db_path(self) -> Path:
@@ -53,9 +56,10 @@ class LocalStack:
                 "host": "127.0.0.1",
                 "port": self.mssql_port,
                 "schema": self.source_database,
-                # The DuckDB-backed SQL Server CDC emulator speaks TDS: MsSqlHook/pymssql as in production.
-                "login": DEFAULT_LOGIN,
-                "password": DEFAULT_PASSWORD,
+                # The DuckDB-backed SQL Server CDC emulator speaks TDS: MsSqlHook/pymssql as in production,
+                # as a least-privileged login (dev/stack.py creates it), as production should.
+                "login": self.reader_login[0],
+                "password": self.reader_login[1],
             },
             "snowflake_default": snowflake_local.airflow_connection(self.snowflake_port),
             "smtp_default": {

@@ -577,15 +577,34 @@ async def _query_request(request: Any) -> Any:
     )
 
 
+async def _login_request(request: Any) -> Any:
+    """fakesnow's login, plus the session's warehouse and role in ``sessionInfo``.
+
+    Snowflake's login answer names the session's current warehouse and role; the connector keeps
+    them as ``connection.warehouse`` / ``connection.role`` (None when the role may not use the
+    warehouse). fakesnow omits both; it has no access control, so the requested ones are in use.
+    """
+    import fakesnow.server as fs_server
+    from starlette.responses import JSONResponse
+
+    response = await fs_server.login_request(request)
+    payload = json.loads(bytes(response.body))
+    info = payload.get("data", {}).get("sessionInfo")
+    if isinstance(info, dict):
+        for param, key in (("warehouse", "warehouseName"), ("roleName", "roleName")):
+            value = request.query_params.get(param)
+            info[key] = value.upper() if value and not value.startswith('"') else value
+    return JSONResponse(payload, status_code=response.status_code)
+
+
 def _build_starlette(fs_app: Any) -> Any:
-    """fakesnow's routes with the query endpoint wrapped by :func:`_query_request`."""
+    """fakesnow's routes with the query and login endpoints wrapped (:func:`_query_request`,
+    :func:`_login_request`)."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    routes = [
-        Route(r.path, _query_request, methods=["POST"]) if r.path == "/queries/v1/query-request" else r
-        for r in fs_app.routes
-    ]
+    wrapped = {"/queries/v1/query-request": _query_request, "/session/v1/login-request": _login_request}
+    routes = [Route(r.path, wrapped[r.path], methods=["POST"]) if r.path in wrapped else r for r in fs_app.routes]
     return Starlette(debug=False, routes=routes)
 
 

@@ -1,8 +1,8 @@
 """The embedded local stack: SQL Server CDC emulator + local Snowflake + Airflow, no Docker.
 
-    python -m dev.stack up | demo | airflow | stop | status
+    python -m dev.stack up | demo | airflow | preflight | stop | status
 
-`make demo`, `make airflow` and `make stop` call this. Every service runs in its own process
+`make demo`, `make airflow`, `make preflight` and `make stop` call this. Every service runs in its own process
 group with its pid recorded under .local/run, and `stop` ends exactly those groups.
 """
 
@@ -118,7 +118,32 @@ class Stack:
             self.say("creating the demo billing database and enabling CDC (workload generator, seed 42)")
             print(self.run(self.workload_command(42, "init"), capture=True), end="")
             marker.write_text("ok\n")
+        self.ensure_reader_login()
         self.airflow_bootstrap()
+
+    def ensure_reader_login(self) -> None:
+        """The pipeline reads as a least-privileged login, as it should in production (idempotent):
+        not sysadmin; SELECT on the cdc schema and, for snapshots, on the source tables."""
+        from dev.mssql_emulator import connect
+
+        login, password = self.cfg.reader_login
+        conn = connect(server="127.0.0.1", port=self.cfg.mssql_port, database=self.cfg.source_database, user="sa")
+        try:
+            for sql, exists in (
+                (f"CREATE LOGIN {login} WITH PASSWORD = N'{password}'", 15025),
+                (f"CREATE USER {login} FOR LOGIN {login}", 15023),
+                (f"GRANT SELECT ON SCHEMA::cdc TO {login}", None),
+                (f"ALTER ROLE db_datareader ADD MEMBER {login}", None),
+            ):
+                try:
+                    conn.cursor().execute(sql)
+                    conn.commit()
+                except Exception as exc:  # already there from an earlier start
+                    conn.rollback()
+                    if exists is None or str(exists) not in str(exc):
+                        raise
+        finally:
+            conn.close()
 
     def check_dags(self) -> None:
         """Parse dags/ as the DAG processor would; stop on any import error."""
@@ -130,6 +155,14 @@ class Stack:
         if found["errors"]:
             raise SystemExit(f"DAG import errors: {json.dumps(found['errors'], indent=2)}")
         self.say(f"DAGs parse with no import errors: {', '.join(found['dags'])}")
+
+    def is_up(self) -> bool:
+        """Local Snowflake, the emulator and the SMTP sink run, and the demo database exists."""
+        from dev import snowflake_local
+
+        ready, _ = snowflake_local.status(self.cfg.snowflake_dir, self.cfg.snowflake_port)
+        services = all(procs.running(self.run_dir, name) for name in ("mssql", "smtp"))
+        return ready and services and (self.cfg.state_dir / "mssql" / "initialized").exists()
 
     def stop(self) -> None:
         from dev import snowflake_local
@@ -210,6 +243,18 @@ class Stack:
         if not marts_ok:
             raise SystemExit("marts differ from the source: see above")
 
+    def preflight(self) -> int:
+        """The preflight checks (include/cdc_pipeline/preflight.py) with the local stack's
+        connections, Variables and pools; the report on stdout, exit status 1 on any failure.
+
+        Starts the stack only when it is not running: on a running stack it changes nothing, so a
+        removed pool or a table without CDC is reported, not quietly repaired by the start-up."""
+        if not self.is_up():
+            self.up()
+        self.say("preflight: python -m include.cdc_pipeline.preflight")
+        result = subprocess.run([PY, "-m", "include.cdc_pipeline.preflight"], env=self.env, cwd=ROOT, check=False)
+        return result.returncode
+
     def airflow(self) -> None:
         self.up()
         pid = procs.start(
@@ -252,11 +297,13 @@ def _wait_port(port: int, what: str, log_file: Path, pid: int, timeout: float = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "demo", "airflow", "stop", "status"])
+    parser.add_argument("command", choices=["up", "demo", "airflow", "preflight", "stop", "status"])
     args = parser.parse_args(argv)
     stack = Stack()
     if args.command == "status":
         return stack.status()
+    if args.command == "preflight":
+        return stack.preflight()
     getattr(stack, args.command)()
     return 0
 

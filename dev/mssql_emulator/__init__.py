@@ -85,15 +85,16 @@ def connect(
 ) -> Connection:
     """Open a connection, mirroring ``pymssql.connect``.
 
-    With ``server``/``host`` it is a client of a running emulator server (``user``/``password``
-    are accepted and ignored; ``database`` names the database). Otherwise ``database`` is a
+    With ``server``/``host`` it is a client of a running emulator server (``user`` is the session's
+    login, reported by ``SUSER_SNAME()``, ``IS_SRVROLEMEMBER`` and ``HAS_PERMS_BY_NAME``; none acts as
+    ``sa``; ``password`` is ignored; ``database`` names the database). Otherwise ``database`` is a
     DuckDB file path or ``":memory:"`` opened in this process (``capture_interval`` > 0 starts
     a background capture job; by default capture runs on ``EXEC sys.sp_cdc_scan``). ``engine``
     attaches to an existing :class:`Engine` (several sessions on one in-memory database).
     """
-    del user, password, timeout, charset, appname
+    del password, timeout, charset, appname
     if engine is not None:
-        return Connection(engine.session(autocommit=autocommit), as_dict=as_dict, autocommit=autocommit)
+        return Connection(engine.session(autocommit=autocommit, login=user), as_dict=as_dict, autocommit=autocommit)
     target = server or host
     if target:
         from .client import RemoteSession
@@ -101,11 +102,19 @@ def connect(
         hostname, _, inline_port = target.replace(",", ":").partition(":")
         real_port = int(port or inline_port or 11433)
         session = RemoteSession(
-            hostname or "127.0.0.1", real_port, database=database, autocommit=autocommit, login_timeout=login_timeout
+            hostname or "127.0.0.1",
+            real_port,
+            database=database,
+            autocommit=autocommit,
+            login_timeout=login_timeout,
+            login=user,
         )
         return Connection(session, as_dict=as_dict, autocommit=autocommit)
     path = database or ":memory:"
     eng = open_engine(path, capture_interval=capture_interval)
     return Connection(
-        eng.session(autocommit=autocommit), as_dict=as_dict, autocommit=autocommit, on_close=lambda: _release(path, eng)
+        eng.session(autocommit=autocommit, login=user),
+        as_dict=as_dict,
+        autocommit=autocommit,
+        on_close=lambda: _release(path, eng),
     )

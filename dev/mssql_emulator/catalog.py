@@ -120,6 +120,20 @@ SELECT (SELECT value FROM emu.state WHERE key = 'db_name') AS name, 5 AS databas
        'SQL_Latin1_General_CP1_CI_AS' AS collation_name, 160 AS compatibility_level, 'ONLINE' AS state_desc,
        'FULL' AS recovery_model_desc;
 
+-- sys.partitions: one partition per table; rows = DuckDB's estimate (SQL Server documents the column
+-- as "the approximate number of rows in this partition"). index_id 1 for a clustered table (a primary
+-- key, or a change table's clustered index), 0 for a heap.
+-- https://learn.microsoft.com/sql/relational-databases/system-catalog-views/sys-partitions-transact-sql
+CREATE OR REPLACE VIEW sys.partitions AS
+SELECT o.object_id::BIGINT * 65536 + 1 AS partition_id, o.object_id,
+       CASE WHEN o.pk_name IS NOT NULL OR lower(o.schema_name) = 'cdc' THEN 1 ELSE 0 END AS index_id,
+       1 AS partition_number, o.object_id::BIGINT * 65536 + 1 AS hobt_id, t.estimated_size::BIGINT AS rows,
+       0 AS filestream_filegroup_id, 0::TINYINT AS data_compression, 'NONE' AS data_compression_desc
+FROM emu.objects o
+JOIN duckdb_tables() t ON t.database_name = current_database()
+    AND lower(t.schema_name) = lower(o.schema_name) AND lower(t.table_name) = lower(o.name)
+WHERE o.type = 'U';
+
 CREATE OR REPLACE VIEW sys.indexes AS
 SELECT o.object_id, o.pk_name AS name, 1 AS index_id, 1 AS type, 'CLUSTERED' AS type_desc,
        true AS is_unique, true AS is_primary_key, false AS is_unique_constraint

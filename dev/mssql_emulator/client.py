@@ -22,7 +22,14 @@ class RemoteSession:
     """Speaks the emulator protocol over one TCP connection (one server-side session)."""
 
     def __init__(
-        self, host: str, port: int, *, database: str = "", autocommit: bool = False, login_timeout: float = 60
+        self,
+        host: str,
+        port: int,
+        *,
+        database: str = "",
+        autocommit: bool = False,
+        login_timeout: float = 60,
+        login: str | None = None,
     ) -> None:
         try:
             self.sock = socket.create_connection((host, port), timeout=login_timeout or None)
@@ -43,7 +50,7 @@ class RemoteSession:
         self._lock = threading.RLock()
         self._generation = 0
         self.closed = False
-        reply, _ = self._request({"op": "hello", "database": database, "autocommit": autocommit})
+        reply, _ = self._request({"op": "hello", "database": database, "autocommit": autocommit, "login": login})
         self.spid = reply.get("spid")
         self.database = reply.get("database")
 

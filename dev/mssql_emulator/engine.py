@@ -31,7 +31,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from . import catalog, errors
+from . import catalog, errors, security
 from .catalog import OBJECT_ID_BASE, OBJECT_ID_STEP, TableInfo
 from .clock import Clock
 from .coltypes import annotate as annotate_types
@@ -108,6 +108,7 @@ class Engine:
         cur.execute(catalog.BOOTSTRAP_TABLES)
         cur.execute(catalog.BOOTSTRAP_VIEWS)
         cur.execute(catalog.BOOTSTRAP_MACROS)
+        security.bootstrap(cur)
         if cur.execute("SELECT count(*) FROM emu.schemas").fetchone()[0] == 0:
             cur.executemany("INSERT INTO emu.schemas VALUES (?, ?)", catalog.DEFAULT_SCHEMAS)
         state = dict(cur.execute("SELECT key, value FROM emu.state").fetchall())
@@ -212,16 +213,16 @@ class Engine:
         return flag
 
     # -- sessions ------------------------------------------------------------------------
-    def session(self, *, autocommit: bool = False) -> Session:
-        s = Session(self, autocommit=autocommit)
+    def session(self, *, autocommit: bool = False, login: str | None = None) -> Session:
+        s = Session(self, autocommit=autocommit, login=login)
         self.sessions.add(s)
         return s
 
-    def connect(self, *, autocommit: bool = False, as_dict: bool = False) -> Any:
-        """A DB-API connection (pymssql-like) to this engine."""
+    def connect(self, *, autocommit: bool = False, as_dict: bool = False, login: str | None = None) -> Any:
+        """A DB-API connection (pymssql-like) to this engine, as ``login`` (default ``sa``)."""
         from .dbapi import Connection
 
-        return Connection(self.session(autocommit=autocommit), as_dict=as_dict, autocommit=autocommit)
+        return Connection(self.session(autocommit=autocommit, login=login), as_dict=as_dict, autocommit=autocommit)
 
     # -- capture job ---------------------------------------------------------------------
     def capture(self, maxtrans: int | None = None, maxscans: int | None = None, *, idle_rows: bool = True) -> int:
@@ -343,8 +344,9 @@ _IGNORED_SETTINGS = {
 class Session:
     """One client connection: transaction state (``@@TRANCOUNT``), variables, a DuckDB cursor."""
 
-    def __init__(self, engine: Engine, *, autocommit: bool = False) -> None:
+    def __init__(self, engine: Engine, *, autocommit: bool = False, login: str | None = None) -> None:
         self.engine = engine
+        self.login = login or security.DEFAULT_LOGIN  # no login: the emulator's historical ``sa``
         self.cur = engine.cursor()
         self.spid = engine.next_spid()
         self.implicit_transactions = not autocommit
@@ -516,6 +518,8 @@ class Session:
                 "ERROR": 0,
             },
             expand_cdc_function=lambda low, name, args, alias: cdc.expand_function(self, low, name, args, alias),
+            login=self.login,
+            security_function=lambda name, args: security.call(self, name, args),
             dynamic_time=dynamic_time,
             column_types=self._column_types,
         )
@@ -577,6 +581,12 @@ class Session:
             return None  # savepoints: accepted, not emulated (see docs/emulator.md)
         if word == "DBCC":
             return self._dbcc(raw)
+        if security.handles([t.text for t in raw.tokens[:3]]):
+            if self.implicit_transactions and self.trancount == 0:
+                self.trancount = 1
+            security.execute(self, raw.text)
+            self._end_statement()
+            return None
         if word == "CREATE" and len(raw.tokens) > 1 and raw.tokens[1].text.upper() == "TABLE":
             # parsed from tokens (keeps exact type names; sqlglot rejects some valid column options)
             from . import ddl

@@ -97,7 +97,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return {"ok": True, **status(engine)}, b""
         if op == "hello":
             if self.session is None:
-                self.session = engine.session(autocommit=bool(header.get("autocommit")))
+                self.session = engine.session(autocommit=bool(header.get("autocommit")), login=header.get("login"))
             return {
                 "ok": True,
                 "spid": self.session.spid,

@@ -28,7 +28,7 @@ import socket
 import struct
 from typing import Any
 
-from . import errors
+from . import errors, security
 from .engine import Engine, Session
 from .results import Result
 from .tdstypes import COLLATION, int_param_bytes, read_type_info, read_value, wire_column
@@ -244,17 +244,23 @@ class TdsConnection:
         requested_packet = struct.unpack_from("<I", p, 8)[0]
         option_flags3 = p[27]
         user, password, database = field(40), field(44, True), field(68)
-        if user.lower() != self.login_name.lower() or password != self.password:
+        # The server's own login (sa by default), or one a sysadmin created with CREATE LOGIN … WITH
+        # PASSWORD (security.py): the session then runs as that login (SUSER_SNAME, IS_SRVROLEMEMBER).
+        session = self.engine.session(autocommit=True, login=user)  # IMPLICIT_TRANSACTIONS OFF, as SQL Server
+        server_login = user.lower() == self.login_name.lower() and password == self.password
+        if not server_login and not security.password_matches(session.cur, user, password):
+            session.close()
             self._login_failed(user)
             return False
         db_name = self.engine.db_name()
         if database and database.lower() != db_name.lower():
+            session.close()
             self.write(
                 message_token(4060, f'Cannot open database "{database}" requested by the login. The login failed.', 11)
             )
             self._login_failed(user)
             return False
-        self.session = self.engine.session(autocommit=True)  # SQL Server's default: IMPLICIT_TRANSACTIONS OFF
+        self.session = session
         if requested_packet:
             self.packet_size = max(512, min(requested_packet, MAX_PACKET_SIZE))
         version = min(tds_version, TDS74) if tds_version >= 0x72000000 else TDS74

@@ -429,6 +429,25 @@ class TranslateContext:
     dynamic_time: bool = False  # DEFAULT expressions keep GETDATE() dynamic
     # (schema, table) -> {column name (lower): SQL Server type name} of a user table, or None
     column_types: Callable[[str | None, str], Mapping[str, str] | None] | None = None
+    login: str = "sa"  # SUSER_SNAME(), SYSTEM_USER
+    # IS_SRVROLEMEMBER / IS_MEMBER / HAS_PERMS_BY_NAME with constant arguments (security.py)
+    security_function: Callable[[str, list[Any]], Any] | None = None
+
+
+_SECURITY_FUNCS = {"IS_SRVROLEMEMBER", "IS_MEMBER", "HAS_PERMS_BY_NAME"}
+
+
+def _constant(node: exp.Expression) -> Any:
+    """The value of a constant argument (string, number or NULL) of a security function."""
+    if isinstance(node, exp.Null):
+        return None
+    if isinstance(node, exp.National):
+        return node.this
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else int(node.this)
+    raise errors.SqlServerError(
+        102, f"Incorrect syntax near '{node.sql('tsql')}'. (the emulator needs constant arguments here)", 15
+    )
 
 
 _TIME_FUNCS = {"GETDATE", "SYSDATETIME", "CURRENT_TIMESTAMP", "SYSUTCDATETIME", "GETUTCDATE", "SYSDATETIMEOFFSET"}
@@ -643,6 +662,8 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
             return _timestamp_literal(ctx.now())
         if isinstance(n, exp.ObjectId):
             return _sys_call("object_id", [sub(n.this)])
+        if isinstance(n, exp.CurrentUser) or (isinstance(n, exp.Column) and n.name.upper() == "SYSTEM_USER"):
+            return exp.Literal.string(ctx.login)
         if isinstance(n, exp.Anonymous):
             name = n.name.upper() if isinstance(n.this, str) else str(n.this).upper()
             if name in _TIME_FUNCS:
@@ -651,6 +672,9 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
                 return _timestamp_literal(ctx.now())
             if name in _SYS_FUNCS and not isinstance(n.parent, exp.Dot):
                 return _sys_call(_SYS_FUNCS[name], [sub(a) for a in n.expressions])
+            if name in _SECURITY_FUNCS and ctx.security_function is not None:
+                value = ctx.security_function(name, [_constant(a) for a in n.expressions])
+                return exp.Null() if value is None else exp.Literal.number(value)
             if name == "DB_NAME" and not n.expressions:
                 return exp.Literal.string(ctx.db_name)
             if name == "DB_ID":

@@ -148,7 +148,10 @@ class SnowflakeTarget(_Strict):
     account: str = Field(
         default="local",
         pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Snowflake account identifier, only to name Assets (lineage); the connection holds the real one.",
+        description=(
+            "Snowflake account identifier of the connection (its extra `account`), only to name Assets: "
+            "set it so raw-table and Cosmos mart Assets share snowflake://<account>/… (lineage)."
+        ),
     )
     staging_schema: SnowflakeIdentifier = "STAGING"
     raw_schema: SnowflakeIdentifier = "RAW"

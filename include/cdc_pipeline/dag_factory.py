@@ -20,13 +20,26 @@ SOURCE_POOL = "cdc_sqlserver"
 SNOWFLAKE_POOL = "cdc_snowflake"
 
 
+def snowflake_namespace(account: str) -> str:
+    """``snowflake://<account>`` exactly as Cosmos names the marts' Assets (its OpenLineage namespace):
+    the account goes through OpenLineage's ``fix_account_name`` (a bare locator gains the default
+    region and cloud, ``xy12345`` → ``xy12345.us-west-1.aws``; ``org-account`` stays as is), as in
+    ``cosmos.dataset`` (astronomer-cosmos 1.15), so raw tables and marts link up in the Assets view."""
+    try:
+        from openlineage.common.provider.snowflake import fix_account_name
+    except ImportError:  # Cosmos then keeps the account as given, and so do we
+        return f"snowflake://{account}"
+    return f"snowflake://{fix_account_name(account)}"
+
+
 def raw_asset(source: SourceConfig, table: TableConfig) -> Asset:
-    """The Asset a table's load emits; the dbt DAG is scheduled on these."""
+    """The Asset a table's load emits: ``snowflake://<account>/<DB>/<SCHEMA>/<TABLE>``, the URI Cosmos
+    gives the same table (its dbt source), with the account of ``target.account``."""
     target = source.target
     parts = (target.database, target.raw_schema, table.snowflake_table)
     return Asset(
         name=".".join(parts).lower(),
-        uri=f"snowflake://{target.account}/{'/'.join(parts)}",
+        uri=f"{snowflake_namespace(target.account)}/{'/'.join(parts)}",
         group="cdc_raw",
     )
 

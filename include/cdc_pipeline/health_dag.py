@@ -74,14 +74,30 @@ def _sources(directory: Path) -> list[tuple[Path, SourceConfig]]:
     return found
 
 
+def on_call(sources: list[tuple[Path, SourceConfig]]) -> tuple[list[str], str]:
+    """Every source's on-call addresses (or the default list) and the SMTP connection to use: the
+    recipients of DAGs that serve all sources (cdc_health, cdc_preflight)."""
+    everyone = sorted({e for _, s in sources for e in alert_emails(s)}) or list(DEFAULT_ALERT_EMAILS)
+    return everyone, sources[0][1].smtp_conn_id if sources else "smtp_default"
+
+
+def all_sources_default_args(everyone: list[str], smtp_conn_id: str, retry_delay: timedelta) -> dict[str, Any]:
+    """Task defaults of a DAG serving all sources: one retry, one mail per failed task to all on-call."""
+    return {
+        "owner": "data-platform",
+        "retries": 1,
+        "retry_delay": retry_delay,
+        "on_failure_callback": task_failure_notifier(everyone, smtp_conn_id),
+    }
+
+
 def build_health_dag(
     directory: Path | None = None,
     schedule: str | None = "*/15 * * * *",
     deadline: timedelta | None = timedelta(minutes=10),
 ) -> DAG:
     sources = _sources(directory or config_dir())
-    everyone = sorted({e for _, s in sources for e in alert_emails(s)}) or list(DEFAULT_ALERT_EMAILS)
-    smtp_conn_id = sources[0][1].smtp_conn_id if sources else "smtp_default"
+    everyone, smtp_conn_id = on_call(sources)
     rows = "\n".join(f"| `{s.name}` | {', '.join(s.alert_emails)} | {s.retention_minutes} min |" for _, s in sources)
     with DAG(
         dag_id=DAG_ID,
@@ -90,12 +106,7 @@ def build_health_dag(
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args={
-            "owner": "data-platform",
-            "retries": 1,
-            "retry_delay": timedelta(minutes=1),
-            "on_failure_callback": task_failure_notifier(everyone, smtp_conn_id),
-        },
+        default_args=all_sources_default_args(everyone, smtp_conn_id, timedelta(minutes=1)),
         on_failure_callback=RunFailureSummary(everyone, smtp_conn_id),
         tags=["cdc", "monitoring"],
         doc_md=__doc__

@@ -3,6 +3,8 @@
 * **Task failure** (`failure_notifier`): ``on_failure_callback`` fires once per task instance,
   after its last retry (retries with backoff happen before it), so one failed table yields one
   mail naming DAG, task, table, LSN window (from the table's ``plan`` XCom), try, error and log URL.
+  Errors no retry can fix (``runner.NOT_RETRYABLE``) fail the task in its first try, so that mail
+  goes out at once.
 * **Run summary** (`run_failure_summary`): the DAG-level ``on_failure_callback``. It mails only when
   the per-task mails do not already tell the story: when two or more tasks failed together (one
   mail listing them all) or when the run failed without a failed task (e.g. ``dagrun_timeout``).
@@ -100,8 +102,15 @@ def failure_mail(details: dict[str, Any]) -> tuple[str, str]:
     subject = f"[CDC FAILED] {where}{table} (try {details['try_number']})"
     error = details.get("error")
     error_text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+    from airflow.sdk.exceptions import AirflowFailException
+
+    headline = (
+        "Task failed at once, without retries: a retry cannot fix this error (see what to do below)"
+        if isinstance(error, AirflowFailException)
+        else "Task failed after its last retry"
+    )
     body = (
-        "<h3>Task failed after its last retry</h3><table>"
+        f"<h3>{headline}</h3><table>"
         + _row("DAG", details["dag_id"])
         + _row("Task", details["task_id"])
         + _row("Table", details.get("table") or "n/a")

@@ -26,6 +26,7 @@ import pyarrow as pa
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
 from include.cdc_pipeline.failpoints import failpoint
+from include.cdc_pipeline.progress import PROGRESS_EVERY, Progress
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
 from include.cdc_pipeline.stages import AzureStage, InternalStage, Stage
 from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
@@ -54,6 +55,19 @@ class CdcError(RuntimeError):
 
 class TableNotCapturedError(CdcError):
     pass
+
+
+class TableConfigError(CdcError):
+    """The table's config does not fit the source (key or listed columns not captured, no salt set)."""
+
+
+def enable_table_call(table: TableConfig) -> str:
+    """The exact T-SQL that enables CDC on a configured table (named in errors and by the preflight)."""
+    call = (
+        f"EXEC sys.sp_cdc_enable_table @source_schema = N'{table.source_schema}', @source_name = N'{table.table}', "
+        "@role_name = NULL, @supports_net_changes = 0"
+    )
+    return call + (f", @capture_instance = N'{table.capture_instance}'" if table.capture_instance else "")
 
 
 class SourceRewoundError(CdcError):
@@ -160,7 +174,7 @@ class TablePipeline:
         source: Callable[[], CdcSource],
         warehouse: Callable[[], Warehouse],
         hints: HintStore,
-        salt: Callable[[], str] | None = None,
+        salt: Callable[[], str | None] | None = None,
         workdir: Path | None = None,
         azure_hook: Any = None,
     ) -> None:
@@ -174,6 +188,7 @@ class TablePipeline:
         self._salt = salt
         self.workdir = workdir
         self._azure_hook = azure_hook
+        self.progress_every = PROGRESS_EVERY  # seconds between progress lines of an extract
 
     # -- lazily opened connections (an idle plan never opens Snowflake) -----------------------
     @property
@@ -211,8 +226,7 @@ class TablePipeline:
         if not found:
             raise TableNotCapturedError(
                 f"{self.label}: source table {where} has no CDC capture instance (unknown table, or CDC not "
-                f"enabled). Enable it: EXEC sys.sp_cdc_enable_table @source_schema=N'{self.table.source_schema}', "
-                f"@source_name=N'{self.table.table}', @role_name=NULL"
+                f"enabled). Enable it: {enable_table_call(self.table)}"
             )
         if self.table.capture_instance:
             pinned = [ci for ci in found if ci.name.lower() == self.table.capture_instance.lower()]
@@ -428,14 +442,16 @@ class TablePipeline:
         by_lower = {c.name.lower(): c for c in columns}
         missing = [k for k in self.table.primary_key if k.lower() not in by_lower]
         if missing:
-            raise CdcError(
+            raise TableConfigError(
                 f"{self.label}: primary key column(s) {missing} are not captured by capture instance {instance} "
                 f"(captured: {[c.name for c in columns]}); fix primary_key in the config or the capture instance"
             )
         for field_name in ("exclude_columns", "hash_columns"):
             unknown = [c for c in getattr(self.table, field_name) if c.lower() not in by_lower]
             if unknown:
-                raise CdcError(f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}")
+                raise TableConfigError(
+                    f"{self.label}: {field_name} {unknown} are not columns of capture instance {instance}"
+                )
         excluded = {c.lower() for c in self.table.exclude_columns}
         computed = [c.name for c in columns if c.computed and c.name.lower() not in excluded]
         if computed:
@@ -531,8 +547,9 @@ class TablePipeline:
         layout = self.layout(mappings)
         salt = self._salt() if any(m.hashed for m in mappings) and self._salt else None
         if any(m.hashed for m in mappings) and not salt:
-            raise CdcError(
-                f"{self.label}: hash_columns are configured but no salt is set (Variable cdc_hash_salt_secret)"
+            raise TableConfigError(
+                f"{self.label}: hash_columns are configured but no salt is set: set the Airflow Variable "
+                "cdc_hash_salt_secret (or its secrets-backend entry)"
             )
         names = [m.source.name for m in mappings]
         self._check_key_not_nullable()
@@ -559,6 +576,7 @@ class TablePipeline:
         # Files of an earlier, crashed attempt at this table must not be loaded twice.
         stage.clear(f"{self.cfg.name}/{self.table.name}/")
         schema = _parquet_schema(mappings)
+        progress = self._progress(window)
         rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
         untimed: set[bytes] = set()  # commit LSNs of changes without a cdc.lsn_time_mapping row
         tick = time.monotonic()
@@ -574,6 +592,7 @@ class TablePipeline:
                 del chunk
                 rows += table.num_rows
                 arrow_bytes += table.nbytes
+                progress.add(table.num_rows, table.nbytes)
                 read_s += time.monotonic() - tick
                 failpoint("after_read", self.label)
                 tick = time.monotonic()
@@ -585,6 +604,7 @@ class TablePipeline:
             if pending is not None:
                 parquet_bytes += pending.result()
                 put_s += time.monotonic() - tick
+        progress.finish()
         if window.mode == "stream":
             gap = self._gap_after_read(window)
             if gap:
@@ -633,6 +653,23 @@ class TablePipeline:
             committed = self.source.lsn_to_time(value)
             if committed is not None:
                 self.warehouse.set_commit_time(layout, lsnlib.to_hex(value) or "", committed)
+
+    def _progress(self, window: Window) -> Progress:
+        """Progress of this extract, its ETA from the catalog's row estimate (sys.partitions) of the
+        source table (snapshot) or of the change table (a window: an upper bound)."""
+        if window.mode == "snapshot":
+            name, basis = f"{self.table.source_schema}.{self.table.table}", "table's row-count estimate"
+        else:
+            name, basis = f"cdc.{window.capture_instance}_CT", "change-table size, an upper bound"
+        try:
+            estimate = self.source.row_estimate(name)
+        except Exception as exc:  # progress is a convenience: never fail the load for it
+            log.info("%s: no row estimate for %s (%s)", self.label, name, str(exc).splitlines()[0])
+            rollback = getattr(self.source.connection, "rollback", None)
+            if rollback is not None:
+                rollback()
+            estimate = None
+        return Progress(f"{self.label} {window.mode}", estimate, basis, self.progress_every)
 
     def _snapshot_rows(
         self, window: Window, mappings: Sequence[ColumnMapping]

@@ -17,13 +17,48 @@ from typing import Any
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
 from include.cdc_pipeline import runs
-from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
-from include.cdc_pipeline.pipeline import Batch, TablePipeline, Window
+from include.cdc_pipeline.config import ConfigError, SourceConfig, TableConfig, load_source_config
+from include.cdc_pipeline.pipeline import (
+    Batch,
+    RetentionGapError,
+    SourceRewoundError,
+    TableConfigError,
+    TableNotCapturedError,
+    TablePipeline,
+    Window,
+)
 from include.cdc_pipeline.source import CdcSource
-from include.cdc_pipeline.warehouse import Warehouse
+from include.cdc_pipeline.types import UnsupportedTypeError
+from include.cdc_pipeline.warehouse import SchemaDriftError, Warehouse
 
 log = logging.getLogger(__name__)
 SALT_VARIABLE = "cdc_hash_salt_secret"
+
+# Errors no retry can fix: a person must act, and each message names what to do. The task fails at
+# once (AirflowFailException: no retry, so the failure callback mails within the first try) instead
+# of paging ~3.5 minutes later after three retries with backoff. Every other error (network, a
+# server restarting, a lock timeout, a COPY count mismatch) keeps its retries.
+NOT_RETRYABLE: tuple[type[Exception], ...] = (
+    RetentionGapError,  # raised only under retention_gap_policy: fail
+    SourceRewoundError,
+    SchemaDriftError,
+    UnsupportedTypeError,
+    TableNotCapturedError,
+    TableConfigError,
+    ConfigError,
+)
+NOT_RETRYABLE_NOTE = "not retryable: a retry cannot fix this"
+
+
+@contextmanager
+def fail_fast() -> Iterator[None]:
+    """Turn the errors of ``NOT_RETRYABLE`` into ``AirflowFailException`` (the cause stays chained)."""
+    try:
+        yield
+    except NOT_RETRYABLE as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{type(exc).__name__} ({NOT_RETRYABLE_NOTE}): {exc}") from exc
 
 
 @cache
@@ -65,10 +100,11 @@ class VariableStore:
         Variable.set(self.key, value, serialize_json=True, description=self.description)
 
 
-def _salt() -> str:
+def read_salt() -> str | None:
+    """The salt, or None when unset (the pipeline then names the missing Variable)."""
     from airflow.sdk import Variable
 
-    return Variable.get(SALT_VARIABLE)
+    return Variable.get(SALT_VARIABLE, default=None)
 
 
 def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
@@ -83,7 +119,9 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
 
         return Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
 
-    return TablePipeline(source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), _salt)
+    return TablePipeline(
+        source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), read_salt
+    )
 
 
 def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
@@ -95,7 +133,8 @@ def read_cut(config_path: str) -> str | None:
     """The run's LSN cut: the source's max LSN, read once so every table stops at the same point."""
     from include.cdc_pipeline import lsn as lsnlib
 
-    source = _config(config_path)
+    with fail_fast():
+        source = _config(config_path)
     conn = MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn()
     try:
         max_lsn = CdcSource(conn).max_lsn()
@@ -112,15 +151,17 @@ def _run_store(config_path: str, table_name: str) -> VariableStore:
 
 @contextmanager
 def _tracked(config_path: str, table_name: str, context: dict[str, Any]) -> Iterator[None]:
-    """Record a failure of the table's task in its run record (cdc_health's ``failing_runs``)."""
-    try:
-        yield
-    except Exception as exc:
+    """Record a failure of the table's task in its run record (cdc_health's ``failing_runs``); an
+    error no retry can fix fails the task at once (``fail_fast``)."""
+    with fail_fast():
         try:
-            runs.record_failure(_run_store(config_path, table_name), context["run_id"], exc)
-        except Exception:  # the task's own error is what matters
-            log.warning("could not record the failure of %s in its run record", table_name, exc_info=True)
-        raise
+            yield
+        except Exception as exc:
+            try:
+                runs.record_failure(_run_store(config_path, table_name), context["run_id"], exc)
+            except Exception:  # the task's own error is what matters
+                log.warning("could not record the failure of %s in its run record", table_name, exc_info=True)
+            raise
 
 
 def _succeeded(config_path: str, table_name: str, context: dict[str, Any]) -> None:

@@ -123,6 +123,11 @@ class CdcSource:
         row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, after))
         return bytes(row[0]) if row and row[0] is not None else None
 
+    def row_estimate(self, qualified_name: str) -> int | None:
+        """The catalog's approximate row count of a table (``sys.partitions``); None when unknown."""
+        row = self._one(template("tsql/row_estimate.sql"), (qualified_name,))
+        return int(row[0]) if row and row[0] is not None else None
+
     def lsn_to_time(self, value: bytes) -> datetime | None:
         row = self._one(template("tsql/lsn_to_time.sql"), (value,))
         return row[0] if row else None

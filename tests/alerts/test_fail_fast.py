@@ -1,0 +1,123 @@
+"""Errors no retry can fix fail at once and page once; transient errors keep their retries.
+
+The real ``billing_cdc`` DAG (dag.test()) against an emulator server of its own, the local
+Snowflake and the SMTP sink: CDC disabled on one table is a ``TableNotCapturedError`` — the task
+must fail in its first try and send exactly one e-mail naming the remedy, not wait ~3.5 minutes
+of retries with backoff first.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dev.mssql_emulator import connect
+from dev.mssql_emulator.process import start_server
+from dev.mssql_emulator.workload import Workload
+from dev.smtp_sink import body_text
+from tests.fixtures_mssql import mssql_airflow_conn
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+CONFIG = """
+name: billing
+mssql_conn_id: mssql_billing
+snowflake_conn_id: snowflake_default
+smtp_conn_id: smtp_default
+schedule: null
+alert_emails: [oncall@example.com]
+target: {database: FAILFAST}
+tables:
+  - {schema: dbo, table: products, primary_key: [product_id]}
+  - {schema: dbo, table: payments, primary_key: [payment_id]}
+"""
+
+
+@pytest.fixture(scope="module")
+def source_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An emulator server of this module's own (one database per server), seeded with the billing tables."""
+    directory = tmp_path_factory.mktemp("failfast_mssql")
+    server = start_server(directory / "billing.duckdb", capture_interval=0.5, log_path=directory / "server.log")
+    conn = connect(server=server.host, port=server.port, database="billing")
+    Workload(conn, seed=3).init(accounts=10, products=5, invoices=10)
+    conn.commit()
+    conn.close()
+    yield server
+    server.stop()
+
+
+def test_table_not_captured_fails_in_one_try_with_one_mail(
+    source_server: Any, local_snowflake: Any, mailbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given CDC disabled on dbo.payments (a person must enable it: no retry can fix that),
+    conn = connect(server=source_server.host, port=source_server.port, database="billing")
+    conn.cursor().execute(
+        "EXEC sys.sp_cdc_disable_table @source_schema = N'dbo', @source_name = N'payments', @capture_instance = N'all'"
+    )
+    conn.commit()
+    (tmp_path / "billing.yaml").write_text(CONFIG)
+    monkeypatch.setenv("CDC_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("CDC_DEADLINES", "off")
+    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(mssql_airflow_conn(source_server)))
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", json.dumps(local_snowflake.airflow_conn(database="FAILFAST")))
+    from include.cdc_pipeline.dag_factory import build_cdc_dag
+
+    dag = build_cdc_dag("billing", directory=tmp_path)
+    assert dag.default_args["retries"] == 3  # transient errors keep their retries
+    # when the DAG runs,
+    run = dag.test()
+    # then payments' plan failed in its first try, while the captured table loaded normally,
+    assert run.state == "failed"
+    plan = run.get_task_instance("dbo_payments.plan")
+    assert plan.state == "failed" and plan.try_number == 1
+    assert run.get_task_instance("dbo_products.apply").state == "success"
+    # and exactly one mail names the table, the cause and the exact call that fixes it.
+    mailbox.mails(expect=1)
+    mails = mailbox.mails(expect=2, timeout=1.0)
+    assert len(mails) == 1, [m["Subject"] for m in mails]
+    subject, text = mails[0]["Subject"], html.unescape(body_text(mails[0]))
+    assert "billing_cdc.dbo_payments.plan" in subject and "(try 1)" in subject
+    assert "TableNotCapturedError" in text and "not retryable" in text
+    assert "EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'payments'" in text
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "RetentionGapError",
+        "SourceRewoundError",
+        "SchemaDriftError",
+        "UnsupportedTypeError",
+        "TableNotCapturedError",
+        "TableConfigError",
+        "ConfigError",
+    ],
+)
+def test_errors_no_retry_can_fix_fail_the_task_at_once(error: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.cdc_pipeline import runner
+
+    cls = next(c for c in runner.NOT_RETRYABLE if c.__name__ == error)
+    with (
+        pytest.raises(AirflowFailException, match=rf"^{error} \(not retryable.*\): what to do") as caught,
+        runner.fail_fast(),
+    ):
+        raise cls("what to do")
+    assert isinstance(caught.value.__cause__, cls)
+
+
+@pytest.mark.parametrize("error", [ConnectionError("server restarting"), TimeoutError("lock timeout")])
+def test_transient_errors_keep_their_retries(error: Exception) -> None:
+    from include.cdc_pipeline import runner
+    from include.cdc_pipeline.pipeline import CdcError
+
+    for transient in (error, CdcError("read 10 change rows but COPY loaded 9")):
+        with pytest.raises(type(transient)) as caught, runner.fail_fast():
+            raise transient
+        assert caught.value is transient

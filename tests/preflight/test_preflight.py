@@ -1,0 +1,188 @@
+"""The preflight (include/cdc_pipeline/preflight.py) on the local stack: an emulator server of its
+own, the local Snowflake, the SMTP sink and Airflow's metadata DB (pools, Variables by env).
+
+It passes when everything is in place; with a pool removed, CDC disabled on one table and the salt
+unset it fails, naming each with its fix; all checks run and are reported together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dev.mssql_emulator import connect
+from dev.mssql_emulator.process import start_server
+from dev.mssql_emulator.workload import Workload
+from tests.e2e.conftest import billing_config
+from tests.fixtures_mssql import mssql_airflow_conn
+
+pytestmark = [pytest.mark.integration]
+DATABASE = "PREFLIGHT"
+POOLS = {"cdc_sqlserver": 4, "cdc_snowflake": 8}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def airflow_db() -> None:
+    from airflow.utils import db
+
+    db.initdb()
+
+
+@pytest.fixture(scope="module")
+def source_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A seeded billing database with a least-privileged reader login, as a DBA would set it up."""
+    directory = tmp_path_factory.mktemp("preflight_mssql")
+    server = start_server(directory / "billing.duckdb", capture_interval=0.5, log_path=directory / "server.log")
+    conn = connect(server=server.host, port=server.port, database="billing", user="sa")
+    Workload(conn, seed=5).init(accounts=10, products=5, invoices=10)
+    cursor = conn.cursor()
+    for sql in (
+        "CREATE LOGIN cdc_reader WITH PASSWORD = N'reader-Passw0rd'",
+        "CREATE USER cdc_reader FOR LOGIN cdc_reader",
+        "GRANT SELECT ON SCHEMA::cdc TO cdc_reader",
+        "ALTER ROLE db_datareader ADD MEMBER cdc_reader",
+    ):
+        cursor.execute(sql)
+    conn.commit()
+    conn.close()
+    yield server
+    server.stop()
+
+
+def _pools(pools: dict[str, int]) -> None:
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.query(Pool).filter(Pool.pool.in_(list(POOLS))).delete(synchronize_session=False)
+    for name, slots in pools.items():
+        Pool.create_or_update_pool(name, slots, f"CDC {name}", include_deferred=False)
+
+
+@pytest.fixture
+def stack(
+    source_server: Any, local_snowflake: Any, mailbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Connections, config, pools and salt of a healthy set-up (each test breaks what it needs)."""
+    configs = billing_config(tmp_path / "configs", DATABASE)
+    reader = mssql_airflow_conn(source_server) | {"login": "cdc_reader", "password": "reader-Passw0rd"}
+    monkeypatch.setenv("CDC_CONFIG_DIR", str(configs))
+    monkeypatch.setenv("CDC_DEADLINES", "off")
+    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(reader))
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", json.dumps(local_snowflake.airflow_conn(database=DATABASE)))
+    monkeypatch.setenv("AIRFLOW_VAR_CDC_HASH_SALT_SECRET", "preflight-salt")
+    _pools(POOLS)
+    return {"configs": configs, "server": source_server}
+
+
+def _by_check(findings: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f["check"]: f for f in findings}
+
+
+def _source_sql(server: Any, *statements: str) -> None:
+    conn = connect(server=server.host, port=server.port, database="billing", user="sa")
+    for sql in statements:
+        conn.cursor().execute(sql)
+        conn.commit()
+    conn.close()
+
+
+def test_preflight_dag_passes_on_a_complete_setup(stack: dict[str, Any]) -> None:
+    from include.cdc_pipeline.preflight_dag import build_preflight_dag
+
+    # Given connections, pools, salt and a reader login in place, when the DAG runs,
+    run = build_preflight_dag().test()
+    # then it succeeds and its findings cover every check, each ok.
+    assert run.state == "success"
+    findings = run.get_task_instance("preflight").xcom_pull(task_ids="preflight")
+    checks = _by_check(findings)
+    assert all(f["ok"] for f in findings), [f for f in findings if not f["ok"]]
+    for name in (
+        "billing: SQL Server reachable",
+        "billing: SQL Server CDC on database billing",
+        "billing: SQL Server login cdc_reader is not sysadmin",
+        "billing: SQL Server login cdc_reader can read the cdc schema",
+        "billing: SQL Server table dbo.payments",
+        "billing: Snowflake reachable",
+        "billing: Snowflake warehouse in use",
+        f"billing: Snowflake create + insert in {DATABASE}.RAW",
+        "SMTP `smtp_default` answers",
+        "Variable `cdc_hash_salt_secret` set",
+        "pool `cdc_sqlserver` exists with slots",
+        "pool `cdc_snowflake` exists with slots",
+    ):
+        assert name in checks, (name, sorted(checks))
+    assert (
+        "8 slots; used by billing_cdc.dbo_accounts.apply" in checks["pool `cdc_snowflake` exists with slots"]["detail"]
+    )
+
+
+def test_preflight_names_every_failure_with_its_fix(
+    stack: dict[str, Any], mailbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.cdc_pipeline.preflight_dag import build_preflight_dag
+
+    # Given a pool removed, CDC disabled on one table and the salt unset, all at once,
+    _pools({"cdc_sqlserver": 4})
+    _source_sql(
+        stack["server"],
+        "EXEC sys.sp_cdc_disable_table @source_schema = N'dbo', @source_name = N'payments', @capture_instance = N'all'",
+    )
+    monkeypatch.delenv("AIRFLOW_VAR_CDC_HASH_SALT_SECRET")
+    try:
+        # when the DAG runs,
+        run = build_preflight_dag().test()
+        # then it fails in one try, and its log and error name each failure with its fix, while
+        # every other check still ran and passed.
+        assert run.state == "failed"
+        ti = run.get_task_instance("preflight")
+        assert ti.try_number == 1
+        mails = mailbox.mails(expect=1)
+        assert [m["Subject"] for m in mails] == ["[CDC FAILED] cdc_preflight.preflight (try 1)"]
+        from include.cdc_pipeline import preflight
+
+        findings = _by_check(preflight.as_dicts(preflight.run_preflight()))
+    finally:
+        _source_sql(
+            stack["server"],
+            "EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'payments', @role_name = NULL",
+        )
+    failed = {name for name, f in findings.items() if not f["ok"]}
+    assert failed == {
+        "pool `cdc_snowflake` exists with slots",
+        "billing: SQL Server table dbo.payments",
+        "Variable `cdc_hash_salt_secret` set",
+    }
+    assert findings["pool `cdc_snowflake` exists with slots"]["detail"].startswith("missing; used by billing_cdc.")
+    assert "airflow pools set cdc_snowflake" in findings["pool `cdc_snowflake` exists with slots"]["fix"]
+    assert findings["billing: SQL Server table dbo.payments"]["fix"] == (
+        "EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'payments', @role_name = NULL, "
+        "@supports_net_changes = 0"
+    )
+    salt = findings["Variable `cdc_hash_salt_secret` set"]
+    assert "billing.dbo_accounts" in salt["detail"] and "AIRFLOW_VAR_CDC_HASH_SALT_SECRET" in salt["fix"]
+    assert len(findings) > 10
+
+
+def test_preflight_refuses_a_sysadmin_login_and_reports_an_unreachable_source(
+    stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.cdc_pipeline import preflight
+
+    # Given the source read as sa (sysadmin),
+    sa = mssql_airflow_conn(stack["server"])
+    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(sa))
+    findings = _by_check(preflight.as_dicts(preflight.run_preflight()))
+    sysadmin = findings["billing: SQL Server login sa is not sysadmin"]
+    assert not sysadmin["ok"] and "CREATE LOGIN cdc_reader" in sysadmin["fix"]
+    assert "GRANT SELECT ON SCHEMA::cdc TO cdc_reader" in sysadmin["fix"]
+    # and, given a source nobody listens for, that one check fails and the others still run.
+    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(sa | {"port": 1}))
+    findings = _by_check(preflight.as_dicts(preflight.run_preflight()))
+    assert not findings["billing: SQL Server reachable"]["ok"]
+    assert "mssql_billing" in findings["billing: SQL Server reachable"]["fix"]
+    assert findings["billing: Snowflake reachable"]["ok"] and findings["SMTP `smtp_default` answers"]["ok"]
