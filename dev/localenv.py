@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dev import snowflake_local
-from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
 
