@@ -253,6 +253,22 @@ async function load() {
   render();
 }
 
+// In the UI's frame (sandboxed: no top-level navigation) links to Airflow pages go through the UI's
+// own router on the same origin; opened on its own, the page follows them as plain links.
+document.addEventListener("click", (event) => {
+  const link = event.target.closest("a[target=_top]");
+  if (!link || window.top === window) return;
+  try {
+    const url = new URL(link.href);
+    const state = window.top.history.state || {};
+    window.top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx: (state.idx ?? 0) + 1 }, "", url.pathname + url.search + url.hash);
+    window.top.dispatchEvent(new PopStateEvent("popstate", { state: window.top.history.state }));
+    event.preventDefault();
+  } catch (error) {
+    // another origin: the browser follows the link as usual
+  }
+});
+
 document.getElementById("filter-source").addEventListener("change", (e) => { view.source = e.target.value; render(); });
 document.getElementById("filter-state").addEventListener("change", (e) => { view.state = e.target.value; render(); });
 document.getElementById("refresh").addEventListener("click", () => load());
