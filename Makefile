@@ -12,7 +12,7 @@ AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup demo airflow preflight stop status mail test test-all lint format manifest bench clean
+.PHONY: help setup demo airflow preflight stop status mail test test-all browser lint format manifest bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,8 +56,16 @@ status: setup ## Show which local services are running
 test: setup $(MANIFEST) ## The test suite CI runs (unit, integration and one full end-to-end run)
 	$(PY) -m pytest -m "not slow" -p no:cacheprovider
 
-test-all: setup $(MANIFEST) ## Everything, including slow suites (property tests at scale, failure matrix)
+test-all: setup $(MANIFEST) browser ## Everything, including slow suites (property tests at scale, failure matrix, browser)
 	$(PY) -m pytest -p no:cacheprovider
+
+# The browser tests drive Debian's Chromium with Playwright (from PyPI, in requirements-dev.txt);
+# Playwright never downloads a browser of its own.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: setup $(CHROMIUM) ## Debian's Chromium for the browser tests (apt-get, when missing)
 
 lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff
 	$(VENV)/bin/ruff check .

@@ -2,9 +2,10 @@
 
 One task per source (`check_<source>`): capture job alive, freshness per table, retention
 headroom, change-table rows, stuck or repeatedly failing table runs
-(include/cdc_pipeline/health.py). Figures are appended to ``<db>.<control>.CDC_HEALTH``;
-anything not ok is one mail to the source's on-call list. The task succeeds even when it alerts
-(the mail is the alert), and fails only when it cannot check.
+(include/cdc_pipeline/health.py). Figures are appended to ``<db>.<control>.CDC_HEALTH`` and the
+latest round is kept in the Variable ``cdc_health__<source>`` for the CDC status page; anything
+not ok is one mail to the source's on-call list. The task succeeds even when it alerts (the mail
+is the alert), and fails only when it cannot check.
 
 Parse time: only the YAML files are read; a broken one is skipped here (its own DAG file shows
 the import error) so the other sources keep their health checks.
@@ -38,7 +39,7 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     """Run, record and alert for one source (the task body; importable for tests)."""
     from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-    from include.cdc_pipeline import health
+    from include.cdc_pipeline import health, status
     from include.cdc_pipeline.notifications import send_alert
     from include.cdc_pipeline.runner import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
@@ -54,6 +55,10 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     previous = health.previous_values(wh, t.database, t.control_schema, source.name, "change_table_rows")
     checks = health.with_growth(checks, previous)
     health.record(wh, t.database, t.control_schema, checks)
+    # The status page's copy (Airflow metadata DB): the page never queries Snowflake.
+    VariableStore(status.health_key(source.name), "latest cdc_health figures for the CDC status page").set(
+        status.health_summary(source.name, checks)
+    )
     for c in checks:
         log.log(logging.WARNING if c.alerting else logging.INFO, "%s %s %s: %s", c.status, c.check, c.table, c.detail)
     mail = health.alert_mail(source, checks)

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-from include.cdc_pipeline import runs
+from include.cdc_pipeline import runs, status
 from include.cdc_pipeline.config import ConfigError, SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.pipeline import (
     Batch,
@@ -87,6 +87,10 @@ class VariableStore:
     @classmethod
     def runs(cls, source: str, table: str) -> VariableStore:
         return cls(f"cdc_runs__{source}__{table}", "CDC run record for the cdc_health DAG (safe to delete)")
+
+    @classmethod
+    def status(cls, source: str, table: str) -> VariableStore:
+        return cls(status.status_key(source, table), "CDC status page figures (safe to delete)")
 
     def get(self) -> dict[str, Any] | None:
         from airflow.sdk import Variable
@@ -179,6 +183,7 @@ def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: 
     )
     if window.mode == "idle":
         _succeeded(config_path, table_name, context)
+    _record_status(status.record_plan, config_path, table_name, window, cut, context["run_id"], pipeline.source)
     return window.as_dict() | {"snowflake_queries": pipeline.snowflake_queries}
 
 
@@ -215,7 +220,16 @@ def apply_table(config_path: str, table_name: str, batch: dict[str, Any], contex
         result = pipeline.apply(Batch.from_dict(batch))
     log.info("%s: applied %s", pipeline.label, result)
     _succeeded(config_path, table_name, context)
+    _record_status(status.record_apply, config_path, table_name, Batch.from_dict(batch), result, context["run_id"])
     return result
+
+
+def _record_status(record: Any, config_path: str, table_name: str, *args: Any) -> None:
+    """Keep the status page's figures (include/cdc_pipeline/status.py); best effort, never fails the task."""
+    try:
+        record(VariableStore.status(_config(config_path).name, table_name), *args)
+    except Exception:
+        log.warning("could not record the status page figures of %s", table_name, exc_info=True)
 
 
 def publish_run(config_path: str, table_names: list[str], context: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ captured change once, after an initial snapshot and after live traffic.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -98,3 +99,40 @@ def test_billing_dag_snapshot_then_stream(billing_stack, mssql_server, local_sno
         table = ti.task_id.removesuffix(".plan")
         record = Variable.get(f"cdc_runs__billing__{table}", deserialize_json=True)  # noqa: AIR311
         assert record["succeeded_run"] == run.run_id and record["failed_runs"] == 0, record
+    # The status page's figures (metadata DB) match CONTROL.CDC_BATCHES: last batch and its commit time.
+    _check_status_page(billing_stack, mssql_server, local_snowflake, run)
+
+
+def _check_status_page(stack: dict[str, Any], mssql_server: Any, local_snowflake: Any, idle_run: Any) -> None:
+    from airflow.utils.session import create_session
+
+    from include.cdc_pipeline import status
+    from include.cdc_pipeline.config import load_source_config
+    from include.cdc_pipeline.status_app import read_dags, read_last_task_instances, read_records
+
+    source = load_source_config(stack["configs"] / "billing.yaml")
+    with create_session() as session:
+        records = read_records(session)
+        dags = read_dags(session, [source.dag_id])
+        last_tis = read_last_task_instances(session, source)
+    view = status.page([source], records, dags, {source.dag_id: last_tis}, {})["sources"][0]
+    warehouse = pipelines(stack["configs"] / "billing.yaml", mssql_server.port, local_snowflake.port, salt=SALT)[0]
+    logged = {
+        table: (rows, extract_s + apply_s, committed)
+        for table, rows, extract_s, apply_s, committed in warehouse.warehouse.execute(
+            f"SELECT TABLE_NAME, ROWS_STAGED, EXTRACT_SECONDS, APPLY_SECONDS, UPPER_COMMITTED_AT"
+            f" FROM {DATABASE}.CONTROL.CDC_BATCHES QUALIFY ROW_NUMBER() OVER (PARTITION BY TABLE_NAME"
+            " ORDER BY APPLIED_AT DESC) = 1"
+        )
+    }
+    assert {row["name"] for row in view["tables"]} == set(logged)
+    for row in view["tables"]:
+        rows, seconds, committed = logged[row["name"]]
+        batch = row["last_batch"]
+        assert batch["rows"] == rows and abs(batch["duration_s"] - seconds) < 0.002, (row["name"], batch, rows)
+        assert datetime.fromisoformat(row["applied_through"]) == committed
+        # the third run was idle for every table: lag 0, and the row's log link is that run's plan
+        assert row["lag_s"] == 0.0 and row["last_run"] == idle_run.run_id
+        assert row["links"]["last_task"]["run_id"] == idle_run.run_id
+        assert row["state"] in ("flowing", "idle") and row["failures"]["streak"] == 0
+        assert [p["mode"] for p in row["points"]] == ["snapshot", "stream", "idle"]

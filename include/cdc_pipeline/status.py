@@ -1,0 +1,421 @@
+"""Figures of the CDC status page (plugins/cdc_status.py), kept in Airflow's metadata DB.
+
+A page view must cost no warehouse query (a Snowflake warehouse bills a minute when it wakes),
+so the CDC tasks and the ``cdc_health`` DAG write what the page shows as they go, and the page
+reads only those records (plus Airflow's own DAG, run and task-instance rows):
+
+- ``cdc_status__<source>__<table>`` (JSON Variable, written by the table's ``plan`` and ``apply``):
+  capture instance, replication lag, the last batch and one point per DAG run (lag, rows loaded,
+  duration) for the charts, bounded to ``HISTORY`` and ``MAX_POINTS``;
+- ``cdc_runs__<source>__<table>`` (include/cdc_pipeline/runs.py): the failure streak;
+- ``cdc_health__<source>`` (written by ``cdc_health``): the latest check of each table (freshness,
+  retention headroom) and of the capture job.
+
+Why Variables: the tasks already keep their hint and run record there (no new table, no schema
+migration of Airflow's database, nothing extra to deploy on Astronomer); one small JSON value per
+table is one row the page reads by key prefix. XCom would tie the figures to task instances (a
+cleared task loses them, history depends on ``airflow db clean``).
+
+Replication lag = source commit time of the newest change captured when the run started (the
+run's LSN cut) − source commit time of the newest change applied to Snowflake. Both times are on
+the source's clock, so the difference is exact. A table with nothing new has lag 0.
+
+This module is free of Airflow: recording takes any JSON store (a Variable in the DAG), and the
+page model is built from plain dicts the plugin reads from the metadata DB.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from include.cdc_pipeline import lsn as lsnlib
+from include.cdc_pipeline.config import SourceConfig, TableConfig
+from include.cdc_pipeline.pipeline import Batch, HintStore, Window
+from include.cdc_pipeline.source import CdcSource
+
+log = logging.getLogger(__name__)
+
+HISTORY = timedelta(days=7)
+MAX_POINTS = 2100  # a week of runs every 5 minutes (2016), with some slack
+STATES = ("flowing", "idle", "failing", "stopped", "no runs yet")
+RANGES = {"day": timedelta(days=1), "week": timedelta(days=7)}
+STATUS_PREFIX, RUNS_PREFIX, HEALTH_PREFIX = "cdc_status__", "cdc_runs__", "cdc_health__"
+
+
+def status_key(source: str, table: str) -> str:
+    return f"{STATUS_PREFIX}{source}__{table}"
+
+
+def health_key(source: str) -> str:
+    return f"{HEALTH_PREFIX}{source}"
+
+
+# -- recording (the CDC tasks) ----------------------------------------------------------------------
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _seconds(later: str | None, earlier: str | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return round(max((datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds(), 0.0), 3)
+
+
+def _with_point(record: dict[str, Any], run_id: str, point: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """The record's points with this run's point added or updated (one point per DAG run), bounded."""
+    points = [p for p in record.get("points") or [] if p.get("run_id") != run_id]
+    previous = next((p for p in record.get("points") or [] if p.get("run_id") == run_id), {})
+    points.append({**previous, **point, "run_id": run_id})
+    since = (now - HISTORY).isoformat()
+    points = [p for p in points if p["at"] >= since]
+    return sorted(points, key=lambda p: p["at"])[-MAX_POINTS:]
+
+
+def record_plan(
+    store: HintStore,
+    window: Window,
+    cut: str | None,
+    run_id: str,
+    source: CdcSource,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """After ``plan``: the lag when the run started. Commit times come from the source's
+    ``cdc.lsn_time_mapping`` (two SQL Server lookups when the table has work, none when idle)."""
+
+    def lsn_time(value: str) -> datetime | None:
+        lsn = lsnlib.from_hex(value)
+        return source.lsn_to_time(lsn) if lsn else None
+
+    now = now or datetime.now(UTC)
+    record = dict(store.get() or {})
+    if window.mode == "idle":
+        # Nothing of this table after its position up to the cut: everything captured is applied.
+        captured = applied = record.get("applied_through")
+        lag: float | None = 0.0
+    else:
+        upper = cut or window.upper
+        captured = _iso(lsn_time(upper)) if upper else None
+        applied = _iso(lsn_time(window.lower)) if window.mode == "stream" and window.lower else None
+        lag = _seconds(captured, applied)
+    record.update(
+        capture_instance=window.capture_instance,
+        run_id=run_id,
+        step="plan",
+        mode=window.mode,
+        observed_at=now.isoformat(),
+        captured_through=captured,
+        applied_through=applied,
+        lag_s=lag,
+    )
+    point = {"at": now.isoformat(), "lag_s": lag, "rows": 0, "duration_s": None, "mode": window.mode}
+    record["points"] = _with_point(record, run_id, point, now)
+    store.set(record)
+    return record
+
+
+def record_apply(
+    store: HintStore, batch: Batch, result: Mapping[str, Any], run_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """After ``apply``: the batch (as logged in CONTROL.CDC_BATCHES) and the lag it leaves."""
+    now = now or datetime.now(UTC)
+    record = dict(store.get() or {})
+    extract_s = batch.timings.get("total_s")
+    apply_s = result.get("apply_s")
+    duration = round((extract_s or 0.0) + (apply_s or 0.0), 3)
+    applied = batch.upper_committed_at
+    # The run's cut is the newest captured change; a batch capped below it leaves lag behind.
+    captured = record.get("captured_through") if record.get("run_id") == run_id else None
+    captured = max(filter(None, [captured, applied]), default=None)
+    lag = _seconds(captured, applied)
+    record.update(
+        capture_instance=batch.window.capture_instance,
+        run_id=run_id,
+        step="apply",
+        mode=batch.window.mode,
+        observed_at=now.isoformat(),
+        captured_through=captured,
+        applied_through=applied,
+        lag_s=lag,
+        last_batch={
+            "run_id": run_id,
+            "batch_id": batch.batch_id,
+            "applied_at": now.isoformat(),
+            "mode": batch.window.mode,
+            "lower_lsn": batch.window.lower,
+            "upper_lsn": batch.window.upper,
+            "rows": batch.rows,
+            "extract_s": extract_s,
+            "apply_s": apply_s,
+            "duration_s": duration,
+            "rows_per_s": round(batch.rows / duration, 3) if duration else None,
+            "upper_committed_at": applied,
+        },
+    )
+    point = {"at": now.isoformat(), "rows": batch.rows, "duration_s": duration, "mode": batch.window.mode}
+    if batch.window.mode == "snapshot":
+        point["lag_s"] = None  # a first load has no earlier position to lag behind
+    record["points"] = _with_point(record, run_id, point, now)
+    store.set(record)
+    return record
+
+
+def health_summary(source: str, checks: Iterable[Any], now: datetime | None = None) -> dict[str, Any]:
+    """The latest ``cdc_health`` round of one source, per table and check (the page's freshness,
+    retention headroom and capture-job figures)."""
+    tables: dict[str, dict[str, Any]] = {}
+    capture: dict[str, Any] | None = None
+    for c in checks:
+        figure = {k: getattr(c, k) for k in ("status", "value", "threshold", "unit", "detail")}
+        if c.table is None:
+            capture = figure if c.check == "capture_job" else capture
+        else:
+            tables.setdefault(c.table, {})[c.check] = figure
+    return {
+        "source": source,
+        "checked_at": (now or datetime.now(UTC)).isoformat(),
+        "capture_job": capture,
+        "tables": tables,
+    }
+
+
+# -- the page model (the plugin) --------------------------------------------------------------------
+def runbook_anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading (the runbook is read on GitHub and on the page)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+RUNBOOK = {  # docs/runbook.md headings the page links to, by what the row shows
+    "failing": "Task failed (`[CDC FAILED]`)",
+    "failing_runs": "Table keeps failing (`failing_runs` alert)",
+    "stopped": "Table stuck (`stuck_run` warn)",
+    "late": "Freshness SLA missed (`freshness` alert)",
+    "retention": "Retention headroom low (`retention_headroom` warn / alert)",
+    "capture": "Capture job stalled (`capture_job` alert)",
+    "ok": "On-call runbook: CDC → Snowflake alerts",
+}
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _table_state(
+    source: SourceConfig,
+    table: TableConfig,
+    status: Mapping[str, Any] | None,
+    run: Mapping[str, Any] | None,
+    paused: bool | None,
+    now: datetime,
+) -> tuple[str, str]:
+    if int((run or {}).get("failed_runs") or 0) >= 1:
+        return "failing", f"failed {run['failed_runs']} DAG run(s) in a row: {run.get('last_error', '')}"
+    if not status and not run:
+        return "no runs yet", "the CDC DAG has not run this table yet"
+    if paused is None:
+        return "stopped", f"DAG {source.dag_id} is not in Airflow's database (not parsed yet, or removed)"
+    if paused:
+        return "stopped", f"DAG {source.dag_id} is paused: no run will start"
+    completed = _parse((run or {}).get("succeeded_at"))
+    if completed is not None and now - completed > source.stuck_after:
+        return "stopped", f"no completed run since {completed:%Y-%m-%d %H:%M} UTC (over {source.stuck_after})"
+    applied = _parse(((status or {}).get("last_batch") or {}).get("applied_at"))
+    window = max(source.setting(table, "freshness_sla"), timedelta(hours=1))
+    if applied is not None and now - applied <= window:
+        return "flowing", f"changes applied at {applied:%H:%M} UTC"
+    return "idle", "runs complete; no new changes to apply"
+
+
+def _freshness(sla: timedelta, lag: float | None, health: Mapping[str, Any] | None) -> dict[str, Any]:
+    figure = {"sla_s": sla.total_seconds(), "status": "unknown", "basis": "no lag measured yet"}
+    if lag is not None:
+        late = lag > sla.total_seconds()
+        figure.update(status="late" if late else "ok", basis="lag at the last run")
+    if health and health.get("status") in ("warn", "alert"):
+        figure.update(status="late", basis=f"cdc_health: {health.get('detail')}")
+    return figure
+
+
+def _retention(health: Mapping[str, Any] | None, checked_at: str | None) -> dict[str, Any] | None:
+    if not health:
+        return None
+    return {
+        "headroom_min": health.get("value"),
+        "status": health.get("status"),
+        "checked_at": checked_at,
+        "detail": health.get("detail"),
+    }
+
+
+def _links(
+    source: SourceConfig, table: TableConfig, last_ti: Mapping[str, Any] | None, topics: Sequence[str]
+) -> dict[str, Any]:
+    # Relative to the page (<base_url>/cdc-status/): keeps working behind a base_url prefix.
+    dag = source.dag_id
+    log_link = None
+    if last_ti:
+        log_link = (
+            f"../dags/{dag}/runs/{_quote(last_ti['run_id'])}/tasks/{_quote(last_ti['task_id'])}"
+            f"?try_number={last_ti.get('try_number') or 1}"
+        )
+    topic = next((t for t in topics if t in RUNBOOK), "ok")
+    return {
+        "task_group": f"../dags/{dag}/tasks/group/{_quote(table.name)}",
+        "last_log": log_link,
+        "last_task": last_ti,
+        "runbook": f"runbook#{runbook_anchor(RUNBOOK[topic])}",
+    }
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
+
+
+def table_row(
+    source: SourceConfig,
+    table: TableConfig,
+    status: Mapping[str, Any] | None,
+    run: Mapping[str, Any] | None,
+    health: Mapping[str, Any] | None,
+    paused: bool | None,
+    last_ti: Mapping[str, Any] | None,
+    now: datetime,
+    since: datetime,
+) -> dict[str, Any]:
+    status = status or {}
+    state, reason = _table_state(source, table, status, run, paused, now)
+    checks = ((health or {}).get("tables") or {}).get(table.name) or {}
+    freshness = _freshness(source.setting(table, "freshness_sla"), status.get("lag_s"), checks.get("freshness"))
+    retention = _retention(checks.get("retention_headroom"), (health or {}).get("checked_at"))
+    failed = int((run or {}).get("failed_runs") or 0)
+    # The runbook section for the row's most pressing finding.
+    topics = [
+        *(["failing_runs"] if failed >= source.failing_runs_alert else []),
+        state,
+        *(["retention"] if retention and retention["status"] in ("warn", "alert") else []),
+        *(["late"] if freshness["status"] == "late" else []),
+    ]
+    t = source.target
+    return {
+        "name": table.name,
+        "source_table": f"{table.source_schema}.{table.table}",
+        "raw_table": f"{t.database}.{t.raw_schema}.{table.snowflake_table}",
+        "capture_instance": status.get("capture_instance") or table.capture_instance,
+        "state": state,
+        "state_reason": reason,
+        "lag_s": status.get("lag_s"),
+        "captured_through": status.get("captured_through"),
+        "applied_through": status.get("applied_through"),
+        "observed_at": status.get("observed_at"),
+        "last_run": status.get("run_id"),
+        "last_batch": status.get("last_batch"),
+        "freshness": freshness,
+        "retention": retention,
+        "failures": {
+            "streak": failed,
+            "alert_at": source.failing_runs_alert,
+            "since": (run or {}).get("failing_since") if failed else None,
+            "last_error": (run or {}).get("last_error") if failed else None,
+            "last_success": (run or {}).get("succeeded_at"),
+        },
+        "links": _links(source, table, last_ti, topics),
+        "points": [p for p in status.get("points") or [] if (_parse(p.get("at")) or now) >= since],
+    }
+
+
+def source_view(
+    source: SourceConfig,
+    records: Mapping[str, Any],
+    dag: Mapping[str, Any] | None,
+    last_tis: Mapping[str, Any],
+    dag_runs: Sequence[Mapping[str, Any]],
+    now: datetime,
+    since: datetime,
+) -> dict[str, Any]:
+    """One source: summary, one row per configured table, and its DAG runs in the chart range.
+
+    ``records`` maps Variable keys to their JSON values; ``dag`` is the DAG's row (``is_paused``),
+    None when Airflow does not know it; ``last_tis`` the latest task instance per table."""
+    health = records.get(health_key(source.name))
+    paused = None if dag is None else bool(dag.get("is_paused"))
+    rows = [
+        table_row(
+            source,
+            table,
+            records.get(status_key(source.name, table.name)),
+            records.get(f"{RUNS_PREFIX}{source.name}__{table.name}"),
+            health,
+            paused,
+            last_tis.get(table.name),
+            now,
+            since,
+        )
+        for table in source.tables
+    ]
+    per_run: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for p in row["points"]:
+            per_run.setdefault(p["run_id"], {})[row["name"]] = int(p.get("rows") or 0)
+    runs = [
+        {**r, "rows": per_run.get(r["run_id"], {})}
+        for r in sorted(dag_runs, key=lambda r: r.get("start") or "")
+        if (_parse(r.get("start")) or now) >= since
+    ]
+    lags = [r["lag_s"] for r in rows if r["lag_s"] is not None]
+    batches = [r["last_batch"] for r in rows if r["last_batch"]]
+    return {
+        "name": source.name,
+        "dag_id": source.dag_id,
+        "description": source.description,
+        "schedule": source.schedule,
+        "paused": paused,
+        "dag_link": f"../dags/{source.dag_id}",
+        "summary": {
+            "tables": len(rows),
+            "states": {s: sum(1 for r in rows if r["state"] == s) for s in STATES},
+            "max_lag_s": max(lags) if lags else None,
+            "rows_in_range": sum(sum(r["rows"].values()) for r in runs),
+            "last_batch_at": max((b["applied_at"] for b in batches), default=None),
+            "capture_job": (health or {}).get("capture_job"),
+            "health_checked_at": (health or {}).get("checked_at"),
+        },
+        "tables": rows,
+        "runs": runs,
+    }
+
+
+def page(
+    sources: Sequence[SourceConfig],
+    records: Mapping[str, Any],
+    dags: Mapping[str, Mapping[str, Any]],
+    last_tis: Mapping[str, Mapping[str, Any]],
+    dag_runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    range_name: str = "day",
+    now: datetime | None = None,
+    config_errors: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The status page's data: every source the user may read, with its tables and runs."""
+    now = now or datetime.now(UTC)
+    since = now - RANGES[range_name]
+    return {
+        "generated_at": now.isoformat(),
+        "range": range_name,
+        "since": since.isoformat(),
+        "states": list(STATES),
+        "config_errors": list(config_errors),
+        "sources": [
+            source_view(
+                s, records, dags.get(s.dag_id), last_tis.get(s.dag_id, {}), dag_runs.get(s.dag_id, []), now, since
+            )
+            for s in sources
+        ],
+    }
