@@ -1,10 +1,10 @@
 """The dbt DAG of a source: raw CDC tables -> dbt (astronomer-cosmos) -> marts.
 
 Parse-time rules (this module runs whenever the DAG processor parses ``dags/billing_dbt.py``):
-the dbt graph comes from a pre-built ``manifest.json`` (``python -m dev.dbt_local manifest``;
-0.3-0.45 s to parse here instead of ~7 s for ``dbt ls``), and nothing here opens a connection, reads
-an Airflow Variable or touches a database. The Snowflake profile is resolved from the Airflow
-connection only when a task runs.
+the dbt graph comes from a pre-built ``manifest.json`` (where it lives and how it is built:
+``include/cdc_pipeline/dbt_manifest.py``; 0.3-0.45 s to parse here instead of ~7 s for
+``dbt ls``), and nothing here opens a connection, reads an Airflow Variable or touches a
+database. The Snowflake profile is resolved from the Airflow connection only when a task runs.
 
 Shape of a run (Cosmos task group ``dbt``)::
 
@@ -32,7 +32,6 @@ node's outcome from the producer's XComs.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,9 +52,9 @@ from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapp
 
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
 from include.cdc_pipeline.dag_factory import published_asset
+from include.cdc_pipeline.dbt_manifest import dbt_executable, manifest_path, project_dir
 from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
-DBT_ROOT = Path(__file__).resolve().parents[1] / "dbt"
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)
 EXECUTION_MODE_ENV = "CDC_DBT_EXECUTION_MODE"  # override of the measured default (docs/dbt.md)
 INVOCATION_MODE_ENV = "CDC_DBT_INVOCATION_MODE"  # subprocess | dbt_runner (default: see invocation_mode)
@@ -108,14 +107,6 @@ def skip_dependents_of_stale_sources(
     return [(uid, "skipped") for uid in sorted(reached) if uid in nodes and nodes[uid].resource_type in buildable]
 
 
-def project_dir(project: str) -> Path:
-    return DBT_ROOT / project
-
-
-def manifest_path(project: str) -> Path:
-    return project_dir(project) / "target" / "manifest.json"
-
-
 def target_name() -> str:
     return os.environ.get(TARGET_ENV, "prod").strip() or "prod"
 
@@ -123,12 +114,6 @@ def target_name() -> str:
 def execution_mode() -> ExecutionMode:
     value = os.environ.get(EXECUTION_MODE_ENV)
     return ExecutionMode(value.lower()) if value else DEFAULT_EXECUTION_MODE
-
-
-def dbt_executable() -> str:
-    """The dbt CLI next to this interpreter (a virtualenv's bin is often not on PATH), else `dbt`."""
-    local = Path(sys.executable).with_name("dbt")
-    return str(local) if local.exists() else "dbt"
 
 
 def invocation_mode(mode: ExecutionMode) -> InvocationMode:
@@ -202,8 +187,8 @@ def build_dbt_dag(
     if not manifest.is_file():
         # A clear import error beats a silent fallback to `dbt ls` (7 s per parse, needs dbt).
         raise FileNotFoundError(
-            f"{manifest} is missing: build it with `python -m dev.dbt_local manifest` (make manifest); "
-            "the Docker image builds it at deploy time"
+            f"{manifest} is missing: build it with `make manifest` (python -m include.cdc_pipeline.dbt_manifest); "
+            "the image build (Dockerfile) builds it for astro dev start, parse and deploy"
         )
     profile = profile_config(source, project)
     project_config = ProjectConfig(dbt_project_path=project_dir(project), project_name=project, install_dbt_deps=False)
