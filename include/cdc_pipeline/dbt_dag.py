@@ -48,6 +48,7 @@ from cosmos import (
     TestBehavior,
 )
 from cosmos.constants import DbtResourceType, InvocationMode, SourceRenderingBehavior
+from cosmos.profiles.snowflake.base import SnowflakeBaseProfileMapping
 from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
@@ -63,16 +64,64 @@ MARTS_SCHEMA = "MARTS"
 
 
 class SnowflakeConnectionProfileMapping(SnowflakeUserPasswordProfileMapping):
-    """Cosmos' user/password mapping, plus ``protocol`` from the connection extras.
+    """The dbt profile of an Airflow Snowflake connection, authenticated as the loader's hook is.
 
-    ``SnowflakeUserPasswordProfileMapping`` maps ``host`` and ``port`` but not ``protocol``; a
-    production account never needs it (https is the default), the local emulator does (http).
+    * **Key pair** when the connection's extras carry ``private_key_content`` (PEM, or base64 of the
+      PEM, as the provider accepts) or ``private_key_file`` (a path on the worker); the connection's
+      password, if any, is the key's passphrase. Same fields, same meaning as the provider's
+      SnowflakeHook, so one connection serves the loader and dbt.
+    * **Password** otherwise.
+
+    Cosmos ships one mapping per method and picks one by reading the connection, which a DAG may not
+    do at parse time; this one decides when the profile is rendered (a task runs). Secrets reach dbt
+    as environment variables, never in profiles.yml. Plus ``protocol`` from the extras, which the
+    stock mapping does not forward (https is the default; the local emulator speaks http).
     """
 
     airflow_param_mapping: ClassVar[dict[str, Any]] = {
         **SnowflakeUserPasswordProfileMapping.airflow_param_mapping,
         "protocol": "extra.protocol",
+        "private_key": "extra.private_key_content",
+        "private_key_path": "extra.private_key_file",
+        "private_key_passphrase": "password",
     }
+    _credential_fields = ("password", "private_key", "private_key_path", "private_key_passphrase")
+
+    def key_pair(self) -> str | None:
+        """``"content"``, ``"file"`` or None (password), from the connection's extras."""
+        extras = self.conn.extra_dejson
+        content, path = extras.get("private_key_content"), extras.get("private_key_file")
+        if content and path:
+            raise ValueError(
+                f"connection {self.conn_id}: private_key_content and private_key_file are mutually exclusive"
+            )
+        return "content" if content else "file" if path else None
+
+    @property
+    def secret_fields(self) -> list[str]:  # type: ignore[override]  # per connection, not per class
+        method = self.key_pair()
+        if method is None:
+            return ["password"]
+        return (["private_key"] if method == "content" else []) + (
+            ["private_key_passphrase"] if self.conn.password else []
+        )
+
+    def get_dbt_value(self, name: str) -> Any:
+        value = super().get_dbt_value(name)
+        if name == "private_key" and value:
+            return self._decode_private_key_content(value)  # dbt wants the PEM text
+        return value
+
+    @property
+    def profile(self) -> dict[str, Any | None]:
+        profile_vars = dict(SnowflakeBaseProfileMapping.profile.fget(self))  # type: ignore[attr-defined]
+        for name in self._credential_fields:
+            profile_vars.pop(name, None)
+        if self.key_pair() == "file":
+            profile_vars["private_key_path"] = self.get_dbt_value("private_key_path")
+        for name in self.secret_fields:
+            profile_vars[name] = self.get_env_var_format(name)
+        return self.filter_null(profile_vars)
 
 
 def skip_dependents_of_stale_sources(
@@ -127,15 +176,21 @@ def invocation_mode(mode: ExecutionMode) -> InvocationMode:
 
 
 def profile_config(source: SourceConfig, project: str) -> ProfileConfig:
-    """dbt profile from the source's Snowflake connection (read when a task runs, never at parse)."""
+    """dbt profile from the source's Snowflake connection (read when a task runs, never at parse).
+
+    dbt may have a connection and role of its own (``dbt_snowflake_conn_id``, ``dbt_role``); by
+    default it uses the loader's.
+    """
+    # Every model sets its schema (STAGING_DBT / MARTS); the connection's schema is the raw one,
+    # which dbt must not write to by default.
+    args: dict[str, Any] = {"schema": MARTS_SCHEMA, "threads": 4}
+    if source.dbt_role:
+        args["role"] = source.dbt_role
     return ProfileConfig(
         profile_name=project,
         target_name=target_name(),
         profile_mapping=SnowflakeConnectionProfileMapping(
-            conn_id=source.snowflake_conn_id,
-            # Every model sets its schema (STAGING_DBT / MARTS); the connection's schema is the
-            # raw one, which dbt must not write to by default.
-            profile_args={"schema": MARTS_SCHEMA, "threads": 4},
+            conn_id=source.dbt_snowflake_conn_id or source.snowflake_conn_id, profile_args=args
         ),
     )
 
@@ -160,7 +215,7 @@ def _doc_md(source: SourceConfig, project: str, mode: ExecutionMode, doc: str | 
         f"astronomer-cosmos in `{mode.value}` execution mode from a pre-built manifest. Triggered when "
         f"`{source.dag_id}` published a run with changes (all raw tables up to the same LSN). {first} "
         "every model followed by its tests. Target: "
-        f"`{target_name()}`; profile from connection `{source.snowflake_conn_id}`."
+        f"`{target_name()}`; profile from connection `{source.dbt_snowflake_conn_id or source.snowflake_conn_id}`."
     )
 
 
