@@ -24,6 +24,12 @@ from include.cdc_pipeline.dbt_dag import SnowflakeConnectionProfileMapping, prof
 from include.cdc_pipeline.snowflake import CdcSnowflakeHook
 
 PASSPHRASE = "throw-away passphrase"
+VARIANTS = [
+    "pem content, passphrase",
+    "base64 content, passphrase",
+    "pem content, no passphrase",
+    "key file, no passphrase",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +76,9 @@ def _key_variants(key: rsa.RSAPrivateKey, tmp_path: Path) -> dict[str, tuple[str
     }
 
 
-@pytest.mark.parametrize(
-    "variant",
-    ["pem content, passphrase", "base64 content, passphrase", "pem content, no passphrase", "key file, no passphrase"],
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_loader_hook_authenticates_with_the_configured_key(
-    variant: str, key: rsa.RSAPrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    variant: str, key: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
     password, extras = _key_variants(key, tmp_path)[variant]
     _connection(monkeypatch, "sf_key", password, **extras)
@@ -104,10 +107,7 @@ def _env_value(template: str, env: dict[str, str]) -> str:
     return env[name]
 
 
-@pytest.mark.parametrize(
-    "variant",
-    ["pem content, passphrase", "base64 content, passphrase", "pem content, no passphrase", "key file, no passphrase"],
-)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_dbt_profile_authenticates_with_the_configured_key(
     variant: str, key: rsa.RSAPrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
