@@ -184,6 +184,10 @@ def image_environment(pins: RuntimePins, requirements: str, cache_dir: Path = CA
             shutil.rmtree(venv, ignore_errors=True)
             _build_environment(venv, pins, requirements)
             (venv / ".complete").write_text(pins.runtime)
+            for stale in cache_dir.glob("venv-*"):  # older keys: requirements or pins changed since
+                if stale.is_dir() and stale != venv:
+                    shutil.rmtree(stale, ignore_errors=True)
+                    stale.with_name(f"{stale.name}.lock").unlink(missing_ok=True)
     return venv
 
 
