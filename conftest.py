@@ -1,7 +1,10 @@
 """Shared test set-up: an isolated Airflow home per test session, no real services assumed.
 
-Fixtures that start local services (local Snowflake, the SQL Server CDC emulator, SMTP sink)
-live in plugin modules registered below; each starts its process and stops it by pid.
+This file is loaded by every pytest run in the project, including `astro dev parse` inside the
+Astro image (.astro/test_dag_integrity_default.py), which has Airflow and pytest but none of the
+dev packages: it must import nothing beyond the standard library and pytest. Fixtures that start
+local services (local Snowflake, the SQL Server CDC emulator, SMTP sink) are registered by
+tests/conftest.py; each starts its process and stops it by pid.
 """
 
 from __future__ import annotations
@@ -28,11 +31,6 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-
-pytest_plugins: list[str] = []
-for _plugin in ("tests.fixtures_snowflake", "tests.fixtures_mssql", "tests.fixtures_azure", "tests.fixtures_smtp"):
-    if (ROOT / (_plugin.replace(".", "/") + ".py")).exists():
-        pytest_plugins.append(_plugin)
 
 
 # -- no process outlives the test session ----------------------------------------------------

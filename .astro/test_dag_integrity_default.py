@@ -2,6 +2,8 @@
 
 Astro's generated template targets Airflow 2 (`DagBag(include_examples=False)` no longer exists
 in Airflow 3.3); this version re-uses the project's own checks so both entry points agree.
+It runs inside the Astro image (Airflow, the project's requirements and pytest; no dev packages),
+with the checkout's tests/ bind-mounted: tests/astro/test_runtime_build.py runs it that way.
 """
 
 from tests.dags.test_dag_integrity import (  # noqa: F401 - collected by pytest

@@ -129,7 +129,7 @@ def bench_parse(home: Path, port: int, repeat: int) -> dict[str, Any]:
 
 
 def bench_plain(port: int, repeat: int, scratch: Path) -> dict[str, Any]:
-    # artifacts go to a scratch target path: the project's target/manifest.json is what the DAG parses
+    # artifacts go to a scratch target path: runs must not share the project's own target/
     paths = {"target_path": scratch / "target", "log_path": scratch / "logs", "capture": True}
     build, fresh_build = [], []
     for _ in range(repeat):

@@ -1,10 +1,10 @@
 """dbt marts of the `billing` source, run by astronomer-cosmos (an Airflow DAG).
 
-Scheduled on the raw-table Assets of `include/config/sources/billing.yaml` (any of them changed);
-`dbt source freshness` first, then each model of `include/dbt/billing` followed by its tests.
-The dbt graph comes from `include/dbt/billing/target/manifest.json`, built by
-`make manifest` (dev/dbt_local.py): parsing stays well under a second and needs
-no connection. Models, tests, targets and the execution-mode choice: `docs/dbt.md`.
+Scheduled on the source's published Asset (the CDC DAG `billing_cdc` applied every table up to
+one LSN cut and something changed); `dbt source freshness` first, then each model of
+`include/dbt/billing` followed by its tests. The dbt graph comes from a pre-built manifest
+(`make manifest`, or the image build; where: `include/cdc_pipeline/dbt_manifest.py`): parsing
+stays well under a second and needs no connection. Models, tests, targets and the execution-mode choice: `docs/dbt.md`.
 """
 
 from include.cdc_pipeline.dbt_dag import build_dbt_dag

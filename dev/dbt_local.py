@@ -2,7 +2,7 @@
 
 CLI (run from the repository root, ``PYTHONPATH=.``)::
 
-    python -m dev.dbt_local manifest                 # dbt parse -> include/dbt/billing/target/manifest.json
+    python -m dev.dbt_local manifest                 # dbt parse -> the manifest (include/cdc_pipeline/dbt_manifest.py)
     python -m dev.dbt_local seed [--port P]          # demo RAW + RAW *_HISTORY tables (the CDC contract)
     python -m dev.dbt_local build [--port P] [-- dbt args]   # dbt build --target local
     python -m dev.dbt_local dbt [--port P] -- <any dbt command>
@@ -40,9 +40,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from include.cdc_pipeline import dbt_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_DIR = ROOT / "include" / "dbt" / "billing"
-MANIFEST = PROJECT_DIR / "target" / "manifest.json"
+PROJECT = "billing"
+PROJECT_DIR = dbt_manifest.project_dir(PROJECT)
+MANIFEST = dbt_manifest.manifest_path(PROJECT)
 DBT = Path(sys.executable).parent / "dbt"
 DATABASE = "ANALYTICS"
 RAW_SCHEMA = "RAW"
@@ -670,7 +673,7 @@ def run_dbt(
     """``dbt <args> --project-dir … --profiles-dir … --target <target>`` in a subprocess.
 
     ``target_path`` / ``log_path`` keep a run's artifacts away from the project's own target/
-    (the DAG reads target/manifest.json; tests must not rewrite it under a running parse).
+    (runs in parallel, tests and benchmarks, must not share one).
     """
     cmd = [str(DBT), *args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
     if args and args[0] not in ("deps", "clean", "init"):
@@ -685,44 +688,19 @@ def run_dbt(
     )
 
 
-def build_manifest(target: str = "local") -> Path:
-    """``dbt parse``: writes target/manifest.json (no database connection is opened).
-
-    The Cosmos DAG renders its task graph from this file (include/cdc_pipeline/dbt_dag.py).
-    dbt writes it in place; a DAG parse racing the write could read half a file, so parse into a
-    scratch target path and move the manifest into place atomically.
-    """
-    import shutil
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="dbt-manifest-") as scratch:
-        run_dbt(["parse", "--quiet"], target=target, target_path=Path(scratch) / "target",
-                log_path=Path(scratch) / "logs")  # fmt: skip
-        MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-        staged = MANIFEST.with_suffix(".json.tmp")
-        shutil.copyfile(Path(scratch) / "target" / "manifest.json", staged)
-        staged.replace(MANIFEST)
-    return MANIFEST
-
-
-def _project_files() -> Iterator[Path]:
-    for pattern in ("*.yml", "*.sql", "*.yaml"):
-        for path in PROJECT_DIR.rglob(pattern):
-            if not {"target", "logs", "dbt_packages"} & set(path.relative_to(PROJECT_DIR).parts):
-                yield path
+def build_manifest() -> Path:
+    """``dbt parse`` into the manifest the Cosmos DAG reads (include/cdc_pipeline/dbt_manifest.py)."""
+    return dbt_manifest.build(PROJECT)
 
 
 def manifest_is_stale() -> bool:
     """True when the manifest is missing or older than any file of the dbt project."""
-    if not MANIFEST.is_file():
-        return True
-    built = MANIFEST.stat().st_mtime
-    return any(path.stat().st_mtime > built for path in _project_files())
+    return dbt_manifest.is_stale(PROJECT)
 
 
 def ensure_manifest() -> Path:
     """Build the manifest only when it is missing or stale (``make manifest`` semantics)."""
-    return build_manifest() if manifest_is_stale() else MANIFEST
+    return dbt_manifest.ensure(PROJECT)
 
 
 def main(argv: list[str] | None = None) -> int:

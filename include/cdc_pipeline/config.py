@@ -170,6 +170,10 @@ class SourceConfig(_Strict):
     description: str = ""
     mssql_conn_id: str = "mssql_default"
     snowflake_conn_id: str = "snowflake_default"
+    dbt_snowflake_conn_id: str | None = Field(
+        default=None, description="Snowflake connection of the dbt DAG (<name>_dbt); unset: `snowflake_conn_id`."
+    )
+    dbt_role: str | None = Field(default=None, description="Snowflake role dbt runs as; unset: the connection's role.")
     smtp_conn_id: str = "smtp_default"
     alert_webhook_conn_id: str | None = Field(
         default=None,

@@ -1,10 +1,10 @@
 """The dbt DAG of a source: raw CDC tables -> dbt (astronomer-cosmos) -> marts.
 
 Parse-time rules (this module runs whenever the DAG processor parses ``dags/billing_dbt.py``):
-the dbt graph comes from a pre-built ``manifest.json`` (``make manifest``;
-0.3-0.45 s to parse here instead of ~7 s for ``dbt ls``), and nothing here opens a connection, reads
-an Airflow Variable or touches a database. The Snowflake profile is resolved from the Airflow
-connection only when a task runs.
+the dbt graph comes from a pre-built ``manifest.json`` (where it lives and how it is built:
+``include/cdc_pipeline/dbt_manifest.py``; 0.3-0.45 s to parse here instead of ~7 s for
+``dbt ls``), and nothing here opens a connection, reads an Airflow Variable or touches a
+database. The Snowflake profile is resolved from the Airflow connection only when a task runs.
 
 Shape of a run (Cosmos task group ``dbt``)::
 
@@ -32,7 +32,6 @@ node's outcome from the producer's XComs.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,13 +48,14 @@ from cosmos import (
     TestBehavior,
 )
 from cosmos.constants import DbtResourceType, InvocationMode, SourceRenderingBehavior
+from cosmos.profiles.snowflake.base import SnowflakeBaseProfileMapping
 from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
 from include.cdc_pipeline.dag_factory import published_asset
+from include.cdc_pipeline.dbt_manifest import dbt_executable, manifest_path, project_dir
 from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
-DBT_ROOT = Path(__file__).resolve().parents[1] / "dbt"
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)
 EXECUTION_MODE_ENV = "CDC_DBT_EXECUTION_MODE"  # override of the measured default (docs/dbt.md)
 INVOCATION_MODE_ENV = "CDC_DBT_INVOCATION_MODE"  # subprocess | dbt_runner (default: see invocation_mode)
@@ -64,16 +64,64 @@ MARTS_SCHEMA = "MARTS"
 
 
 class SnowflakeConnectionProfileMapping(SnowflakeUserPasswordProfileMapping):
-    """Cosmos' user/password mapping, plus ``protocol`` from the connection extras.
+    """The dbt profile of an Airflow Snowflake connection, authenticated as the loader's hook is.
 
-    ``SnowflakeUserPasswordProfileMapping`` maps ``host`` and ``port`` but not ``protocol``; a
-    production account never needs it (https is the default), the local emulator does (http).
+    * **Key pair** when the connection's extras carry ``private_key_content`` (PEM, or base64 of the
+      PEM, as the provider accepts) or ``private_key_file`` (a path on the worker); the connection's
+      password, if any, is the key's passphrase. Same fields, same meaning as the provider's
+      SnowflakeHook, so one connection serves the loader and dbt.
+    * **Password** otherwise.
+
+    Cosmos ships one mapping per method and picks one by reading the connection, which a DAG may not
+    do at parse time; this one decides when the profile is rendered (a task runs). Secrets reach dbt
+    as environment variables, never in profiles.yml. Plus ``protocol`` from the extras, which the
+    stock mapping does not forward (https is the default; the local emulator speaks http).
     """
 
     airflow_param_mapping: ClassVar[dict[str, Any]] = {
         **SnowflakeUserPasswordProfileMapping.airflow_param_mapping,
         "protocol": "extra.protocol",
+        "private_key": "extra.private_key_content",
+        "private_key_path": "extra.private_key_file",
+        "private_key_passphrase": "password",
     }
+    _credential_fields = ("password", "private_key", "private_key_path", "private_key_passphrase")
+
+    def key_pair(self) -> str | None:
+        """``"content"``, ``"file"`` or None (password), from the connection's extras."""
+        extras = self.conn.extra_dejson
+        content, path = extras.get("private_key_content"), extras.get("private_key_file")
+        if content and path:
+            raise ValueError(
+                f"connection {self.conn_id}: private_key_content and private_key_file are mutually exclusive"
+            )
+        return "content" if content else "file" if path else None
+
+    @property
+    def secret_fields(self) -> list[str]:  # type: ignore[override]  # per connection, not per class
+        method = self.key_pair()
+        if method is None:
+            return ["password"]
+        return (["private_key"] if method == "content" else []) + (
+            ["private_key_passphrase"] if self.conn.password else []
+        )
+
+    def get_dbt_value(self, name: str) -> Any:
+        value = super().get_dbt_value(name)
+        if name == "private_key" and value:
+            return self._decode_private_key_content(value)  # dbt wants the PEM text
+        return value
+
+    @property
+    def profile(self) -> dict[str, Any | None]:
+        profile_vars = dict(SnowflakeBaseProfileMapping.profile.fget(self))  # type: ignore[attr-defined]
+        for name in self._credential_fields:
+            profile_vars.pop(name, None)
+        if self.key_pair() == "file":
+            profile_vars["private_key_path"] = self.get_dbt_value("private_key_path")
+        for name in self.secret_fields:
+            profile_vars[name] = self.get_env_var_format(name)
+        return self.filter_null(profile_vars)
 
 
 def skip_dependents_of_stale_sources(
@@ -108,14 +156,6 @@ def skip_dependents_of_stale_sources(
     return [(uid, "skipped") for uid in sorted(reached) if uid in nodes and nodes[uid].resource_type in buildable]
 
 
-def project_dir(project: str) -> Path:
-    return DBT_ROOT / project
-
-
-def manifest_path(project: str) -> Path:
-    return project_dir(project) / "target" / "manifest.json"
-
-
 def target_name() -> str:
     return os.environ.get(TARGET_ENV, "prod").strip() or "prod"
 
@@ -123,12 +163,6 @@ def target_name() -> str:
 def execution_mode() -> ExecutionMode:
     value = os.environ.get(EXECUTION_MODE_ENV)
     return ExecutionMode(value.lower()) if value else DEFAULT_EXECUTION_MODE
-
-
-def dbt_executable() -> str:
-    """The dbt CLI next to this interpreter (a virtualenv's bin is often not on PATH), else `dbt`."""
-    local = Path(sys.executable).with_name("dbt")
-    return str(local) if local.exists() else "dbt"
 
 
 def invocation_mode(mode: ExecutionMode) -> InvocationMode:
@@ -142,15 +176,21 @@ def invocation_mode(mode: ExecutionMode) -> InvocationMode:
 
 
 def profile_config(source: SourceConfig, project: str) -> ProfileConfig:
-    """dbt profile from the source's Snowflake connection (read when a task runs, never at parse)."""
+    """dbt profile from the source's Snowflake connection (read when a task runs, never at parse).
+
+    dbt may have a connection and role of its own (``dbt_snowflake_conn_id``, ``dbt_role``); by
+    default it uses the loader's.
+    """
+    # Every model sets its schema (STAGING_DBT / MARTS); the connection's schema is the raw one,
+    # which dbt must not write to by default.
+    args: dict[str, Any] = {"schema": MARTS_SCHEMA, "threads": 4}
+    if source.dbt_role:
+        args["role"] = source.dbt_role
     return ProfileConfig(
         profile_name=project,
         target_name=target_name(),
         profile_mapping=SnowflakeConnectionProfileMapping(
-            conn_id=source.snowflake_conn_id,
-            # Every model sets its schema (STAGING_DBT / MARTS); the connection's schema is the
-            # raw one, which dbt must not write to by default.
-            profile_args={"schema": MARTS_SCHEMA, "threads": 4},
+            conn_id=source.dbt_snowflake_conn_id or source.snowflake_conn_id, profile_args=args
         ),
     )
 
@@ -175,7 +215,7 @@ def _doc_md(source: SourceConfig, project: str, mode: ExecutionMode, doc: str | 
         f"astronomer-cosmos in `{mode.value}` execution mode from a pre-built manifest. Triggered when "
         f"`{source.dag_id}` published a run with changes (all raw tables up to the same LSN). {first} "
         "every model followed by its tests. Target: "
-        f"`{target_name()}`; profile from connection `{source.snowflake_conn_id}`."
+        f"`{target_name()}`; profile from connection `{source.dbt_snowflake_conn_id or source.snowflake_conn_id}`."
     )
 
 
@@ -202,8 +242,8 @@ def build_dbt_dag(
     if not manifest.is_file():
         # A clear import error beats a silent fallback to `dbt ls` (7 s per parse, needs dbt).
         raise FileNotFoundError(
-            f"{manifest} is missing: build it with `make manifest` (dev/dbt_local.py); "
-            "the Docker image builds it at deploy time"
+            f"{manifest} is missing: build it with `make manifest` (python -m include.cdc_pipeline.dbt_manifest); "
+            "the image build (Dockerfile) builds it for astro dev start, parse and deploy"
         )
     profile = profile_config(source, project)
     project_config = ProjectConfig(dbt_project_path=project_dir(project), project_name=project, install_dbt_deps=False)

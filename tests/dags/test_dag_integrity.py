@@ -27,7 +27,9 @@ def dagbag() -> DagBag:
 
 
 def test_no_import_errors(dagbag: DagBag) -> None:
-    assert dagbag.import_errors == {}
+    # file and the error's last line (the exception), not pytest's truncated dict diff
+    errors = {f"{Path(path).name}: {error.strip().splitlines()[-1]}" for path, error in dagbag.import_errors.items()}
+    assert not errors, "DAG import errors:\n" + "\n".join(sorted(errors))
     assert dagbag.dags, "no DAG was found"
 
 

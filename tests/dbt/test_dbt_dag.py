@@ -201,12 +201,12 @@ def test_missing_manifest_is_one_clear_import_error(monkeypatch: pytest.MonkeyPa
     from include.cdc_pipeline import dbt_dag
 
     monkeypatch.setattr(dbt_dag, "manifest_path", lambda project: tmp_path / "nope" / "manifest.json")
-    with pytest.raises(FileNotFoundError, match=r"dev\.dbt_local manifest"):
+    with pytest.raises(FileNotFoundError, match=r"make manifest"):
         dbt_dag.build_dbt_dag("billing")
 
 
 def test_manifest_is_up_to_date() -> None:
-    assert not dbt_local.manifest_is_stale(), "run `python -m dev.dbt_local manifest` (make manifest)"
+    assert not dbt_local.manifest_is_stale(), "run `make manifest`"
 
 
 DAG_TEST = """

@@ -48,9 +48,7 @@ PROD_ENV = {
 
 
 def _copy_project(dest: Path, with_overrides: bool) -> Path:
-    shutil.copytree(
-        dbt_local.PROJECT_DIR, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "STATUS.md")
-    )
+    shutil.copytree(dbt_local.PROJECT_DIR, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     if not with_overrides:
         shutil.rmtree(dest / "macros" / "emulator")
     (dest / "analyses" / "render_probe.sql").write_text(PROBE)

@@ -2,7 +2,7 @@
     Compatibility with the local Snowflake emulator (fakesnow on DuckDB), active ONLY when
     snowflake_emulator_enabled() - the target is named `local`, or var('snowflake_emulator') is
     true. On any other target every macro here returns exactly what dbt-snowflake renders
-    (tests/dbt/test_production_rendering.py proves it). Facts: /work/shared/docs/DESIGN.md.
+    (tests/dbt/test_production_rendering.py proves it). Docs: docs/dbt.md "Emulator overrides".
 
     What the emulator cannot run, and what we render instead:
     1. fully-qualified TEMPORARY relations (DuckDB keeps temp objects in its "temp" catalog, and
