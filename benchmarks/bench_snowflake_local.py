@@ -105,7 +105,7 @@ def bench_load(rows: int, repeat: int) -> dict[str, list[float]]:
                     t1 = time.perf_counter()
                     (res,) = cur.execute(
                         f"COPY INTO BENCH.STAGING.BATCH FROM @BENCH.STAGING.STG/batch/run{run}/"
-                        " FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE"
+                        " FILE_FORMAT=(TYPE=PARQUET BINARY_AS_TEXT=FALSE) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE"
                     ).fetchall()
                     t2 = time.perf_counter()
                     assert res[1] == "LOADED" and res[3] == rows, res

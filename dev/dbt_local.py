@@ -611,14 +611,13 @@ def _insert(cursor: Any, target: str, rows: Sequence[dict[str, Any]], chunk: int
 
 def seed(data: Dataset, port: int | None = None, conn: Any = None, database: str = DATABASE) -> dict[str, int]:
     """(Re)create <database>.RAW.<T> and <T>_HISTORY with the pipeline's DDL and load ``data``."""
-    from include.cdc_pipeline.sql import sf_ident
     from include.cdc_pipeline.warehouse import Warehouse
 
     own = conn is None
     conn = conn or connect(port)
     try:
         wh = Warehouse(conn)
-        wh.execute(f"CREATE DATABASE IF NOT EXISTS {sf_ident(database)}")
+        wh.ensure_database(database)
         wh.ensure_schemas(database, [RAW_SCHEMA])
         counts = {}
         for table in TABLES:

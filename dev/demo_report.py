@@ -19,11 +19,9 @@ def _ports(env: Mapping[str, str]) -> tuple[int, int]:
 
 
 def snowflake_now(env: Mapping[str, str]) -> datetime:
-    """The local Snowflake's clock (APPLIED_AT is written with it)."""
+    """The local Snowflake's UTC clock (APPLIED_AT is written with it: SYSDATE())."""
     mssql_port, snowflake_port = _ports(env)
-    return pipelines(CONFIG, mssql_port, snowflake_port)[0].warehouse.execute(
-        "SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
-    )[0][0]
+    return pipelines(CONFIG, mssql_port, snowflake_port)[0].warehouse.execute("SELECT SYSDATE()")[0][0]
 
 
 def print_batches(env: Mapping[str, str], since: datetime, title: str) -> None:

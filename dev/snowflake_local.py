@@ -15,7 +15,10 @@ around ONE shared ``FakeSnow(db_path=DIR)`` and additionally:
 - takes an exclusive lock on ``DIR`` so two servers can never open the same DuckDB files;
 - fixes what the pipeline trips over in fakesnow 0.12.1: ``REMOVE``/``RM`` and ``LIST @stage/path``
   on internal stages, NULL timestamps sent to clients as 1970-01-01, and ``CREATE DATABASE IF NOT
-  EXISTS`` failing once a table depends on a fakesnow macro (see docs/local-snowflake.md).
+  EXISTS`` failing once a table depends on a fakesnow macro (see docs/local-snowflake.md);
+- is as strict as Snowflake where fakesnow is kinder (dev/snowflake_strict.py): Parquet binary read
+  as text unless ``BINARY_AS_TEXT = FALSE``, VARCHAR/BINARY size limits at COPY, the session time
+  zone America/Los_Angeles, and ``CREATE DATABASE`` refused to roles without the account privilege.
 
 CLI::
 
@@ -45,6 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dev import snowflake_strict as strict
 from dev.procs import alive as pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -407,6 +411,8 @@ def _make_fakesnow(db_dir: Path, results_cache_size: int = RESULTS_CACHE_SIZE) -
     fs = FakeSnow(db_path=db_dir)
     fs.results_cache = _BoundedDict(results_cache_size)
     duck = fs.duck_conn
+    # Snowflake's default session time zone, not fakesnow's UTC (dev/snowflake_strict.py).
+    duck.execute(f"SET GLOBAL TimeZone = '{strict.DEFAULT_TIMEZONE}'")
     # Global metadata (stages, file formats, VARCHAR lengths, comments) defaults to memory.
     global_file = str(db_dir / GLOBAL_DB_FILE).replace("'", "''")
     duck.execute(f"DETACH {GLOBAL_DATABASE_NAME}")
@@ -431,11 +437,15 @@ def _make_fakesnow(db_dir: Path, results_cache_size: int = RESULTS_CACHE_SIZE) -
 
 
 def _patch_null_timestamps() -> None:
-    """Fix fakesnow 0.12.1 returning NULL timestamps as 1970-01-01 to clients.
+    """Fix fakesnow 0.12.1 returning NULL timestamps as 1970-01-01 to clients, and send zoned
+    timestamps in UTC.
 
     ``fakesnow.arrow.timestamp_to_sf_struct`` builds the epoch/fraction struct without a validity
     mask, so the connector decodes a NULL TIMESTAMP_* as epoch 0. Storage and SQL (``IS NULL``) are
     right; only the wire format is wrong. Re-wrap the struct with the null mask of the input.
+    It also only knows UTC-zoned values; with DuckDB in Snowflake's default session zone
+    (America/Los_Angeles, dev/snowflake_strict.py) TIMESTAMP_TZ values arrive zoned: convert them
+    (same instant; the offset is not kept locally, a documented difference).
     """
     import pyarrow as pa
     from fakesnow import arrow
@@ -447,6 +457,8 @@ def _patch_null_timestamps() -> None:
     def timestamp_to_sf_struct(ts: pa.Array | pa.ChunkedArray) -> pa.Array:
         if isinstance(ts, pa.ChunkedArray):
             ts = ts.combine_chunks()
+        if isinstance(ts.type, pa.TimestampType) and ts.type.tz and ts.type.tz != "UTC":
+            ts = ts.cast(pa.timestamp(ts.type.unit, tz="UTC"))
         struct = original(ts)
         if ts.null_count == 0:
             return struct
@@ -526,43 +538,29 @@ def _stage_path_command(match: re.Match[str], conn: Any) -> tuple[list[dict[str,
     return [_text_column("name"), size, _text_column("md5"), _text_column("last_modified")], rows
 
 
-async def _query_request(request: Any) -> Any:
-    """fakesnow's query endpoint, plus REMOVE/LIST on stage paths (see ``_STAGE_PATH_CMD``)."""
-    import gzip
-    import uuid
+# Session token -> the role the session acts as (see dev/snowflake_strict.py: CREATE DATABASE).
+_session_roles: dict[str, str] = {}
 
-    import fakesnow.server as fs_server
-    import snowflake.connector.errors
-    from fakesnow import statement_type
-    from starlette.concurrency import run_in_threadpool
+
+def _error_response(errno: int, sqlstate: str, msg: str) -> Any:
+    """A SQL error as Snowflake's query endpoint returns it (the connector raises ProgrammingError)."""
     from starlette.responses import JSONResponse
 
-    body = await request.body()  # Starlette caches it: fakesnow's handler reads it again
-    try:
-        raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
-        payload = json.loads(raw)
-        match = _STAGE_PATH_CMD.match(payload.get("sqlText") or "")
-        conn = fs_server.sessions.get(fs_server.to_token(request)) if match else None
-    except Exception:
-        match = conn = None
-    if match is None or conn is None or (match["cmd"].upper() in ("LIST", "LS") and not match["path"]):
-        return await fs_server.query_request(request)
-    try:
-        rowtype, rows = await run_in_threadpool(_stage_path_command, match, conn)
-    except snowflake.connector.errors.Error as e:
-        code = f"{e.errno:06d}"
-        return JSONResponse(
-            {
-                "data": {"errorCode": code, "sqlState": e.sqlstate},
-                "code": code,
-                "message": e.msg,
-                "success": False,
-            }
-        )
+    code = f"{errno:06d}"
+    data = {"errorCode": code, "sqlState": sqlstate}
+    return JSONResponse({"data": data, "code": code, "message": msg, "success": False})
+
+
+def _rows_response(conn: Any, rowtype: list[dict[str, Any]], rows: list[list[Any]]) -> Any:
+    import uuid
+
+    from fakesnow import statement_type
+    from starlette.responses import JSONResponse
+
     return JSONResponse(
         {
             "data": {
-                "parameters": [{"name": "TIMEZONE", "value": "Etc/UTC"}],
+                "parameters": [{"name": "TIMEZONE", "value": strict.DEFAULT_TIMEZONE}],
                 "rowtype": rowtype,
                 "total": len(rows),
                 "queryId": str(uuid.uuid4()),
@@ -578,7 +576,8 @@ async def _query_request(request: Any) -> Any:
 
 
 async def _login_request(request: Any) -> Any:
-    """fakesnow's login, plus the session's warehouse and role in ``sessionInfo``.
+    """fakesnow's login, plus the session's warehouse and role in ``sessionInfo``, and the role
+    remembered for the session rules of dev/snowflake_strict.py.
 
     Snowflake's login answer names the session's current warehouse and role; the connector keeps
     them as ``connection.warehouse`` / ``connection.role`` (None when the role may not use the
@@ -589,12 +588,53 @@ async def _login_request(request: Any) -> Any:
 
     response = await fs_server.login_request(request)
     payload = json.loads(bytes(response.body))
+    with contextlib.suppress(Exception):
+        _session_roles[payload["data"]["token"]] = strict.normalise_role(request.query_params.get("roleName"))
     info = payload.get("data", {}).get("sessionInfo")
     if isinstance(info, dict):
         for param, key in (("warehouse", "warehouseName"), ("roleName", "roleName")):
             value = request.query_params.get(param)
             info[key] = value.upper() if value and not value.startswith('"') else value
     return JSONResponse(payload, status_code=response.status_code)
+
+
+async def _query_request(request: Any) -> Any:
+    """fakesnow's query endpoint, plus REMOVE/LIST on stage paths (see ``_STAGE_PATH_CMD``) and
+    the session rules of dev/snowflake_strict.py (roles, ``ALTER SESSION SET TIMEZONE``)."""
+    import gzip
+
+    import fakesnow.server as fs_server
+    import snowflake.connector.errors
+    from starlette.concurrency import run_in_threadpool
+
+    body = await request.body()  # Starlette caches it: fakesnow's handler reads it again
+    try:
+        raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
+        sql = json.loads(raw).get("sqlText") or ""
+        token = fs_server.to_token(request)
+        conn = fs_server.sessions.get(token)
+    except Exception:
+        sql, token, conn = "", None, None
+    if conn is None:
+        return await fs_server.query_request(request)
+    if (role := strict.use_role(sql)) is not None:
+        _session_roles[token] = role  # and fakesnow accepts the statement
+    if denied := strict.create_database_denied(sql, _session_roles.get(token, strict.normalise_role(None))):
+        return _error_response(**denied)
+    if (zone := strict.session_timezone(sql)) is not None:
+        try:
+            await run_in_threadpool(conn._duck_conn.execute, f"SET TimeZone = '{zone}'")
+        except Exception:
+            return _error_response(2001, "22023", f"invalid value [{zone}] for parameter 'TIMEZONE'")
+        return _rows_response(conn, [_text_column("status")], [["Statement executed successfully."]])
+    match = _STAGE_PATH_CMD.match(sql)
+    if match is None or (match["cmd"].upper() in ("LIST", "LS") and not match["path"]):
+        return await fs_server.query_request(request)
+    try:
+        rowtype, rows = await run_in_threadpool(_stage_path_command, match, conn)
+    except snowflake.connector.errors.Error as e:
+        return _error_response(e.errno, e.sqlstate, e.msg)
+    return _rows_response(conn, rowtype, rows)
 
 
 def _build_starlette(fs_app: Any) -> Any:
@@ -648,6 +688,8 @@ def build_app(db_dir: Path | str) -> Any:
         os.rmdir(stage.LOCAL_BUCKET_PATH)  # the empty temp dir fakesnow made at import
     stage.LOCAL_BUCKET_PATH = str(stage_dir)
     _patch_null_timestamps()
+    strict.install_copy_rules()
+    strict.install_sysdate_in_merge()
     fs_server.shared_fs = _make_fakesnow(db_dir)
     return _build_starlette(fs_server.app)
 

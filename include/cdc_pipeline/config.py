@@ -8,10 +8,11 @@ error naming the file and the field) and never stop the other sources' DAGs from
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -20,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -212,6 +214,10 @@ class SourceConfig(_Strict):
     failing_runs_alert: int = Field(
         default=3, gt=0, description="Alert when a table has failed this many DAG runs in a row."
     )
+    source_timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of the SQL Server's clock (commit times in cdc.lsn_time_mapping, GETDATE()).",
+    )
     tags: list[str] = Field(default_factory=list)
     table_defaults: TableDefaults = TableDefaults()
     tables: list[TableConfig] = Field(min_length=1)
@@ -229,9 +235,26 @@ class SourceConfig(_Strict):
                 seen[key] = key
         return self
 
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)") from None
+        return value
+
     @property
     def dag_id(self) -> str:
         return f"{self.name}_cdc"
+
+    def to_utc(self, value: datetime | None) -> datetime | None:
+        """A naive time of the source's clock as naive UTC (SQL Server stores local wall-clock times).
+
+        In the hour a DST change repeats, the earlier of the two instants is taken (``fold=0``)."""
+        if value is None or self.source_timezone == "UTC":
+            return value
+        return value.replace(tzinfo=ZoneInfo(self.source_timezone)).astimezone(UTC).replace(tzinfo=None)
 
     def setting(self, table: TableConfig, field: str) -> Any:
         """A table's own value for ``field``, else the source's ``table_defaults`` value."""

@@ -6,10 +6,11 @@ against the emulator and the local Snowflake without Airflow. The ``cdc_health``
 (include/cdc_pipeline/health_dag.py) runs them, appends the figures to
 ``<db>.<control>.CDC_HEALTH`` and mails the on-call list about anything not ``ok``.
 
-Time: every age is measured on the **source's clock** (``GETDATE()``), the clock that wrote
-``cdc.lsn_time_mapping`` and ``WATERMARK_COMMITTED_AT``; Snowflake's UTC ``UPDATED_AT`` is never
-mixed in. The run-record checks (stuck_run, failing_runs) compare the UTC times the CDC tasks
-wrote with UTC now. Runbook for each check: docs/runbook.md.
+Time: ages are measured against the **source's clock** (``GETDATE()``), the clock that wrote
+``cdc.lsn_time_mapping``, converted to UTC with the source's ``source_timezone`` -- the zone in which
+the pipeline writes ``WATERMARK_COMMITTED_AT`` and ``_CDC_COMMITTED_AT``; Snowflake's ``UPDATED_AT``
+is never mixed in. The run-record checks (stuck_run, failing_runs) compare the UTC times the CDC
+tasks wrote with UTC now. Runbook for each check: docs/runbook.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
 from include.cdc_pipeline.sql import sf_table, template, tsql_ident
-from include.cdc_pipeline.warehouse import Warehouse, Watermark, ensure_control_table, read_watermark
+from include.cdc_pipeline.warehouse import UTC_NOW, Warehouse, Watermark, ensure_control_table, read_watermark
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def table_checks(
     now: datetime,
     retention_minutes: int,
 ) -> list[Check]:
-    """Freshness, retention headroom and change-table rows of one table."""
+    """Freshness, retention headroom and change-table rows of one table (``now``: the source clock, UTC)."""
     name = table.name
     sla = source.setting(table, "freshness_sla")
     instances = src.capture_instances(table.source_schema, table.table)
@@ -175,7 +176,7 @@ def table_checks(
     current = _instance(instances, mark)
     position = lsnlib.from_hex(mark.lsn)
     assert position is not None
-    position_time = src.lsn_to_time(position)
+    position_time = source.to_utc(src.lsn_to_time(position))
     return [
         check_freshness(source, table, src, instances, mark, position_time, now),
         check_headroom(source, table, current, mark, position_time, now, retention_minutes),
@@ -205,7 +206,7 @@ def check_freshness(
         detail = f"up to date at {mark.lsn} (applied through {applied_at}); no newer change in the source"
         return Check(source.name, table.name, "freshness", OK, 0.0, _minutes(sla), "minutes", detail)
     if applied_at is None:  # position time gone from lsn_time_mapping: bound by the first pending change
-        applied_at = src.lsn_to_time(pending)
+        applied_at = source.to_utc(src.lsn_to_time(pending))
     lag = now - applied_at if applied_at is not None else None
     status = ALERT if lag is None or lag > sla else OK
     detail = (
@@ -325,7 +326,9 @@ def run_checks(
     now = datetime.now(UTC)
     for table in source.tables:
         mark = read_watermark(wh, t.database, t.control_schema, source.name, table.name)
-        checks.extend(table_checks(source, table, src, mark, state.server_now, retention))
+        server_now = source.to_utc(state.server_now)
+        assert server_now is not None
+        checks.extend(table_checks(source, table, src, mark, server_now, retention))
         if run_records is not None:
             checks.extend(run_record_checks(source, table, run_records(table), now))
     return checks
@@ -365,7 +368,7 @@ def record(wh: Warehouse, database: str, schema: str, checks: Sequence[Check]) -
     for c in checks:
         wh.execute(
             f"INSERT INTO {table} (CHECKED_AT, SOURCE_NAME, TABLE_NAME, CHECK_NAME, STATUS, VALUE, THRESHOLD, UNIT,"
-            " DETAIL) SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(source)s, %(table)s, %(check)s, %(status)s,"
+            f" DETAIL) SELECT {UTC_NOW}, %(source)s, %(table)s, %(check)s, %(status)s,"
             " %(value)s, %(threshold)s, %(unit)s, %(detail)s",
             {k: getattr(c, k) for k in ("source", "table", "check", "status", "value", "threshold", "unit", "detail")},
         )

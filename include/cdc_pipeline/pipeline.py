@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
@@ -31,11 +32,14 @@ from include.cdc_pipeline.source import CaptureInstance, CdcSource
 from include.cdc_pipeline.stages import AzureStage, InternalStage, Stage
 from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
 from include.cdc_pipeline.warehouse import (
+    MAX_BINARY_BYTES,
+    MAX_VARCHAR_BYTES,
     OP_SNAPSHOT,
     ZERO_SEQVAL,
     TableLayout,
     Warehouse,
     Watermark,
+    advance_idle_watermark,
     ensure_control_table,
     log_batch,
     read_watermark,
@@ -97,6 +101,10 @@ class _TargetHints:
 
 class RetentionGapError(CdcError):
     pass
+
+
+class ValueTooLargeError(CdcError):
+    """A source value exceeds what a Snowflake VARCHAR or BINARY column holds."""
 
 
 class HintStore(Protocol):
@@ -294,7 +302,12 @@ class TablePipeline:
             first_lsn = self.source.first_change_after(current.name, lsnlib.from_hex(position))  # type: ignore[arg-type]
             first = lsnlib.to_hex(first_lsn) if first_lsn else None
         if first is None or upper is None or first > upper:
-            self._record_idle(mark, current.name, upper or position, switched)
+            if not self._record_idle(mark, current.name, upper or position, switched):
+                # Snowflake did not confirm the hint's position: it is dropped, Snowflake decides.
+                found = self._read_watermark()
+                if found is None:
+                    return Window("snapshot", newest.name, reason="hint not confirmed by Snowflake (no watermark)")
+                return self.plan_from_watermark(found, cut)
             return Window("idle", current.name, lower=position, upper=upper, reason="no new changes")
         if not confirmed:
             # There is work: confirm the position against Snowflake, the only durable truth.
@@ -308,7 +321,7 @@ class TablePipeline:
                     mark,
                     found,
                 )
-                return self.plan_from_watermark(found)
+                return self.plan_from_watermark(found, cut)
         return Window(
             "stream",
             current.name,
@@ -346,10 +359,11 @@ class TablePipeline:
             warnings.append(message)
         return warnings
 
-    def plan_from_watermark(self, mark: Watermark) -> Window:
-        """Re-plan from a confirmed Snowflake watermark (hint was stale)."""
-        self.hints.set({"capture_instance": mark.capture_instance, "watermark": mark.lsn})
-        return self.plan()
+    def plan_from_watermark(self, mark: Watermark, cut: str | None = None) -> Window:
+        """Re-plan from a confirmed Snowflake watermark (hint was stale), within the same cut."""
+        now = datetime.now(UTC).isoformat()
+        self.hints.set({"capture_instance": mark.capture_instance, "watermark": mark.lsn, "persisted_at": now})
+        return self.plan(cut=cut)
 
     def _choose_instance(
         self, instances: list[CaptureInstance], name: str, position: str
@@ -407,8 +421,11 @@ class TablePipeline:
             )
         return None
 
-    def _record_idle(self, mark: Watermark, instance: str, checked: str, switched: str | None) -> None:
-        """An idle poll still records that the table was checked (freshness, retention headroom)."""
+    def _record_idle(self, mark: Watermark, instance: str, checked: str, switched: str | None) -> bool:
+        """An idle poll still records that the table was checked (freshness, retention headroom).
+
+        False when the position was due to be persisted and Snowflake did not hold the hint's
+        watermark: the hint is then dropped, never written as a watermark."""
         hint = dict(self.hints.get() or {})
         now = datetime.now(UTC)
         hint.update(
@@ -420,21 +437,33 @@ class TablePipeline:
         persisted = hint.get("persisted_at")
         if persisted is None or now - datetime.fromisoformat(persisted) > IDLE_PERSIST_EVERY or switched:
             # Advance the durable position across the idle stretch now and then, so that a quiet
-            # table never falls behind the retention window (Airbyte issue #37772).
+            # table never falls behind the retention window (Airbyte issue #37772) -- only from
+            # the watermark Snowflake still holds (a conditional update, rows affected checked).
             t = self.cfg.target
             position = hint["checked_upper"]
-            write_watermark(
+            self.warehouse.ensure_schemas(t.database, [t.control_schema])
+            ensure_control_table(self.warehouse, t.database, t.control_schema)
+            confirmed = advance_idle_watermark(
                 self.warehouse,
                 t.database,
                 t.control_schema,
                 self.cfg.name,
                 self.table.name,
+                Watermark(mark.capture_instance, mark.lsn),
                 Watermark(hint["capture_instance"], position),
-                None,
-                0,
             )
+            if not confirmed:
+                log.warning(
+                    "%s: Snowflake does not hold the cached position %s (%s): dropping the hint",
+                    self.label,
+                    mark.lsn,
+                    mark.capture_instance,
+                )
+                self.hints.set({})
+                return False
             hint.update(watermark=position, persisted_at=now.isoformat())
         self.hints.set(hint)
+        return True
 
     # -- extract + load -----------------------------------------------------------------------
     def mappings(self, instance: str) -> list[ColumnMapping]:
@@ -540,6 +569,36 @@ class TablePipeline:
             self._azure_hook = WasbHook(wasb_conn_id=t.azure_stage.wasb_conn_id)
         return AzureStage(self._azure_hook, t.azure_stage.container, t.azure_stage.prefix, name)
 
+    def _check_sizes(self, table: pa.Table, mappings: Sequence[ColumnMapping]) -> None:
+        """Stop on a value Snowflake cannot hold, naming it, before anything is uploaded.
+
+        A VARCHAR or BINARY declared without a length holds 16,777,216 characters / 8,388,608
+        bytes (docs.snowflake.com/en/sql-reference/data-types-text); accounts before the 2025 size
+        increase also cap a VARCHAR value at 16 MB, so that is the limit for strings in bytes."""
+        for m in mappings:
+            column = table.column(m.target_name)
+            if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+                limit, kind = MAX_BINARY_BYTES, "BINARY"
+            elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                limit, kind = MAX_VARCHAR_BYTES, "VARCHAR"
+            else:
+                continue
+            sizes = pc.binary_length(column)
+            largest = pc.max(sizes).as_py()
+            if largest is None or largest <= limit:
+                continue
+            row = pc.index(sizes, largest).as_py()
+            key = tuple(table.column(self._target(k, mappings))[row].as_py() for k in self.table.primary_key)
+            raise ValueTooLargeError(
+                f"{self.label}: column {m.source.name} of the row with key {key} holds {largest} bytes, more than a "
+                f"Snowflake {kind} holds ({limit} bytes). Leave the column out (exclude_columns) or load its "
+                "salted hash (hash_columns) for this table; nothing of this batch was loaded."
+            )
+
+    @staticmethod
+    def _target(source_name: str, mappings: Sequence[ColumnMapping]) -> str:
+        return next(m.target_name for m in mappings if m.source.name.lower() == source_name.lower())
+
     def extract_load(self, window: Window) -> Batch:
         """Window rows → Parquet chunks (bounded memory) → PUT → COPY INTO the staging table."""
         started = time.monotonic()
@@ -588,8 +647,9 @@ class TablePipeline:
             for index, chunk in enumerate(_prefetch(chunks)):
                 if window.mode == "stream":
                     untimed.update(row[0] for row in chunk if row[3] is None)
-                table = _to_arrow(chunk, mappings, schema, salt)
+                table = _to_arrow(chunk, mappings, schema, salt, self.cfg.source_timezone)
                 del chunk
+                self._check_sizes(table, mappings)
                 rows += table.num_rows
                 arrow_bytes += table.nbytes
                 progress.add(table.num_rows, table.nbytes)
@@ -619,7 +679,7 @@ class TablePipeline:
             raise CdcError(f"{self.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
         self._fill_commit_times(layout, untimed)
         failpoint("after_copy", self.label)
-        committed = self.source.lsn_to_time(lsnlib.from_hex(window.upper)) if window.upper else None  # type: ignore[arg-type]
+        committed = self.cfg.to_utc(self.source.lsn_to_time(lsnlib.from_hex(window.upper))) if window.upper else None  # type: ignore[arg-type]
         return Batch(
             window=window,
             batch_id=batch_id,
@@ -650,7 +710,7 @@ class TablePipeline:
             len(untimed),
         )
         for value in sorted(untimed):
-            committed = self.source.lsn_to_time(value)
+            committed = self.cfg.to_utc(self.source.lsn_to_time(value))
             if committed is not None:
                 self.warehouse.set_commit_time(layout, lsnlib.to_hex(value) or "", committed)
 
@@ -683,7 +743,7 @@ class TablePipeline:
         floor = lsnlib.decrement(instance.start_lsn) if int.from_bytes(instance.start_lsn, "big") else lsnlib.ZERO_LSN
         snap = max(max_lsn, floor)
         snap_hex = lsnlib.to_hex(snap)
-        committed = self.source.lsn_to_time(snap)
+        committed = self.cfg.to_utc(self.source.lsn_to_time(snap))
         window = Window("snapshot", window.capture_instance, lower=None, upper=snap_hex, reason=window.reason)
         meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed, 0)
         by_name = {m.source.name.lower(): m.source for m in mappings}
@@ -745,6 +805,8 @@ class TablePipeline:
                 batch.window.capture_instance,
             )
         window = batch.window
+        if not wh.existing_columns(layout.database, layout.staging_schema, layout.staging_table):
+            return self._applied_before(batch, layout, added)
         if window.mode == "snapshot":
             lost = wh.mark_lost_timeline(layout, window.upper or "")
             if lost:
@@ -808,6 +870,21 @@ class TablePipeline:
                 "persisted_at": now,
             }
         )
+        return self._applied(batch, added, merged, appended, deleted, apply_s)
+
+    def _applied(
+        self,
+        batch: Batch,
+        added: list[str],
+        merged: int,
+        appended: int,
+        deleted: int,
+        apply_s: float,
+        *,
+        again: bool = False,
+    ) -> dict[str, Any]:
+        """What apply reports (the task's XCom and the demo summary)."""
+        window = batch.window
         return {
             "table": self.table.name,
             "mode": window.mode,
@@ -819,7 +896,38 @@ class TablePipeline:
             "deleted_by_snapshot": deleted,
             "columns_added": added,
             "apply_s": apply_s,
+            "already_applied": again,
         }
+
+    def _applied_before(self, batch: Batch, layout: TableLayout, added: list[str]) -> dict[str, Any]:
+        """A retried apply whose staging table is gone: apply drops it only after the watermark, so
+        a watermark at or past the batch's upper bound means the batch is durable (finish the
+        clean-up); anything else means the staged rows were lost before they were applied."""
+        t, window = self.cfg.target, batch.window
+        mark = self._read_watermark()
+        upper = window.upper or ""
+        if mark is None or mark.capture_instance.lower() != window.capture_instance.lower() or mark.lsn < upper:
+            held = f"{mark.lsn} on {mark.capture_instance}" if mark else "none"
+            raise CdcError(
+                f"{self.label}: staging table {layout.staging} of batch {batch.batch_id} is gone but the watermark "
+                f"({held}) does not cover the batch (up to {upper} on {window.capture_instance}): the staged rows were "
+                "lost before they were applied. Nothing was skipped; the next run reads the window again (or clear "
+                "the extract_load task of this run)."
+            )
+        log.warning("%s: batch %s was already applied (watermark %s): finishing its clean-up", self.label,
+                    batch.batch_id, mark.lsn)  # fmt: skip
+        self.stage().clear(batch.stage_path + "/")
+        committed = datetime.fromisoformat(batch.upper_committed_at) if batch.upper_committed_at else None
+        log_batch(
+            self.warehouse,
+            t.database,
+            t.control_schema,
+            {"batch_id": batch.batch_id, "source_name": self.cfg.name, "table_name": self.table.name,
+             "mode": window.mode, "capture_instance": window.capture_instance, "lower_lsn": window.lower,
+             "upper_lsn": window.upper, "rows_staged": batch.rows, "upper_committed_at": committed},
+            keep_existing=True,
+        )  # fmt: skip
+        return self._applied(batch, added, 0, 0, 0, 0.0, again=True)
 
     def run_once(self, resnapshot: bool = False) -> dict[str, Any]:
         """plan → extract_load → apply in one call (tests, benchmarks, the demo summary)."""
@@ -943,9 +1051,15 @@ def _parquet_schema(mappings: Sequence[ColumnMapping]) -> pa.Schema:
 
 
 def _to_arrow(
-    rows: list[tuple[Any, ...]], mappings: Sequence[ColumnMapping], schema: pa.Schema, salt: str | None
+    rows: list[tuple[Any, ...]],
+    mappings: Sequence[ColumnMapping],
+    schema: pa.Schema,
+    salt: str | None,
+    source_timezone: str = "UTC",
 ) -> pa.Table:
-    """Rows (start_lsn, seqval, op, commit_time, command_id, *columns) → an Arrow table, column by column."""
+    """Rows (start_lsn, seqval, op, commit_time, command_id, *columns) → an Arrow table, column by column.
+
+    Commit times are the SQL Server's wall clock in ``source_timezone``; they leave as UTC."""
     # Column by column with itemgetter: ``zip(*rows)`` over 100k-row chunks is several times slower
     # once the cyclic GC starts scanning the freshly allocated tuples.
     width = META_WIDTH + len(mappings)
@@ -956,8 +1070,16 @@ def _to_arrow(
         pa.array(lsns, pa.string()),
         pa.array(seqs, pa.string()),
         pa.array(columns[2], pa.int8()),
-        pa.array(columns[3], pa.timestamp("ms")),
+        _commit_times_utc(pa.array(columns[3], pa.timestamp("ms")), source_timezone),
         pa.array(columns[4], pa.int32()),
     ]
     arrays += [arrow_column(m, columns[META_WIDTH + i], salt) for i, m in enumerate(mappings)]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _commit_times_utc(local: pa.Array, source_timezone: str) -> pa.Array:
+    """Naive source wall-clock times → naive UTC (the earlier instant in a repeated DST hour)."""
+    if source_timezone == "UTC":
+        return local
+    zoned = pc.assume_timezone(local, timezone=source_timezone, ambiguous="earliest", nonexistent="earliest")
+    return zoned.cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms"))

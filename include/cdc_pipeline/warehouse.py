@@ -52,6 +52,15 @@ HISTORY_META = [
     ("_CDC_LOST_TIMELINE", "BOOLEAN"),
 ]
 ZERO_SEQVAL = "0" * 20
+# Load times are UTC. CURRENT_TIMESTAMP() is in the session's TIMEZONE (Snowflake's default is
+# America/Los_Angeles) and ::TIMESTAMP_NTZ keeps that wall clock; SYSDATE() is UTC whatever the
+# session says (docs.snowflake.com/en/sql-reference/functions/sysdate).
+UTC_NOW = "SYSDATE()"
+# What a VARCHAR / BINARY declared without a length holds (docs.snowflake.com/en/sql-reference/
+# data-types-text): 16,777,216 characters (and, before the 2025 increase to 128 MB, bytes) and
+# 8,388,608 bytes. The pipeline declares both without a length and stops on a larger value.
+MAX_VARCHAR_BYTES = 16_777_216
+MAX_BINARY_BYTES = 8_388_608
 OP_SNAPSHOT, OP_DELETE, OP_INSERT, OP_UPDATE = 0, 1, 2, 4
 
 
@@ -118,6 +127,7 @@ class Warehouse:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.queries = 0
+        self._present: set[str] = set()  # objects found or created on this connection
 
     # -- plumbing -----------------------------------------------------------------------------
     def execute(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -134,22 +144,55 @@ class Warehouse:
             cursor.close()
 
     # -- objects ------------------------------------------------------------------------------
+    # Existing objects are found before anything is created: Snowflake checks the privilege to
+    # create even for CREATE … IF NOT EXISTS on an existing object, and a loader role granted
+    # rights on the target database has no account-level CREATE DATABASE
+    # (docs.snowflake.com/en/sql-reference/sql/create-database, access control requirements).
+    def database_exists(self, database: str) -> bool:
+        name = database.upper()
+        # SHOW … LIKE takes a pattern (``_`` matches any character): compare the names exactly.
+        return any(row[1] == name for row in self.execute(f"SHOW DATABASES LIKE '{_like(name)}'"))
+
+    def schema_exists(self, database: str, schema: str) -> bool:
+        return bool(
+            self.execute(
+                f"SELECT 1 FROM {sf_ident(database)}.INFORMATION_SCHEMA.SCHEMATA WHERE SCHEMA_NAME = %(schema)s",
+                {"schema": schema.upper()},
+            )
+        )
+
+    def stage_exists(self, database: str, schema: str, stage: str) -> bool:
+        name = stage.upper()
+        rows = self.execute(f"SHOW STAGES LIKE '{_like(name)}' IN SCHEMA {sf_table(database, schema)}")
+        return any(row[1] == name for row in rows)
+
+    def ensure_database(self, database: str) -> None:
+        if database.upper() not in self._present and not self.database_exists(database):
+            self.execute(f"CREATE DATABASE IF NOT EXISTS {sf_ident(database)}")
+        self._present.add(database.upper())
+
     def use_schema(self, database: str, schema: str) -> None:
-        """Create the target database and schema if needed and make them current.
+        """Create the target database and schema if missing and make them current.
 
         Statements are fully qualified; a current database and schema are still needed by the
         local emulator (COPY's load history, MERGE), and are harmless on Snowflake.
         """
-        self.execute(f"CREATE DATABASE IF NOT EXISTS {sf_ident(database)}")
-        self.execute(f"CREATE SCHEMA IF NOT EXISTS {sf_table(database, schema)}")
+        self.ensure_database(database)
+        self.ensure_schemas(database, [schema])
         self.execute(f"USE SCHEMA {sf_table(database, schema)}")
 
     def ensure_schemas(self, database: str, schemas: Iterable[str]) -> None:
         for schema in schemas:
-            self.execute(f"CREATE SCHEMA IF NOT EXISTS {sf_table(database, schema)}")
+            key = f"{database}.{schema}".upper()
+            if key not in self._present and not self.schema_exists(database, schema):
+                self.execute(f"CREATE SCHEMA IF NOT EXISTS {sf_table(database, schema)}")
+            self._present.add(key)
 
     def ensure_stage(self, database: str, schema: str, stage: str) -> None:
-        self.execute(f"CREATE STAGE IF NOT EXISTS {sf_table(database, schema, stage)}")
+        key = f"{database}.{schema}.@{stage}".upper()
+        if key not in self._present and not self.stage_exists(database, schema, stage):
+            self.execute(f"CREATE STAGE IF NOT EXISTS {sf_table(database, schema, stage)}")
+        self._present.add(key)
 
     def existing_columns(self, database: str, schema: str, table: str) -> dict[str, str]:
         rows = self.execute(
@@ -217,7 +260,10 @@ class Warehouse:
         self.execute(
             # FORCE: the staging table is new each batch, a retried batch must load its files again.
             # PURGE: loaded files leave the stage at once (the staging table now holds the data).
-            f"COPY INTO {layout.staging} FROM @{stage}/{path} FILE_FORMAT = (TYPE = PARQUET)"
+            # BINARY_AS_TEXT = FALSE: Parquet binary columns (varbinary, image, rowversion) are bytes;
+            # Snowflake's default TRUE would read them as UTF-8 text and then hex-decode them
+            # (docs.snowflake.com/en/sql-reference/sql/create-file-format, TYPE = PARQUET).
+            f"COPY INTO {layout.staging} FROM @{stage}/{path} FILE_FORMAT = (TYPE = PARQUET BINARY_AS_TEXT = FALSE)"
             " MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE FORCE = TRUE PURGE = TRUE"
         )
         return int(self.execute(f"SELECT COUNT(*) FROM {layout.staging}")[0][0])
@@ -248,7 +294,7 @@ class Warehouse:
         # Target columns in SET stay unqualified: Snowflake's MERGE grammar.
         cmd = sf_ident("_CDC_COMMAND_ID")
         set_meta = f"{lsn} = s.{lsn}, {seq} = s.{seq}, {op} = s.{op}, {committed} = s.{committed}, {cmd} = s.{cmd}"
-        now = "CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+        now = UTC_NOW
         set_values = ", ".join(f"{c} = s.{c}" for c in cols if c not in key)
         upsert = f"UPDATE SET {set_values + ', ' if set_values else ''}{set_meta}, {loaded} = {now}"
         insert_cols = ", ".join([*cols, lsn, seq, op, committed, cmd, loaded, deleted, deleted_at])
@@ -304,7 +350,7 @@ class Warehouse:
         sql = (
             f"INSERT INTO {layout.history} ({', '.join([*cols, *meta])}, {sf_ident('_CDC_LOADED_AT')},"
             f" {sf_ident('_CDC_BATCH_ID')}) SELECT {', '.join(f's.{c}' for c in [*cols, *meta])},"
-            f" CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(batch)s FROM {layout.staging} AS s WHERE NOT EXISTS"
+            f" {UTC_NOW}, %(batch)s FROM {layout.staging} AS s WHERE NOT EXISTS"
             f" (SELECT 1 FROM {layout.history} AS h WHERE h.{lsn} >= %(lower)s AND h.{lsn} <= %(upper)s AND {match})"
         )
         return _affected(self.execute(sql, {"batch": batch_id, "lower": lower, "upper": upper}))
@@ -351,7 +397,7 @@ class Warehouse:
             f"INSERT INTO {layout.history} ({', '.join(cols)}, {lsn}, {seq}, {op}, {committed},"
             f" {sf_ident('_CDC_LOADED_AT')}, {sf_ident('_CDC_BATCH_ID')})"
             f" SELECT {', '.join(f'r.{c}' for c in cols)}, %(snap)s, %(zero)s, {OP_DELETE}, NULL,"
-            f" CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, %(batch)s FROM {layout.raw} AS r WHERE {stale('r')}"
+            f" {UTC_NOW}, %(batch)s FROM {layout.raw} AS r WHERE {stale('r')}"
             f" AND NOT EXISTS (SELECT 1 FROM {layout.history} AS h WHERE {match})",
             params,
         )
@@ -361,13 +407,20 @@ class Warehouse:
             self.execute(
                 f"UPDATE {layout.raw} AS r SET {deleted} = TRUE, {sf_ident('_CDC_DELETED_AT')} = NULL,"
                 f" {op} = {OP_DELETE}, {lsn} = %(snap)s, {seq} = %(zero)s, {sf_ident('_CDC_COMMAND_ID')} = 0,"
-                f" {sf_ident('_CDC_LOADED_AT')} = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ WHERE {stale('r')}",
+                f" {sf_ident('_CDC_LOADED_AT')} = {UTC_NOW} WHERE {stale('r')}",
                 params,
             )
         )
 
     def drop_staging(self, layout: TableLayout) -> None:
         self.execute(f"DROP TABLE IF EXISTS {layout.staging}")
+
+
+def _like(name: str) -> str:
+    """A validated identifier as a SHOW … LIKE string literal (config restricts names to [A-Za-z0-9_$])."""
+    if not all(c.isalnum() or c in "_$" for c in name):
+        raise ValueError(f"unexpected character in Snowflake object name {name!r}")
+    return name
 
 
 def _affected(rows: list[tuple[Any, ...]]) -> int:
@@ -519,13 +572,40 @@ def write_watermark(
         " WHEN MATCHED THEN UPDATE SET CAPTURE_INSTANCE = %(ci)s, WATERMARK_LSN = %(lsn)s,"
         " WATERMARK_COMMITTED_AT = %(committed)s, SNAPSHOT_LSN = COALESCE(%(snap)s, t.SNAPSHOT_LSN),"
         " LAST_BATCH_ID = %(batch)s, LAST_BATCH_ROWS = %(rows)s,"
-        " UPDATED_AT = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+        f" UPDATED_AT = {UTC_NOW}"
         " WHEN NOT MATCHED THEN INSERT (SOURCE_NAME, TABLE_NAME, CAPTURE_INSTANCE, WATERMARK_LSN,"
         " WATERMARK_COMMITTED_AT, SNAPSHOT_LSN, LAST_BATCH_ID, LAST_BATCH_ROWS, UPDATED_AT) VALUES"
         " (%(source)s, %(table)s, %(ci)s, %(lsn)s, %(committed)s, %(snap)s, %(batch)s, %(rows)s,"
-        " CURRENT_TIMESTAMP()::TIMESTAMP_NTZ)",
+        f" {UTC_NOW})",
         params,
     )
+
+
+def advance_idle_watermark(
+    wh: Warehouse, database: str, schema: str, source: str, table: str, expected: Watermark, position: Watermark
+) -> bool:
+    """Move an idle table's watermark to ``position`` only if Snowflake still holds ``expected``.
+
+    An idle poll knows its position from the hint, not from Snowflake: if the control row was
+    deleted, moved on, or the connection now reaches another target, an unconditional upsert
+    would mark a table loaded that is not. One conditional UPDATE; False when no row matched.
+    """
+    rows = wh.execute(
+        f"UPDATE {_control_table(database, schema)} SET CAPTURE_INSTANCE = %(ci)s, WATERMARK_LSN = %(lsn)s,"
+        f" WATERMARK_COMMITTED_AT = NULL, LAST_BATCH_ID = NULL, LAST_BATCH_ROWS = 0, UPDATED_AT = {UTC_NOW}"
+        " WHERE SOURCE_NAME = %(source)s AND TABLE_NAME = %(table)s AND CAPTURE_INSTANCE = %(old_ci)s"
+        " AND WATERMARK_LSN = %(old_lsn)s",
+        {
+            "ci": position.capture_instance,
+            "lsn": position.lsn,
+            "source": source,
+            "table": table,
+            "old_ci": expected.capture_instance,
+            "old_lsn": expected.lsn,
+        },
+    )
+    # Snowflake answers (rows updated, multi-joined rows updated); the first count is the one.
+    return bool(rows) and int(rows[0][0]) == 1
 
 
 BATCH_LOG_COLUMNS = [
@@ -546,20 +626,24 @@ BATCH_LOG_COLUMNS = [
 ]
 
 
-def log_batch(wh: Warehouse, database: str, schema: str, row: dict[str, Any]) -> None:
+def log_batch(wh: Warehouse, database: str, schema: str, row: dict[str, Any], *, keep_existing: bool = False) -> None:
     """Record an applied batch in CONTROL.CDC_BATCHES (audit, monitoring, the demo summary).
 
-    Written after the watermark; a retry updates the same BATCH_ID row instead of adding one.
+    Written after the watermark; a retry updates the same BATCH_ID row instead of adding one, or,
+    with ``keep_existing`` (a retry that found the batch already applied), leaves it as it is.
     """
     table = sf_table(database, schema, "CDC_BATCHES")
     wh.execute(f"CREATE TABLE IF NOT EXISTS {table} ({_column_defs(BATCH_LOG_COLUMNS)})")
     names = [name for name, _ in BATCH_LOG_COLUMNS if name != "APPLIED_AT"]
     values = ", ".join(f"%({n.lower()})s AS {n}" for n in names)
+    update = (
+        ""
+        if keep_existing
+        else f" WHEN MATCHED THEN UPDATE SET {', '.join(f'{n} = s.{n}' for n in names[1:])}, APPLIED_AT = {UTC_NOW}"
+    )
     wh.execute(
-        f"MERGE INTO {table} AS t USING (SELECT {values}) AS s ON t.BATCH_ID = s.BATCH_ID"
-        f" WHEN MATCHED THEN UPDATE SET {', '.join(f'{n} = s.{n}' for n in names[1:])},"
-        " APPLIED_AT = CURRENT_TIMESTAMP()::TIMESTAMP_NTZ"
+        f"MERGE INTO {table} AS t USING (SELECT {values}) AS s ON t.BATCH_ID = s.BATCH_ID{update}"
         f" WHEN NOT MATCHED THEN INSERT ({', '.join(names)}, APPLIED_AT)"
-        f" VALUES ({', '.join(f's.{n}' for n in names)}, CURRENT_TIMESTAMP()::TIMESTAMP_NTZ)",
+        f" VALUES ({', '.join(f's.{n}' for n in names)}, {UTC_NOW})",
         {n.lower(): row.get(n.lower()) for n in names},
     )

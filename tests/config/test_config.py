@@ -26,6 +26,7 @@ EXPECTED = {
     "bad_policy.yaml": ("tables.0.retention_gap_policy", "'fail' or 'resnapshot'"),
     "not_yaml.yaml": ("not_yaml.yaml", "not valid YAML"),
     "duplicate_table.yaml": ("<root>", "two tables share source dbo.accounts"),
+    "bad_timezone.yaml": ("source_timezone", "is not an IANA time zone name"),
 }
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,7 +89,7 @@ CREATE OR REPLACE TABLE ALL_TYPES (
 )"""
 COPY_ALL = (
     "COPY INTO {db}.STAGING.ALL_TYPES FROM @{db}.STAGING.STG/all_types/{run}/"
-    " FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE"
+    " FILE_FORMAT=(TYPE=PARQUET BINARY_AS_TEXT=FALSE) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE"
 )
 
 
@@ -447,7 +448,109 @@ def test_ddl_forms(cur: Any) -> None:
     )
     cur.execute("INSERT INTO DFLT (A) VALUES (1)")
     loaded_at = cur.execute("SELECT LOADED_AT FROM DFLT").fetchone()[0]
-    assert abs(loaded_at - dt.datetime.now(dt.UTC).replace(tzinfo=None)) < dt.timedelta(minutes=1)  # UTC
+    # the session time zone's wall clock (America/Los_Angeles by default), not UTC: see below
+    la_now = dt.datetime.now(ZoneInfo("America/Los_Angeles")).replace(tzinfo=None)
+    assert abs(loaded_at - la_now) < dt.timedelta(minutes=1)
+
+
+# ------------------------------------------------------------------------------------------
+# Where Snowflake is stricter than fakesnow (dev/snowflake_strict.py models each rule)
+# ------------------------------------------------------------------------------------------
+
+
+def _copy_file(cur: Any, tmp_path: Path, table: pa.Table, ddl: str, name: str, options: str = "") -> Any:
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(table, path)
+    cur.execute(ddl)
+    _put(cur, path, f"@STG/{name}/")
+    return cur.execute(
+        f"COPY INTO {name} FROM @STG/{name}/ FILE_FORMAT=(TYPE=PARQUET{options})"
+        " MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE FORCE=TRUE"
+    ).fetchall()
+
+
+def test_parquet_binary_is_utf8_text_unless_binary_as_text_false(cur: Any, tmp_path: Path) -> None:
+    """docs.snowflake.com/en/sql-reference/sql/create-file-format: BINARY_AS_TEXT (PARQUET) defaults
+    to TRUE, "interpret columns with no defined logical data type as UTF-8 text"; text then becomes
+    BINARY through BINARY_INPUT_FORMAT = HEX."""
+    ddl = "CREATE OR REPLACE TABLE {name} (K INT, B BINARY)"
+    bad = pa.table({"K": [1], "B": pa.array([b"\x00\xff"], pa.binary())})
+    with pytest.raises(ProgrammingError, match="Invalid UTF8 detected"):
+        _copy_file(cur, tmp_path, bad, ddl.format(name="BAT_UTF8"), "BAT_UTF8")
+    text = pa.table({"K": [1], "B": pa.array([b"ok"], pa.binary())})
+    with pytest.raises(ProgrammingError, match="not a legal hex-encoded value"):
+        _copy_file(cur, tmp_path, text, ddl.format(name="BAT_HEX"), "BAT_HEX")
+    # bytes that happen to be hex digits load, re-interpreted: 'AB0c' (4 bytes) becomes 0xAB0C
+    hexlike = pa.table({"K": [1], "B": pa.array([b"AB0c"], pa.binary())})
+    _copy_file(cur, tmp_path, hexlike, ddl.format(name="BAT_MANGLE"), "BAT_MANGLE")
+    assert cur.execute("SELECT B FROM BAT_MANGLE").fetchall() == [(bytearray(b"\xab\x0c"),)]
+    # BINARY_AS_TEXT = FALSE: the bytes as they are
+    _copy_file(cur, tmp_path, bad, ddl.format(name="BAT_OFF"), "BAT_OFF", " BINARY_AS_TEXT = FALSE")
+    assert cur.execute("SELECT B FROM BAT_OFF").fetchall() == [(bytearray(b"\x00\xff"),)]
+    # a string column (UTF8 logical type) is text either way
+    named = pa.table({"K": [1], "S": pa.array(["x"], pa.string())})
+    _copy_file(cur, tmp_path, named, "CREATE OR REPLACE TABLE BAT_STR (K INT, S VARCHAR)", "BAT_STR")
+    assert cur.execute("SELECT S FROM BAT_STR").fetchall() == [("x",)]
+
+
+def test_copy_rejects_values_over_the_default_lengths(cur: Any, tmp_path: Path) -> None:
+    """docs.snowflake.com/en/sql-reference/data-types-text: VARCHAR without a length holds
+    16,777,216 characters (16 MB on accounts before the 2025 increase), BINARY 8,388,608 bytes."""
+    ddl = "CREATE OR REPLACE TABLE {name} (K INT, V VARCHAR, B BINARY)"
+    fits = pa.table({"K": [1], "V": ["v" * 16_777_216], "B": pa.array([b"b" * 8_388_608], pa.binary())})
+    _copy_file(cur, tmp_path, fits, ddl.format(name="LOB_OK"), "LOB_OK", " BINARY_AS_TEXT = FALSE")
+    assert cur.execute("SELECT LENGTH(V), LENGTH(B) FROM LOB_OK").fetchall() == [(16_777_216, 8_388_608)]
+    text = pa.table({"K": [1], "V": ["é" * 8_388_609]})  # 8,388,609 characters, 16,777,218 bytes
+    with pytest.raises(ProgrammingError, match=r"Max LOB size \(16777216\) exceeded"):
+        _copy_file(cur, tmp_path, text, ddl.format(name="LOB_V"), "LOB_V", " BINARY_AS_TEXT = FALSE")
+    blob = pa.table({"K": [1], "B": pa.array([b"b" * 8_388_609], pa.binary())})
+    with pytest.raises(ProgrammingError, match=r"Max LOB size \(8388608\) exceeded"):
+        _copy_file(cur, tmp_path, blob, ddl.format(name="LOB_B"), "LOB_B", " BINARY_AS_TEXT = FALSE")
+
+
+def test_session_time_zone_defaults_to_los_angeles(local_snowflake: LocalSnowflake, conn: Any) -> None:
+    """docs.snowflake.com/en/sql-reference/parameters#timezone: TIMEZONE defaults to
+    America/Los_Angeles; CURRENT_TIMESTAMP() is in it, SYSDATE() is UTC."""
+    with contextlib.closing(local_snowflake.connect(DB, "STAGING")) as c:
+        cur = c.cursor()
+        before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        ntz, sysdate, utc = cur.execute(
+            "SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ, SYSDATE(),"
+            " CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP())::TIMESTAMP_NTZ"
+        ).fetchone()
+        after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        assert before <= sysdate <= after and before <= utc <= after
+        offset = ZoneInfo("America/Los_Angeles").utcoffset(before)
+        assert before + offset <= ntz <= after + offset  # LA wall clock
+        # SYSDATE() stays UTC inside a MERGE (fakesnow rewrites MERGE into several statements)
+        cur.execute("CREATE OR REPLACE TABLE TZ_MERGE (K INT, MERGED_AT TIMESTAMP_NTZ)")
+        cur.execute(
+            "MERGE INTO TZ_MERGE t USING (SELECT 1 AS K) s ON t.K = s.K"
+            " WHEN NOT MATCHED THEN INSERT (K, MERGED_AT) VALUES (s.K, SYSDATE())"
+        )
+        (merged_at,) = cur.execute("SELECT MERGED_AT FROM TZ_MERGE").fetchone()
+        assert before <= merged_at <= dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        cur.execute("ALTER SESSION SET TIMEZONE = 'UTC'")  # per session
+        assert before <= cur.execute("SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ").fetchone()[0]
+    with contextlib.closing(local_snowflake.connect(DB)) as other:
+        later = other.cursor().execute("SELECT CURRENT_TIMESTAMP()::TIMESTAMP_NTZ").fetchone()[0]
+        assert later < dt.datetime.now(dt.UTC).replace(tzinfo=None) + offset + dt.timedelta(minutes=1)
+        assert later < before or offset == dt.timedelta(0)
+
+
+def test_create_database_if_not_exists_needs_the_account_privilege(local_snowflake: LocalSnowflake, conn: Any) -> None:
+    """docs.snowflake.com/en/sql-reference/sql/create-database (access control requirements): the
+    CREATE DATABASE privilege is checked even when the database exists; SYSADMIN and ACCOUNTADMIN
+    hold it by default, a loader role with database-level grants does not."""
+    with contextlib.closing(local_snowflake.connect(role="CDC_LOADER")) as c:
+        cur = c.cursor()
+        with pytest.raises(ProgrammingError, match="Insufficient privileges to operate on account") as caught:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")  # exists (module fixture)
+        assert caught.value.errno == 3001 and caught.value.sqlstate == "42501"
+        assert [r[1] for r in cur.execute(f"SHOW DATABASES LIKE '{DB}'").fetchall() if r[1] == DB] == [DB]
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {DB}.LOADER_OWN")  # database-level grants suffice
+        cur.execute("USE ROLE SYSADMIN")
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
 
 
 def test_bindings(local_snowflake: LocalSnowflake, cur: Any) -> None:
