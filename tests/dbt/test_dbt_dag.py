@@ -152,26 +152,26 @@ def test_house_rules(dag: Any) -> None:
         assert task.on_failure_callback, task.task_id
 
 
-def test_parse_time_with_the_manifest_is_under_a_second() -> None:
+def test_dag_parses_from_the_manifest_without_dbt() -> None:
+    """The DAG file parses with no dbt executable reachable: Cosmos reads the pre-built manifest and
+    never runs `dbt ls` (what makes parsing fast; the time itself is a figure of
+    benchmarks/bench_dag_parse.py, not an assertion)."""
     snippet = textwrap.dedent(f"""
-        import time, warnings
+        import warnings
         warnings.filterwarnings("ignore")
         from airflow.dag_processing.dagbag import DagBag
-        import airflow.sdk
-        t = time.perf_counter()
         bag = DagBag(dag_folder={str(DAG_FILE)!r})
-        print("PARSE", time.perf_counter() - t, len(bag.import_errors))
+        print("ERRORS", len(bag.import_errors), list(bag.import_errors.values())[:1])
+        print("TASKS", sum(len(d.tasks) for d in bag.dags.values()))
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env["PYTHONPATH"] = str(ROOT)
-    times = []
-    for _ in range(2):
-        out = subprocess.run([sys.executable, "-c", snippet], env=env, cwd=ROOT, text=True, capture_output=True,
-                             timeout=120, check=True).stdout  # fmt: skip
-        line = next(line for line in out.splitlines() if line.startswith("PARSE"))
-        assert line.split()[2] == "0"
-        times.append(float(line.split()[1]))
-    assert min(times) < 1.0, times
+    env["PATH"] = "/usr/bin:/bin"  # no dbt executable: a `dbt ls` would be an import error
+    out = subprocess.run([sys.executable, "-c", snippet], env=env, cwd=ROOT, text=True, capture_output=True,
+                         timeout=300, check=True).stdout  # fmt: skip
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("ERRORS", "TASKS")))
+    assert lines["ERRORS"].startswith("0 "), lines["ERRORS"]
+    assert int(lines["TASKS"]) > 5  # one task per dbt model and source, from the manifest
 
 
 def test_profile_mapping_forwards_protocol_host_port(monkeypatch: pytest.MonkeyPatch) -> None:
