@@ -64,6 +64,7 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
     dags.mkdir()
     (dags / "deadline_probe.py").write_text(textwrap.dedent(DAG_FILE))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    port = _free_port()
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -73,7 +74,10 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__API__PORT": str(_free_port()),
+            "AIRFLOW__API__PORT": str(port),
+            # The LocalExecutor's workers reach the execution API at base_url (default port 8080:
+            # another Airflow, or nothing): point them at this instance's own API server.
+            "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
