@@ -56,7 +56,12 @@ status: setup ## Show which local services are running
 test: setup $(MANIFEST) ## The test suite CI runs (unit, integration and one full end-to-end run)
 	$(PY) -m pytest -m "not slow" -p no:cacheprovider
 
-test-all: setup $(MANIFEST) ## Everything, including slow suites (property tests at scale, failure matrix)
+# The UI check (tests/ui) drives Debian's Chromium; Playwright never downloads a browser.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y chromium
+
+test-all: setup $(MANIFEST) $(CHROMIUM) ## Everything, including slow suites (property tests at scale, failure matrix, UI in Chromium)
 	$(PY) -m pytest -p no:cacheprovider
 
 lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff
