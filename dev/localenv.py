@@ -82,8 +82,9 @@ class LocalStack:
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__API__PORT": str(self.airflow_port),
-            # Workers reach the execution API at {base_url}/execution/ (default http://localhost:8080).
+            # Tasks reach the API server here; unset, it is http://localhost:8080 whatever the port above.
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.airflow_port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{self.airflow_port}/execution/",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.airflow_home / "logs"),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "DO_NOT_TRACK": "1",

@@ -266,7 +266,7 @@ class Stack:
             cwd=ROOT,
         )
         url = f"http://localhost:{self.cfg.airflow_port}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # ~20 s on a quiet machine; minutes on a loaded one
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
