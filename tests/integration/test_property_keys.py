@@ -85,10 +85,11 @@ def test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_
     h.engine.close()
 
     def open_source(from_backup: bool = False) -> Sql:
+        h.close_connections()
         if from_backup:
             h.engine.close()
             shutil.copyfile(backup, db)
-        h.engine, h._sql = Engine(str(db)), None
+        h.replace_engine(Engine(str(db)))  # the harness's TDS server serves the reopened file
         sql = Sql(h.engine.connect(autocommit=True))
         if tf8207:
             sql("DBCC TRACEON (8207, -1)")
@@ -105,6 +106,7 @@ def test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_
     backup_at, restore_at = (len(txs) // 3, 2 * len(txs) // 3) if restore else (-1, -1)
     for index, (stmts, commit) in enumerate(txs):
         if index == backup_at:
+            h.close_connections()
             h.engine.close()
             shutil.copyfile(db, backup)
             sql = open_source()
