@@ -28,6 +28,14 @@ DATABASE = "E2E_ANALYTICS"
 @pytest.fixture(scope="module")
 def billing_stack(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Seed the billing source; point a copy of billing.yaml at a database of its own."""
+    from airflow.models.variable import Variable  # the metadata-DB model: delete by key prefix
+    from airflow.utils.session import create_session
+
+    # The status figures and run records of source `billing` are per source and table, not per
+    # target: start from none, whatever other tests of this session ran the billing DAG before.
+    with create_session() as session:
+        for prefix in ("cdc_status__billing__", "cdc_runs__billing__"):
+            session.query(Variable).filter(Variable.key.startswith(prefix)).delete(synchronize_session=False)
     conn = pymssql_connect(mssql_server)
     Workload(conn, seed=42).init(accounts=60, products=15, invoices=120)
     conn.commit()
