@@ -363,9 +363,11 @@ def run_preflight(
     get_salt: Callable[[], str | None] | None = None,
 ) -> list[Finding]:
     """Every check for every source config; never stops at the first failure."""
+    from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
+
     from include.cdc_pipeline import runner
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
-    from include.cdc_pipeline.source import CdcSource, CdcSourceHook
+    from include.cdc_pipeline.source import CdcSource
     from include.cdc_pipeline.warehouse import Warehouse
 
     findings: list[Finding] = []
@@ -377,7 +379,7 @@ def run_preflight(
             findings.append(Finding(f"config {path.name} valid", False, str(exc), "fix the field named above"))
     for _, source in sources:
         findings += check_sqlserver(
-            source, lambda s=source: CdcSource(CdcSourceHook(mssql_conn_id=s.mssql_conn_id).get_conn())
+            source, lambda s=source: CdcSource(MsSqlHook(mssql_conn_id=s.mssql_conn_id).get_conn())
         )
         findings += check_snowflake(
             source, lambda s=source: Warehouse(CdcSnowflakeHook(snowflake_conn_id=s.snowflake_conn_id).get_conn())
