@@ -22,18 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.ui.browser_check import CHROMIUM as DEBIAN_CHROMIUM
+from tests.ui.browser_check import CHROMIUM_ARGS  # one set of flags for every browser test
+
 PY = sys.executable
-CHROMIUM = os.environ.get("CDC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = os.environ.get("CDC_CHROMIUM", DEBIAN_CHROMIUM)
 
 
 def free_port() -> int:
