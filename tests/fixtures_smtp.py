@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures_snowflake import free_port  # the one free-port helper of the tests
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,16 +58,10 @@ class SmtpSink:
         return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
     directory = tmp_path_factory.mktemp("mail")
-    port = _free_port()
+    port = free_port()
     log = open(directory.parent / "smtp_sink.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "dev.smtp_sink", "serve", "--port", str(port), "--dir", str(directory)],

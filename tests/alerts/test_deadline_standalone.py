@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from dev import procs
+from tests.fixtures_snowflake import free_port  # the one free-port helper of the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -51,12 +51,6 @@ with DAG(
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
     smtp_sink.clear()
     home, dags = tmp_path / "airflow", tmp_path / "dags"
@@ -64,7 +58,7 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
     dags.mkdir()
     (dags / "deadline_probe.py").write_text(textwrap.dedent(DAG_FILE))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    port = _free_port()
+    port = free_port()
     env.update(
         {
             "AIRFLOW_HOME": str(home),
