@@ -125,23 +125,11 @@ class Stack:
         """The pipeline reads as a least-privileged login, as it should in production (idempotent):
         not sysadmin; SELECT on the cdc schema and, for snapshots, on the source tables."""
         from dev.mssql_emulator import connect
+        from dev.mssql_emulator.workload import grant_reader
 
-        login, password = self.cfg.reader_login
         conn = connect(server="127.0.0.1", port=self.cfg.mssql_port, database=self.cfg.source_database, user="sa")
         try:
-            for sql, exists in (
-                (f"CREATE LOGIN {login} WITH PASSWORD = N'{password}'", 15025),
-                (f"CREATE USER {login} FOR LOGIN {login}", 15023),
-                (f"GRANT SELECT ON SCHEMA::cdc TO {login}", None),
-                (f"ALTER ROLE db_datareader ADD MEMBER {login}", None),
-            ):
-                try:
-                    conn.cursor().execute(sql)
-                    conn.commit()
-                except Exception as exc:  # already there from an earlier start
-                    conn.rollback()
-                    if exists is None or str(exists) not in str(exc):
-                        raise
+            grant_reader(conn, *self.cfg.reader_login)
         finally:
             conn.close()
 

@@ -1001,7 +1001,7 @@ def bulk_target(conn: Any) -> Callable[..., Any] | None:
 
 
 # -- command line --------------------------------------------------------------------------------
-def _connect(args: argparse.Namespace) -> Any:
+def _connect(args: argparse.Namespace, autocommit: bool = False) -> Any:
     if args.db:
         from . import connect
 
@@ -1015,11 +1015,31 @@ def _connect(args: argparse.Namespace) -> Any:
             user=args.user,
             password=args.password,
             database=args.database,
-            autocommit=False,
+            autocommit=autocommit,
         )
     from . import connect
 
     return connect(server=args.server, port=args.port, user=args.user, password=args.password, database=args.database)
+
+
+def grant_reader(conn: Any, login: str, password: str) -> None:
+    """Create the least-privileged login the pipeline reads with, idempotently, on SQL Server or the
+    emulator (``conn``: a sysadmin's autocommit connection to the source database): not sysadmin;
+    SELECT on the ``cdc`` schema and, for snapshots, on the source tables (``db_datareader``).
+    Re-running skips what exists: SQL Server's errors 15025 (login exists) and 15023 (user exists)."""
+    for sql, exists in (
+        (f"CREATE LOGIN [{login}] WITH PASSWORD = N'{password}'", 15025),
+        (f"CREATE USER [{login}] FOR LOGIN [{login}]", 15023),
+        (f"GRANT SELECT ON SCHEMA::cdc TO [{login}]", None),
+        (f"ALTER ROLE db_datareader ADD MEMBER [{login}]", None),
+    ):
+        try:
+            conn.cursor().execute(sql)
+            conn.commit()
+        except Exception as exc:  # already there from an earlier start
+            conn.rollback()
+            if exists is None or str(exists) not in str(exc):
+                raise
 
 
 def _ensure_database(args: argparse.Namespace) -> None:
@@ -1086,12 +1106,24 @@ def main(argv: list[str] | None = None) -> int:
     p_bulk.add_argument("--slow", action="store_true", help="run every transaction through SQL")
     p_run = sub.add_parser("run", help="N transactions through SQL")
     p_run.add_argument("--transactions", type=int, default=100)
+    p_reader = sub.add_parser("reader-login", help="create the pipeline's least-privileged login (idempotent)")
+    p_reader.add_argument("--login", default="cdc_reader")
+    p_reader.add_argument("--login-password", required=True)
     args = parser.parse_args(argv)
     if args.driver == "auto":
         args.driver = "emulator" if args.mode == "bulk" else "pymssql"
 
     if args.driver == "pymssql" and args.mode == "init" and not args.db:
         _ensure_database(args)
+    if args.mode == "reader-login":
+        # CREATE LOGIN is a server-level statement: run it outside a user transaction.
+        conn = _connect(args, autocommit=True)
+        try:
+            grant_reader(conn, args.login, args.login_password)
+        finally:
+            conn.close()
+        print(json.dumps({"mode": args.mode, "login": args.login}))
+        return 0
     conn = _connect(args)
     workload = Workload(conn, seed=args.seed, rollback_fraction=args.rollback_fraction)
 
@@ -1132,4 +1164,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["DDL", "BulkBuilder", "Model", "Tx", "Workload", "WorkloadResult", "bulk_target", "main"]
+__all__ = ["DDL", "BulkBuilder", "Model", "Tx", "Workload", "WorkloadResult", "bulk_target", "grant_reader", "main"]

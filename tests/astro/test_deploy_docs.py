@@ -73,4 +73,17 @@ def test_no_secret_reaches_the_image() -> None:
     for name in sent:
         text = (ROOT / name).read_text(errors="ignore")
         assert "LocalDev-Passw0rd!" not in text, name  # the compose stack's sa password
+        assert "LocalReader-Passw0rd!" not in text, name  # and its reader login's
         assert not re.search(r"BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY", text), name
+
+
+def test_astro_dev_start_reads_as_the_login_the_seed_creates() -> None:
+    # Preflight fails a sysadmin reader: the compose stack's connections use the login its seed
+    # service creates (dev/mssql_emulator/workload.py reader-login), with the same password.
+    settings = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())
+    compose = (ROOT / "docker-compose.override.yml").read_text()
+    mssql = [c for c in settings["airflow"]["connections"] if c["conn_type"] == "mssql"]
+    assert mssql
+    for conn in mssql:
+        assert conn["conn_login"] != "sa"
+        assert f"reader-login --login {conn['conn_login']} --login-password '{conn['conn_password']}'" in compose

@@ -109,3 +109,17 @@ def test_sysadmin_membership_and_principal_errors(engine: Engine) -> None:
     _run(sa, "CREATE LOGIN weak WITH PASSWORD = N'x'", "CREATE USER weak FOR LOGIN weak")
     with pytest.raises(pe.DatabaseError, match="15247"):
         _run(engine.connect(login="weak"), "GRANT SELECT ON SCHEMA::cdc TO weak")
+
+
+def test_the_stack_reader_login_is_idempotent_and_least_privileged(engine: Engine) -> None:
+    # The grant `make demo` and the compose seed service run (dev/mssql_emulator/workload.py),
+    # twice: the second run meets 15025/15023 (login/user exists) and changes nothing.
+    from dev.mssql_emulator.workload import grant_reader
+
+    for _ in range(2):
+        grant_reader(engine.connect(), "cdc_reader", "Reader-Passw0rd!")
+    reader = engine.connect(login="cdc_reader")
+    assert _scalar(reader, "SELECT IS_SRVROLEMEMBER('sysadmin')") == 0
+    assert _scalar(reader, "SELECT HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')") == 1
+    assert _scalar(reader, "SELECT HAS_PERMS_BY_NAME('dbo.accounts', 'OBJECT', 'SELECT')") == 1
+    assert _scalar(reader, "SELECT HAS_PERMS_BY_NAME('dbo.accounts', 'OBJECT', 'INSERT')") == 0
