@@ -1,8 +1,10 @@
-"""Background processes of the local stack: start in their own process group, stop by pid.
+"""Processes of the local stack and the test fixtures: the one place that starts and stops them.
 
-Each service records its pid in ``<state>/run/<name>.pid``; stopping ends exactly the session that
-pid leads (never anything found by name), which also ends every process it forked (airflow
-standalone's scheduler, API server, LocalExecutor workers and their tasks).
+Every server (emulator, local Snowflake, SMTP sink, Airflow) is started by :func:`spawn` in a
+session of its own and ended by :func:`stop_pid`, which ends exactly that session (never anything
+found by name), including every process it forked (airflow standalone's scheduler, API server,
+LocalExecutor workers and their tasks). Services of the local stack also record their pid in
+``<state>/run/<name>.pid`` (:func:`start`, :func:`stop`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,59 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class StopError(RuntimeError):
+    """A process group we started outlived SIGKILL."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it), for servers started by tests."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def project_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: ours) with the project root first on PYTHONPATH, for ``python -m dev…``."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line of ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def spawn(
+    command: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    log_file: Path | None = None,
+    cwd: Path | None = ROOT,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a new session (its own process group), output appended to ``log_file``
+    (discarded without one). :func:`stop_pid` with its pid ends it and everything it forks."""
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") if log_file is not None else open(os.devnull, "wb") as log:
+        return subprocess.Popen(
+            list(command),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _pid_file(run_dir: Path, name: str) -> Path:
@@ -21,10 +72,10 @@ def _pid_file(run_dir: Path, name: str) -> Path:
 
 
 def alive(pid: int) -> bool:
-    """Alive and not a zombie; reaps the process when it is our own exited child."""
+    """Alive and not a zombie. An exited child of ours is not reaped (WNOWAIT): its ``Popen`` keeps
+    the exit status."""
     with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
             return False
     try:
         os.kill(pid, 0)
@@ -64,17 +115,7 @@ def start(
     if pid:
         return pid
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
-            list(command),
-            env=dict(env),
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: stop() ends it and all its children
-        )
+    proc = spawn(command, env, log_file, cwd)
     _pid_file(run_dir, name).write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -86,8 +127,11 @@ def stop_pid(pid: int, grace: float = 15.0) -> None:
     exactly what it started, however deep. The session, not the process group, is the unit:
     Airflow's task supervisor moves each task into a process group of its own (``setpgid``), and
     ``airflow standalone`` exits on SIGTERM while its scheduler, which ignores SIGTERM, stays. A
-    process only leaves the session by ``setsid``, which none of the services here call.
+    process only leaves the session by ``setsid``, which none of the services here call. Raises
+    :class:`StopError` naming what is left when anything survives SIGKILL.
     """
+    if os.getsid(0) == pid:
+        raise StopError(f"refusing to stop session {pid}: it is the caller's own")
     for sig in (signal.SIGTERM, signal.SIGKILL):
         members = session_members(pid) | ({pid} if alive(pid) else set())
         if not members:
@@ -99,11 +143,12 @@ def stop_pid(pid: int, grace: float = 15.0) -> None:
                 os.kill(member, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
             if not alive(pid) and not session_members(pid):
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
+    left = session_members(pid) | ({pid} if alive(pid) else set())
+    if left:
+        raise StopError(f"processes of session {pid} survived SIGKILL: {sorted(left)}")
 
 
 def session_members(sid: int) -> set[int]:

@@ -39,7 +39,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -48,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dev import procs
 from dev import snowflake_strict as strict
 from dev.procs import alive as pid_alive
 
@@ -301,63 +301,29 @@ def _start_locked(db_dir: Path, port: int, host: str, timeout: float) -> tuple[i
     if _port_open(host, port):
         raise LocalSnowflakeError(f"port {host}:{port} is already in use by another process")
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "dev.snowflake_local", "serve", "--dir", str(db_dir), "--port", str(port)]
-    cmd += ["--host", host]
-    with open(db_dir / LOG_FILE, "ab") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: `stop` ends it without touching the caller
-        )
+    args = ["serve", "--dir", str(db_dir), "--port", str(port), "--host", host]
+    proc = procs.spawn(procs.python_module("dev.snowflake_local", *args), procs.project_env(), db_dir / LOG_FILE)
     # serve writes the same record itself; writing it here closes the window in which a second
     # `start` would not see the first one.
     _write_pid_file(ServerInfo(pid=proc.pid, port=port, host=host, dir=str(db_dir)))
     try:
         wait_ready(host, port, timeout, pid=proc.pid, db_dir=db_dir)
     except BaseException:
-        _kill_group(proc.pid, grace=2.0)
+        procs.stop_pid(proc.pid, grace=2.0)
         proc.wait(timeout=5)
         _pid_path(db_dir).unlink(missing_ok=True)
         raise
     return proc.pid, True
 
 
-def _kill_group(pid: int, grace: float = STOP_GRACE) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it is still there after ``grace``."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return
-    # start() gives the server its own session, so pgid == pid; never signal a group we don't own.
-    target_group = pgid == pid
-    sender = os.killpg if target_group else os.kill
-    with contextlib.suppress(ProcessLookupError):
-        sender(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            break
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        sender(pid, signal.SIGKILL)  # also ends stragglers left in the group
-    deadline = time.monotonic() + 5
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def stop_pid(pid: int, grace: float = STOP_GRACE) -> bool:
     """Stop the server whose pid the caller got from :func:`start`. True when it was running."""
     if not (pid_alive(pid) and _is_our_server(pid)):
         return False
-    _kill_group(pid, grace)
-    if pid_alive(pid):
-        raise LocalSnowflakeError(f"local Snowflake (pid {pid}) did not exit")
+    try:
+        procs.stop_pid(pid, grace)
+    except procs.StopError as exc:
+        raise LocalSnowflakeError(f"local Snowflake (pid {pid}) did not exit: {exc}") from exc
     return True
 
 

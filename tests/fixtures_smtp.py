@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dev import procs
 from tests.fixtures_snowflake import free_port  # the one free-port helper of the tests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,26 +59,21 @@ class SmtpSink:
 def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
     directory = tmp_path_factory.mktemp("mail")
     port = free_port()
-    log = open(directory.parent / "smtp_sink.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dev.smtp_sink", "serve", "--port", str(port), "--dir", str(directory)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    log = directory.parent / "smtp_sink.log"
+    proc = procs.spawn(
+        procs.python_module("dev.smtp_sink", "serve", "--port", str(port), "--dir", str(directory)), log_file=log
     )
     deadline = time.monotonic() + 15
     while True:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             break
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"SMTP sink did not start (see {log.name})")
+            procs.stop_pid(proc.pid)
+            raise RuntimeError(f"SMTP sink did not start (see {log})")
         time.sleep(0.1)
     yield SmtpSink("127.0.0.1", port, directory, proc.pid)
-    os.killpg(proc.pid, signal.SIGTERM)
+    procs.stop_pid(proc.pid)
     proc.wait(timeout=10)
-    log.close()
 
 
 @pytest.fixture

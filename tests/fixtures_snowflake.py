@@ -13,9 +13,7 @@ Each test should use its own database (or schema) name: the server is shared by 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +22,7 @@ from typing import Any
 import pytest
 
 from dev import snowflake_local
-
-
-def free_port(host: str = snowflake_local.DEFAULT_HOST) -> int:
-    """A port nothing listens on right now (the OS picks it, so parallel sessions don't clash)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from dev.procs import free_port  # the one free-port helper (re-exported for the tests)
 
 
 @dataclass(frozen=True)

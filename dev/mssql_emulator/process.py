@@ -1,30 +1,20 @@
 """Start and stop an emulator server subprocess (test fixtures, local stack).
 
-The server runs in its own process group so that stopping it never touches anything else; it is
-stopped by that group id, never by process name.
+The server runs in a session of its own (dev/procs.py) so that stopping it never touches anything
+else; it is stopped by that session's id, never by process name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dev import procs
+
 from .client import server_status
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -59,33 +49,15 @@ def start_server(
     timeout: float = 30.0,
     extra_args: list[str] | None = None,
 ) -> ServerProcess:
-    """Launch ``python -m dev.mssql_emulator serve`` in a new process group and wait until it answers."""
-    port = port or free_port(host)
-    cmd = [
-        sys.executable,
-        "-m",
-        "dev.mssql_emulator",
-        "serve",
-        "--db",
-        str(db_path),
-        "--port",
-        str(port),
-        "--host",
-        host,
-        "--capture-interval",
-        str(capture_interval),
-        *(extra_args or []),
-    ]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    try:
-        popen = subprocess.Popen(
-            cmd, cwd=str(PROJECT_ROOT), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    finally:
-        if log_path:
-            out.close()  # type: ignore[union-attr]
+    """Launch ``python -m dev.mssql_emulator serve`` in a session of its own and wait until it answers."""
+    port = port or procs.free_port(host)
+    args = ["serve", "--db", str(db_path), "--port", str(port), "--host", host]
+    args += ["--capture-interval", str(capture_interval), *(extra_args or [])]
+    popen = procs.spawn(
+        procs.python_module("dev.mssql_emulator", *args),
+        procs.project_env(),
+        Path(log_path) if log_path else None,
+    )
     deadline = time.monotonic() + timeout
     while True:
         if popen.poll() is not None:
@@ -102,29 +74,7 @@ def start_server(
 
 
 def stop_server(proc: subprocess.Popen[bytes] | int, timeout: float = 15.0) -> int | None:
-    """SIGTERM the server's process group (it checkpoints and exits), SIGKILL after ``timeout``."""
-    pid = proc if isinstance(proc, int) else proc.pid
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return proc.poll() if not isinstance(proc, int) else None
-    if pgid != pid:
-        raise RuntimeError(f"process {pid} does not lead its own process group; refusing to signal group {pgid}")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    if isinstance(proc, int):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return None
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        return None
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
-        return proc.wait(timeout=5)
+    """End the server's session (SIGTERM: it checkpoints and exits; SIGKILL after ``timeout``);
+    the exit status when ``proc`` is our child."""
+    procs.stop_pid(proc if isinstance(proc, int) else proc.pid, grace=timeout)
+    return None if isinstance(proc, int) else proc.wait(timeout=5)

@@ -81,10 +81,8 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
         }
     )
     airflow = str(Path(sys.executable).parent / "airflow")
-    log = open(tmp_path / "standalone.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [airflow, "standalone"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    log = tmp_path / "standalone.log"
+    proc = procs.spawn([airflow, "standalone"], env, log)
     try:
         deadline = time.monotonic() + 240
         triggered = False
@@ -99,12 +97,10 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
         while time.monotonic() < deadline and not mails:
             time.sleep(2)
             mails = [m for m in smtp_sink.mails() if "[CDC DEADLINE MISSED]" in m["Subject"]]
-        assert mails, f"no deadline mail (see {log.name})"
+        assert mails, f"no deadline mail (see {log})"
         assert "deadline_probe" in mails[0]["Subject"]
     finally:
         # standalone exits on SIGTERM but its scheduler ignores it, and each task runs in a process
         # group of its own: end the whole session the test started, then check nothing is left.
-        procs.stop_pid(proc.pid, grace=30)
+        procs.stop_pid(proc.pid, grace=30)  # raises naming any process that outlived SIGKILL
         proc.wait(timeout=10)
-        log.close()
-        assert not procs.session_members(proc.pid), "airflow standalone left processes behind"

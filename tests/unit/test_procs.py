@@ -50,3 +50,20 @@ def test_stop_pid_ends_the_whole_session(tmp_path: Path) -> None:
 
     assert procs.session_members(pid) == set()
     assert not procs.alive(pid)
+
+
+def test_a_server_stopped_by_pid_keeps_its_exit_status(tmp_path: Path) -> None:
+    # stop_pid must not reap our own child: its Popen reports how the server ended.
+    proc = procs.spawn([sys.executable, "-c", "import time; time.sleep(60)"], log_file=tmp_path / "log")
+    procs.stop_pid(proc.pid, grace=5)
+    assert proc.wait(timeout=5) == -15  # SIGTERM, as the server received it
+    assert not procs.alive(proc.pid)
+
+
+def test_stop_pid_refuses_the_callers_own_session() -> None:
+    import os
+
+    import pytest
+
+    with pytest.raises(procs.StopError, match="caller's own"):
+        procs.stop_pid(os.getsid(0))
