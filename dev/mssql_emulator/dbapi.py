@@ -4,7 +4,7 @@ The same classes serve in-process sessions and network clients: both provide a "
 ``execute(sql, params) -> list[Result]``, ``commit``, ``rollback``, ``set_autocommit``, ``close``.
 What is copied from pymssql: ``conn.autocommit(bool)`` (default off = implicit transactions),
 ``cursor(as_dict=…)``, parameter binding, rowcount, ``nextset``, context managers (closing the
-connection on exit, without commit), and exceptions (pymssql classes, ``args[0] == (n, msg)``).
+connection on exit, without commit), and exceptions (pymssql classes, ``args == (n, msg)`` as pymssql raises them).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """SQL Server errors, raised as pymssql's own exception classes.
 
 Callers (the production reader, Airflow's hook) catch pymssql exceptions and inspect
-``exc.args[0] == (number, message_bytes)``; pymssql picks the class from the error number
+``exc.args == (number, message_bytes)`` (what pymssql raises for a failed statement; only a failed
+login carries the pair as ``args[0]``); pymssql picks the class from the error number
 (``prog_errors``/``integrity_errors`` in ``_pymssql.pyx``) and appends the DB-Lib trailer to the
 message. Reproducing both exactly lets the same except-clauses work against the emulator.
 """
@@ -38,7 +39,7 @@ class SqlServerError(Exception):
 
 
 def message_bytes(message: str, severity: int = 16) -> bytes:
-    """The exact bytes pymssql puts in ``args[0][1]``."""
+    """The exact bytes pymssql puts in ``args[1]`` of a statement's error."""
     return (message + _TRAILER.format(severity=severity)).encode("utf-8")
 
 
@@ -52,8 +53,7 @@ def exception_class(number: int) -> type[pe.DatabaseError]:
 
 def to_pymssql(number: int, message: str, severity: int = 16) -> pe.DatabaseError:
     """Build the pymssql exception pymssql itself would raise for this server error."""
-    exc = exception_class(number)((number, message_bytes(message, severity)))
-    return exc
+    return exception_class(number)(number, message_bytes(message, severity))
 
 
 # -- constructors for the errors the emulator reports ------------------------------------------

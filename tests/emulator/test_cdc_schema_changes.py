@@ -75,4 +75,4 @@ def test_computed_columns_are_captured_as_null(sql: Sql) -> None:
     # SQL Server refuses to change the type of a column a computed column uses (Msg 5074).
     with pytest.raises(pymssql.OperationalError) as refused:
         sql("ALTER TABLE dbo.c ALTER COLUMN price decimal(12,2) NOT NULL")
-    assert refused.value.args[0][0] == 5074 and b"'total' is dependent on column 'price'" in refused.value.args[0][1]
+    assert refused.value.args[0] == 5074 and b"'total' is dependent on column 'price'" in refused.value.args[1]

@@ -16,7 +16,7 @@ ZERO = bytes(10)
 
 
 def err_number(exc: pytest.ExceptionInfo[BaseException]) -> int:
-    return exc.value.args[0][0]
+    return exc.value.args[0]
 
 
 # == Log sequence numbers ==========================================================================
@@ -394,7 +394,7 @@ def test_get_all_changes_outside_the_valid_range_raises_msg_313(tracked: Sql) ->
         with pytest.raises(pymssql.OperationalError) as exc:
             tracked("SELECT * FROM cdc.fn_cdc_get_all_changes_dbo_t(%s, %s, N'all')", bad)
         assert err_number(exc) == 313
-        assert exc.value.args[0][1].startswith(
+        assert exc.value.args[1].startswith(
             b"An insufficient number of arguments were supplied for the "
             b"procedure or function cdc.fn_cdc_get_all_changes_"
         )

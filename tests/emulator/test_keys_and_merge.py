@@ -159,7 +159,7 @@ def test_merge_delete_clause_conditions_and_duplicate_source_rows(tracked_k: Sql
             "MERGE dbo.k AS t USING (VALUES ('b', 1), ('b', 2)) AS s (k, v) ON t.k = s.k"
             " WHEN MATCHED THEN UPDATE SET v = s.v;"
         )
-    assert exc.value.args[0][0] == 8672
+    assert exc.value.args[0] == 8672
 
 
 @pytest.fixture

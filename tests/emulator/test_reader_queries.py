@@ -195,9 +195,7 @@ def test_project_tsql_templates_run(billing: Sql, template: str) -> None:
     if template in NOT_EMULATED:
         with pytest.raises(pymssql.exceptions.ProgrammingError) as caught:
             billing.cur.execute(text, tuple(params) or None)
-        assert (
-            caught.value.args[0][0] == 208 and NOT_EMULATED[template].split(".")[-1] in caught.value.args[0][1].decode()
-        )
+        assert caught.value.args[0] == 208 and NOT_EMULATED[template].split(".")[-1] in caught.value.args[1].decode()
         return
     billing.cur.execute(text, tuple(params) or None)
     if billing.cur.description:
