@@ -245,6 +245,7 @@ class Stack:
 
     def airflow(self) -> None:
         self.up()
+        self.check_dags()  # an import error (say, no dbt manifest) stops here, not as a DAG missing in the UI
         pid = procs.start(
             self.run_dir,
             "airflow",
