@@ -221,6 +221,7 @@ print("RESULT", json.dumps({"state": str(run.state), "tasks": states}))
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # `make test` runs the same DAG end to end in tests/e2e/test_source_to_marts.py
 def test_dag_runs_end_to_end_on_the_local_snowflake(built: DbtRun, tmp_path: Path) -> None:
     """dag.test() in the default (watcher) mode: freshness, every model and its tests, through the
     Airflow connection mapping."""
