@@ -109,7 +109,10 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def read_last_task_instances(session: Any, source: SourceConfig) -> dict[str, dict[str, Any]]:
-    """The latest started task instance of each table's task group (the page's "last log" link)."""
+    """The latest task instance of each table's task group that ran (the page's "last log" link).
+
+    Only tries that ran have a log: a task the scheduler marked ``upstream_failed`` or ``skipped``
+    without running it keeps try number 0 but gets a start date, later than the failure it follows."""
     from airflow.models.taskinstance import TaskInstance as TI
     from sqlalchemy import select
 
@@ -118,7 +121,7 @@ def read_last_task_instances(session: Any, source: SourceConfig) -> dict[str, di
         row = session.execute(
             select(TI.run_id, TI.task_id, TI.try_number, TI.state, TI.start_date)
             .where(TI.dag_id == source.dag_id, TI.task_id.startswith(f"{table.name}.", autoescape=True))
-            .where(TI.start_date.is_not(None))
+            .where(TI.start_date.is_not(None), TI.try_number > 0)
             .order_by(TI.start_date.desc())
             .limit(1)
         ).first()
