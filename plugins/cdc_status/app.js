@@ -14,9 +14,12 @@ function fmtDuration(seconds) {
   const s = Math.round(Number(seconds) * 10) / 10;
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60), h = Math.floor(m / 60), d = Math.floor(h / 24);
-  if (m < 60) return `${m}m ${String(Math.round(s - m * 60)).padStart(2, "0")}s`;
-  if (h < 24) return `${h}h ${String(m - h * 60).padStart(2, "0")}m`;
-  return `${d}d ${h - d * 24}h`;
+  // "30m", "1h", "2d" for round figures; the smaller unit only when it is not zero.
+  const two = (big, bigUnit, small, smallUnit) =>
+    small ? `${big}${bigUnit} ${String(small).padStart(2, "0")}${smallUnit}` : `${big}${bigUnit}`;
+  if (m < 60) return two(m, "m", Math.round(s - m * 60), "s");
+  if (h < 24) return two(h, "h", m - h * 60, "m");
+  return d && h - d * 24 ? `${d}d ${h - d * 24}h` : `${d}d`;
 }
 
 function fmtNumber(n, digits = 0) {
@@ -211,7 +214,13 @@ function renderSource(source, data) {
       `<th>retention headroom</th><th>capture instance</th><th>failure streak</th><th>links</th></tr></thead>` +
       `<tbody>${rows.map((t) => tableRow(t, now)).join("")}</tbody></table>`;
   }
-  const x0 = Date.parse(data.since), x1 = Date.parse(data.generated_at);
+  // The time axis spans the chosen range, or only the part with data when the first point is later
+  // (a new deployment's first runs would otherwise sit squeezed against the right edge).
+  const x1 = Date.parse(data.generated_at);
+  const times = source.tables.flatMap((t) => t.points.map((p) => Date.parse(p.at)))
+    .concat(source.runs.map((r) => Date.parse(r.start))).filter((t) => !Number.isNaN(t));
+  const first = times.length ? Math.min(...times) : x1;
+  const x0 = Math.max(Date.parse(data.since), first - Math.max((x1 - first) * 0.05, 60_000));
   const charts = `<div class="charts">${lagChart(source, x0, x1)}${rowsChart(source, x0, x1)}${durationChart(source, x0, x1)}</div>`;
   return `<section class="source" data-source="${esc(source.name)}">${head}${summary(source, now)}${table}${charts}</section>`;
 }
