@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import heapq
 import itertools
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from include.cdc_pipeline import dbt_manifest
+from include.cdc_pipeline.types import hasher
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "billing"
@@ -118,9 +118,8 @@ def ms(ts: datetime) -> datetime:
     return ts.replace(microsecond=ts.microsecond // 1000 * 1000)
 
 
-def hash_email(email: str | None, salt: str = HASH_SALT) -> str | None:
-    """The pipeline's salted SHA-256 (include/cdc_pipeline/types.py:hasher)."""
-    return None if email is None else hashlib.sha256(salt.encode() + email.encode("utf-8")).hexdigest()
+# The pipeline's own salted SHA-256, so the dataset's hashed e-mails are what the loader writes.
+hash_email = hasher(HASH_SALT)
 
 
 # --------------------------------------------------------------------------------------------
