@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
 
@@ -38,10 +39,18 @@ def raw_asset(source: SourceConfig, table: TableConfig) -> Asset:
     target = source.target
     parts = (target.database, target.raw_schema, table.snowflake_table)
     return Asset(
-        name=".".join(parts).lower(),
-        uri=f"{snowflake_namespace(target.account)}/{'/'.join(parts)}",
+        name=".".join(_uri_part(p) for p in parts).lower(),
+        uri=f"{snowflake_namespace(target.account)}/{'/'.join(_uri_part(p) for p in parts)}",
         group="cdc_raw",
     )
+
+
+def _uri_part(name: str) -> str:
+    """One name in an Asset URI or name, percent-encoded (RFC 3986) so that a table name holding
+    ``/``, ``#``, ``?``, ``.``, a space or a non-ASCII letter stays one path segment, survives
+    Airflow's URI normalisation (which drops fragments) and stays ASCII (MySQL metadata DBs);
+    letters, digits, ``_``, ``-``, ``~`` and ``$`` are kept, so ``ANALYTICS/RAW/CUSTOMERS`` is unchanged."""
+    return quote(name, safe="$").replace(".", "%2E")
 
 
 def published_asset(source: SourceConfig) -> Asset:
