@@ -676,8 +676,10 @@ def _patch_quoted_names() -> None:
     single quote: it writes them into its information schema as SQL literals without doubling the
     quote, so ``CREATE TABLE t ("O'BRIEN" VARCHAR)`` failed with a parser error (HTTP 500), while
     Snowflake takes any character in a double-quoted identifier
-    (docs.snowflake.com/en/sql-reference/identifiers-syntax)."""
-    from fakesnow import info_schema
+    (docs.snowflake.com/en/sql-reference/identifiers-syntax). Likewise COPY INTO looks its target
+    table up by an unquoted name (``"ORDER DETAILS"`` failed there)."""
+    from fakesnow import copy_into, info_schema
+    from sqlglot import exp
 
     if getattr(info_schema.insert_text_lengths_sql, "_quoted_names_fix", False):
         return
@@ -692,6 +694,14 @@ def _patch_quoted_names() -> None:
     def insert_table_comment_sql(catalog: str, schema: str, table: str, text: str) -> str:
         return comment(q(catalog), q(schema), q(table), q(text))
 
+    def describe_table(
+        table: exp.Table, duck_conn: Any, current_database: str | None, current_schema: str | None
+    ) -> list[tuple[str, str]]:
+        parts = (table.catalog or current_database, table.db or current_schema, table.name)
+        name = ".".join(exp.to_identifier(p, quoted=True).sql(dialect="duckdb") for p in parts)
+        return [(row[0], row[1]) for row in duck_conn.execute(f"DESCRIBE {name}").fetchall()]
+
+    copy_into._describe_table = describe_table
     insert_text_lengths_sql._quoted_names_fix = True  # type: ignore[attr-defined]
     info_schema.insert_text_lengths_sql = insert_text_lengths_sql
     info_schema.insert_table_comment_sql = insert_table_comment_sql

@@ -302,6 +302,12 @@ class SourceConfig(_Strict):
         ``_HISTORY`` table, staging tables alike) or a slug (task ids, stage paths, control rows)."""
         seen: dict[tuple[str, str], int] = {}
         for index, table in enumerate(self.tables):
+            longest = max(f"{table.snowflake_table}_HISTORY", f"{self.name}__{table.snowflake_table}", key=len)
+            if len(longest) > 255:  # docs.snowflake.com/en/sql-reference/identifiers-syntax: 255 characters
+                raise ValueError(
+                    f"table {table.source_schema}.{table.table}: Snowflake name {longest!r} would be longer than "
+                    "255 characters; set a shorter target_table"
+                )
             keys = [
                 # SQL Server's default collation is case-insensitive: dbo.Accounts is dbo.accounts
                 ("source", f"{table.source_schema}.{table.table}".lower(), (table.source_schema, table.table)),

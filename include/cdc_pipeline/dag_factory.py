@@ -75,8 +75,9 @@ def _default_args(source: SourceConfig) -> dict[str, Any]:
 
 def _doc_md(source: SourceConfig, path: Path) -> str:
     rows = "\n".join(
-        f"| `{t.source_schema}.{t.table}` | `{source.target.raw_schema}.{t.snowflake_table}` "
-        f"| {', '.join(t.primary_key)} | {source.setting(t, 'delete_mode').value} |"
+        f"| {_md_code(t.name)} | {_md_code(f'{t.source_schema}.{t.table}')} "
+        f"| {_md_code(f'{source.target.raw_schema}.{t.snowflake_table}')} "
+        f"| {', '.join(_md_code(k) for k in t.primary_key)} | {source.setting(t, 'delete_mode').value} |"
         for t in source.tables
     )
     return (
@@ -89,8 +90,13 @@ def _doc_md(source: SourceConfig, path: Path) -> str:
         "table is applied and one changed (the raw tables then hold the same transactions; the dbt "
         "DAG runs on it).\n\n"
         'Trigger with `resnapshot` = a list of table names (or `["*"]`) to reload tables from a '
-        "fresh snapshot.\n\n| source | raw table | key | deletes |\n|---|---|---|---|\n" + rows
+        "fresh snapshot.\n\n| table name | source | raw table | key | deletes |\n|---|---|---|---|---|\n" + rows
     )
+
+
+def _md_code(text: str) -> str:
+    """A name as a Markdown code span inside a table row: any backtick, ``|`` or space stays text."""
+    return "`` " + text.replace("|", "\\|") + " ``"
 
 
 def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:

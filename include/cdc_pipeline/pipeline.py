@@ -370,8 +370,9 @@ class TablePipeline:
             message = (
                 f"{self.label}: DDL on the source table at {lsnlib.display(ddl_lsn)} ({ddl_time}): {command!r}. "
                 f"Capture instance {instance} keeps its original columns: to replicate an added column, create a "
-                f"new capture instance (EXEC sys.sp_cdc_enable_table … @capture_instance=N'{instance}_v2'); the "
-                "pipeline switches to it without a gap, then disable the old one."
+                "new capture instance (EXEC sys.sp_cdc_enable_table … "
+                f"@capture_instance={tsql_string(instance + '_v2')}); the pipeline switches to it without a gap, "
+                "then disable the old one."
             )
             log.warning(message)
             warnings.append(message)
@@ -522,13 +523,13 @@ class TablePipeline:
         hashed = {c.lower() for c in self.table.hash_columns}
         kept = [c for c in columns if c.name.lower() not in excluded]
         self._check_placeholders([instance, *(c.name for c in kept)])
-        mappings = [
-            replace(m, target_name=self.table.snowflake_column(c.name))
-            for c in kept
-            for m in [map_column(c, hashed=c.name.lower() in hashed)]
-        ]
+        mappings = [self._mapping(c, c.name.lower() in hashed) for c in kept]
         _check_target_names(self.label, mappings)
         return mappings
+
+    def _mapping(self, column: SourceColumn, hashed: bool) -> ColumnMapping:
+        """How a source column travels, under its Snowflake name (``column_names`` or upper case)."""
+        return replace(map_column(column, hashed=hashed), target_name=self.table.snowflake_column(column.name))
 
     def _check_placeholders(self, names: Sequence[str]) -> None:
         """pymssql takes ``%s``/``%d`` and ``%(…)`` anywhere in a statement for parameter
@@ -821,7 +822,7 @@ class TablePipeline:
         """MERGE into raw, append history, then (last) advance the watermark and clean up."""
         started = time.monotonic()
         mappings = [
-            map_column(SourceColumn(**{k: v for k, v in c.items() if k != "hashed"}), hashed=c["hashed"])
+            self._mapping(SourceColumn(**{k: v for k, v in c.items() if k != "hashed"}), c["hashed"])
             for c in batch.columns
         ]
         layout = self.layout(mappings)

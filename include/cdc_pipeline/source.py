@@ -214,9 +214,10 @@ class CdcSource:
             cursor.close()
 
 
-def _bound(sql: str, params: Sequence[Any] | None) -> tuple[str, Any]:
-    """Statement and parameters for ``cursor.execute`` (see ``sql.tsql_params``)."""
-    return tsql_params(sql, params) if params else (sql, None)
+def _bound(sql: str, params: Sequence[Any] | None) -> tuple[Any, ...]:
+    """Arguments of ``cursor.execute`` (see ``sql.tsql_params``). Without parameters the statement
+    goes alone: pymssql substitutes even an explicit ``None`` (``[x%sy]`` would become ``xNULLy``)."""
+    return tsql_params(sql, params) if params else (sql,)
 
 
 def _keyset_predicate(key: Sequence[SourceColumn], last: Sequence[Any]) -> tuple[str, list[Any]]:

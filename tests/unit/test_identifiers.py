@@ -148,3 +148,8 @@ def test_column_rename_override_maps_and_two_renames_to_one_name_are_rejected() 
     assert table.snowflake_column("Unit Price") == "UNIT PRICE"
     with pytest.raises(ValidationError, match=re.escape("maps both 'a' and 'b' to Snowflake column 'C'")):
         config([{"schema": "dbo", "table": "t", "primary_key": ["id"], "column_names": {"a": "c", "b": "C"}}])
+
+
+def test_target_table_too_long_for_its_history_or_staging_table_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="longer than 255 characters; set a shorter target_table"):
+        config([{"schema": "dbo", "table": "t", "primary_key": ["id"], "target_table": "T" * 250}])
