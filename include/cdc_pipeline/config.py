@@ -44,7 +44,7 @@ def _parse_duration(value: Any) -> Any:
     return value
 
 
-def _sql_server_name(value: Any) -> Any:
+def _no_control_characters(value: Any) -> Any:
     """Any name SQL Server accepts for a schema, table or column: 1 to 128 characters, any
     character (spaces, quotes, ``]``, ``%``, Unicode letters, a leading digit) once delimited
     (learn.microsoft.com/en-us/sql/relational-databases/databases/database-identifiers: "Both
@@ -52,7 +52,10 @@ def _sql_server_name(value: Any) -> Any:
     that break the rules for regular ones "must be delimited"). Every statement quotes names
     (``sql.tsql_ident``, ``sql.sf_ident``), so none can close its quote. Refused: control
     characters (NUL ends a string in the TDS client library; the others cannot be typed into
-    YAML reliably and no real schema uses them)."""
+    YAML reliably and no real schema uses them). Snowflake names of our choosing (``target_table``,
+    ``column_names``) follow the same rule with Snowflake's 255 characters
+    (docs.snowflake.com/en/sql-reference/identifiers-syntax: a double-quoted identifier may hold any
+    character, ``"`` written twice)."""
     if isinstance(value, str):
         bad = [c for c in value if unicodedata.category(c) == "Cc"]
         if bad:
@@ -60,16 +63,11 @@ def _sql_server_name(value: Any) -> Any:
     return value
 
 
-def _snowflake_name(value: Any) -> Any:
-    """A Snowflake table or column name of our choosing: 1 to 255 characters, quoted everywhere
-    (docs.snowflake.com/en/sql-reference/identifiers-syntax: double-quoted identifiers may hold
-    any character, ``"`` written twice). Control characters are refused as for source names."""
-    return _sql_server_name(value)
-
-
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
-Identifier = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_sql_server_name)]
-SnowflakeName = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_snowflake_name)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_no_control_characters)]
+# sp_cdc_enable_table: "@capture_instance can't exceed 100 characters"
+CaptureInstanceName = Annotated[str, Field(min_length=1, max_length=100), BeforeValidator(_no_control_characters)]
+SnowflakeName = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_no_control_characters)]
 SnowflakeIdentifier = Annotated[str, Field(pattern=_SF_IDENT)]
 Email = Annotated[str, Field(pattern=_EMAIL)]
 
@@ -113,9 +111,10 @@ class TableConfig(_Strict):
 
     source_schema: Identifier = Field(alias="schema")
     table: Identifier
-    capture_instance: Identifier | None = Field(
+    capture_instance: CaptureInstanceName | None = Field(
         default=None,
-        description="Pin one capture instance. Unset: follow the table's instances (roll-over on schema change).",
+        description="Pin one capture instance (at most 100 characters, as sp_cdc_enable_table allows). "
+        "Unset: follow the table's instances (roll-over on schema change).",
     )
     primary_key: list[Identifier] = Field(min_length=1)
     exclude_columns: list[Identifier] = Field(default_factory=list)
@@ -197,7 +196,7 @@ def table_slug(schema: str, table: str) -> str:
     digits and underscores (every name a config could hold before names were opened up, so
     task ids, stage paths and control rows of existing deployments never change); otherwise a
     readable ASCII slug plus 8 hex digits of a hash of the exact (case-folded) names, unique and
-    stable: ``dbo.[Order Details]`` -> ``dbo_order_details_3f1c…``."""
+    stable: ``dbo.[Order Details]`` -> ``dbo_order_details_52bf918d``."""
     plain = f"{schema}_{table}".lower()
     if _PLAIN_SLUG.match(plain) and len(plain) <= SLUG_MAX:
         return plain
