@@ -89,8 +89,9 @@ def _doc_md(source: SourceConfig, path: Path) -> str:
         "raw, append history, advance the watermark); **publish** emits the source's Asset when every "
         "table is applied and one changed (the raw tables then hold the same transactions; the dbt "
         "DAG runs on it).\n\n"
-        'Trigger with `resnapshot` = a list of table names (or `["*"]`) to reload tables from a '
-        "fresh snapshot.\n\n| table name | source | raw table | key | deletes |\n|---|---|---|---|---|\n" + rows
+        'Trigger with `resnapshot` = a list of table names or `schema.table` source names (or `["*"]`) '
+        "to reload tables from a fresh snapshot.\n\n"
+        "| table name | source | raw table | key | deletes |\n|---|---|---|---|---|\n" + rows
     )
 
 

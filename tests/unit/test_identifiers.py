@@ -153,3 +153,18 @@ def test_column_rename_override_maps_and_two_renames_to_one_name_are_rejected() 
 def test_target_table_too_long_for_its_history_or_staging_table_is_rejected() -> None:
     with pytest.raises(ValidationError, match="longer than 255 characters; set a shorter target_table"):
         config([{"schema": "dbo", "table": "t", "primary_key": ["id"], "target_table": "T" * 250}])
+
+
+def test_asset_uris_percent_encode_table_names_and_keep_billing_uris() -> None:
+    from include.cdc_pipeline.dag_factory import raw_asset
+
+    billing = load_source_config(next(p for p in source_files() if p.stem == "billing"))
+    for table in billing.tables:
+        asset = raw_asset(billing, table)
+        t = billing.target
+        assert asset.uri.endswith(f"/{t.database}/{t.raw_schema}/{table.snowflake_table}")
+        assert asset.name == f"{t.database}.{t.raw_schema}.{table.snowflake_table}".lower()
+    source = config([{"schema": "dbo", "table": "Order Details/#?.x", "primary_key": ["id"]}])
+    asset = raw_asset(source, source.tables[0])
+    assert asset.uri.endswith("/DB/RAW/ORDER%20DETAILS%2F%23%3F%2EX")
+    assert asset.name == "db.raw.order%20details%2f%23%3f%2ex"
