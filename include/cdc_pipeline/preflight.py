@@ -145,11 +145,11 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
             fix = enable_table_call(table) if isinstance(exc, TableNotCapturedError) else str(exc)
             findings.append(Finding(check, False, _first_line(exc), fix))
             continue
+        objects = (tsql_name("cdc", f"{instance.name}_CT"), quoted)  # as HAS_PERMS_BY_NAME and GRANT take them
         perms = src.query(
-            "SELECT HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT'), HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')",
-            (tsql_name("cdc", f"{instance.name}_CT"), quoted),
+            "SELECT HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT'), HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')", objects
         )[0]
-        missing = [obj for obj, ok in zip((f"cdc.{instance.name}_CT", where), perms, strict=True) if ok != 1]
+        missing = [obj for obj, ok in zip(objects, perms, strict=True) if ok != 1]
         findings.append(
             Finding(
                 check,

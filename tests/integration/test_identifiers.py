@@ -264,3 +264,24 @@ def test_emulator_names_capture_objects_as_sql_server_does(harness: Harness) -> 
     h.sql("CREATE TABLE dbo.[t ] (id int NOT NULL PRIMARY KEY)")
     enable(h, "dbo", "t ")
     assert ("dbo_t",) in h.query("SELECT capture_instance FROM cdc.change_tables")
+
+
+def test_emulator_grants_and_checks_permissions_on_such_names(harness: Harness) -> None:
+    h = harness
+    # Given dbo.[Order Details] and a reader login granted SELECT on it by its bracketed name,
+    h.sql(DDL, "CREATE TABLE [dbo].[a.b]]c] (id int NOT NULL PRIMARY KEY)")
+    h.sql(
+        "CREATE LOGIN reader WITH PASSWORD = 'x'",
+        "CREATE USER reader FOR LOGIN reader",
+        f"GRANT SELECT ON {tsql_name('dbo', TABLE)} TO reader",
+    )
+    reader = h.engine.connect(login="reader")
+    cursor = reader.cursor()
+    # then HAS_PERMS_BY_NAME reads the names as SQL Server does (what the preflight asks).
+    cursor.execute(
+        "SELECT HAS_PERMS_BY_NAME(N'[dbo].[Order Details]', 'OBJECT', 'SELECT'),"
+        " HAS_PERMS_BY_NAME(N'[dbo].[a.b]]c]', 'OBJECT', 'SELECT'),"
+        " HAS_PERMS_BY_NAME(N'[dbo].[nothing]', 'OBJECT', 'SELECT')"
+    )
+    assert cursor.fetchone() == (1, 0, None)
+    reader.close()
