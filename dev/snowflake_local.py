@@ -637,6 +637,42 @@ def _patch_idempotent_macros() -> None:
     macros.creation_sql = creation_sql
 
 
+def _patch_quoted_names() -> None:
+    """Let fakesnow record the text lengths (and comments) of columns whose quoted names hold a
+    single quote: it writes them into its information schema as SQL literals without doubling the
+    quote, so ``CREATE TABLE t ("O'BRIEN" VARCHAR)`` failed with a parser error (HTTP 500), while
+    Snowflake takes any character in a double-quoted identifier
+    (docs.snowflake.com/en/sql-reference/identifiers-syntax). Likewise COPY INTO looks its target
+    table up by an unquoted name (``"ORDER DETAILS"`` failed there)."""
+    from fakesnow import copy_into, info_schema
+    from sqlglot import exp
+
+    if getattr(info_schema.insert_text_lengths_sql, "_quoted_names_fix", False):
+        return
+    lengths, comment = info_schema.insert_text_lengths_sql, info_schema.insert_table_comment_sql
+
+    def q(text: Any) -> Any:
+        return text.replace("'", "''") if isinstance(text, str) else text
+
+    def insert_text_lengths_sql(catalog: str, schema: str, table: str, text_lengths: list[tuple[str, int]]) -> str:
+        return lengths(q(catalog), q(schema), q(table), [(q(name), size) for name, size in text_lengths])
+
+    def insert_table_comment_sql(catalog: str, schema: str, table: str, text: str) -> str:
+        return comment(q(catalog), q(schema), q(table), q(text))
+
+    def describe_table(
+        table: exp.Table, duck_conn: Any, current_database: str | None, current_schema: str | None
+    ) -> list[tuple[str, str]]:
+        parts = (table.catalog or current_database, table.db or current_schema, table.name)
+        name = ".".join(exp.to_identifier(p, quoted=True).sql(dialect="duckdb") for p in parts)
+        return [(row[0], row[1]) for row in duck_conn.execute(f"DESCRIBE {name}").fetchall()]
+
+    copy_into._describe_table = describe_table
+    insert_text_lengths_sql._quoted_names_fix = True  # type: ignore[attr-defined]
+    info_schema.insert_text_lengths_sql = insert_text_lengths_sql
+    info_schema.insert_table_comment_sql = insert_table_comment_sql
+
+
 def build_app(db_dir: Path | str) -> Any:
     """fakesnow's Starlette app, rewired to one persistent FakeSnow under ``db_dir``.
 
@@ -654,6 +690,7 @@ def build_app(db_dir: Path | str) -> Any:
         os.rmdir(stage.LOCAL_BUCKET_PATH)  # the empty temp dir fakesnow made at import
     stage.LOCAL_BUCKET_PATH = str(stage_dir)
     _patch_null_timestamps()
+    _patch_quoted_names()
     strict.install_copy_rules()
     strict.install_sysdate_in_merge()
     fs_server.shared_fs = _make_fakesnow(db_dir)

@@ -24,14 +24,14 @@ import pyarrow as pa
 import sqlglot
 
 from . import errors
-from .catalog import load_table
+from .catalog import dq, load_table
 from .dml import _blob_literal, _pad, all_bits_mask
 from .translate import to_duckdb
 
 
 def _cast_sql(name: str, duck_type: str, sql_type: Any) -> str:
     """The column cast to its storage type, char(n) blank-padded as the SQL path stores it."""
-    cast = sqlglot.parse_one(f'CAST("{name}" AS {duck_type})', read="duckdb")
+    cast = sqlglot.parse_one(f"CAST({dq(name)} AS {duck_type})", read="duckdb")
     return to_duckdb(_pad(cast, sql_type))
 
 
@@ -59,7 +59,7 @@ def bulk_apply(
                 if info is None:
                     raise errors.invalid_object(qualified)
                 cur.register("__bulk_rows_arrow", table)
-                casts = ", ".join(f'{_cast_sql(c.name, c.duck_type, c.type)} AS "{c.name}"' for c in info.columns)
+                casts = ", ".join(f"{_cast_sql(c.name, c.duck_type, c.type)} AS {dq(c.name)}" for c in info.columns)
                 cur.execute(
                     "CREATE OR REPLACE TEMP TABLE __bulk AS SELECT r.__tx, r.__seq, r.__op, r.__cmd, "
                     f"t.commit_off, {casts} FROM __bulk_rows_arrow r JOIN __bulk_tx t ON t.tx = r.__tx"
@@ -70,7 +70,7 @@ def bulk_apply(
                     cols = [c for c in inst.columns if c.name.lower() in present]
                     changed = (
                         " + ".join(
-                            f'(CASE WHEN r."{c.name}" IS DISTINCT FROM p."{c.name}" '
+                            f"(CASE WHEN r.{dq(c.name)} IS DISTINCT FROM p.{dq(c.name)} "
                             f"THEN {1 << (c.ordinal - 1)} ELSE 0 END)"
                             for c in cols
                         )
@@ -81,7 +81,9 @@ def bulk_apply(
                         f"CASE WHEN r.__op IN (1, 2) THEN {_blob_literal(all_bits_mask(len(inst.columns)))} "
                         f"ELSE unhex(lpad(hex(({changed})::HUGEINT), {nbytes * 2}, '0')) END"
                     )
-                    values = ", ".join((f'r."{c.name}"' if c.name.lower() in present else "NULL") for c in inst.columns)
+                    values = ", ".join(
+                        (f"r.{dq(c.name)}" if c.name.lower() in present else "NULL") for c in inst.columns
+                    )
                     cur.execute(
                         f"INSERT INTO {inst.ct_table} SELECT sys.int_to_lsn({base}::HUGEINT + r.commit_off), NULL, "
                         f"sys.int_to_lsn({base}::HUGEINT + r.__seq), r.__op, {mask}"
@@ -92,10 +94,10 @@ def bulk_apply(
                 keys = info.pk
                 if not keys:
                     raise errors.SqlServerError(50000, f"bulk apply needs a primary key on {qualified}")
-                match = " AND ".join(f'b."{k}" = {info.qualified}."{k}"' for k in keys)
+                match = " AND ".join(f"b.{dq(k)} = {info.qualified}.{dq(k)}" for k in keys)
                 cur.execute(f"DELETE FROM {info.qualified} WHERE EXISTS (SELECT 1 FROM __bulk b WHERE {match})")
-                part = ", ".join(f'"{k}"' for k in keys)
-                col_list = ", ".join(f'"{c.name}"' for c in info.columns)
+                part = ", ".join(f"{dq(k)}" for k in keys)
+                col_list = ", ".join(f"{dq(c.name)}" for c in info.columns)
                 cur.execute(
                     f"INSERT INTO {info.qualified} ({col_list}) SELECT {col_list} FROM (SELECT *, row_number() OVER "
                     f"(PARTITION BY {part} ORDER BY commit_off DESC, __seq DESC, __op DESC) AS __rn FROM __bulk "

@@ -184,10 +184,18 @@ CREATE OR REPLACE MACRO sys.object_id(n) AS (
     WHERE lower(o.name) = lower(parts.p[-1])
       AND lower(o.schema_name) = lower(CASE WHEN len(parts.p) >= 2 THEN parts.p[-2] ELSE 'dbo' END)
     LIMIT 1);
+CREATE OR REPLACE MACRO sys.object_id_parts(s, n) AS (
+    SELECT o.object_id FROM emu.objects o WHERE lower(o.name) = lower(n) AND lower(o.schema_name) = lower(s) LIMIT 1);
 CREATE OR REPLACE MACRO sys.db_name() AS (SELECT value FROM emu.state WHERE key = 'db_name');
 """
 
 DEFAULT_SCHEMAS = [(1, "dbo"), (2, "guest"), (3, "INFORMATION_SCHEMA"), (4, "sys"), (5, "cdc")]
+
+
+def dq(name: str) -> str:
+    """A DuckDB identifier for a SQL Server name: double-quoted, ``"`` doubled (a bracketed SQL
+    Server name may hold any character, ``"`` included)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass
@@ -226,11 +234,11 @@ class InstanceInfo:
 
     @property
     def ct_table(self) -> str:
-        return f'cdc."{self.name}_CT"'
+        return f"cdc.{dq(self.name + '_CT')}"
 
     @property
     def pending_table(self) -> str:
-        return f'emu."pending_{self.name}"'
+        return f"emu.{dq('pending_' + self.name)}"
 
 
 @dataclass
@@ -247,7 +255,7 @@ class TableInfo:
 
     @property
     def qualified(self) -> str:
-        return f'"{self.schema}"."{self.name}"'
+        return f"{dq(self.schema)}.{dq(self.name)}"
 
     @property
     def display(self) -> str:

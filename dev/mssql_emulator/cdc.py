@@ -15,7 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import errors
-from .catalog import TableInfo, load_table
+from .catalog import TableInfo, dq, load_table
 from .ddl import column_rows, insert_columns
 from .lsn import ZERO_LSN, format_lsn, int_to_lsn
 from .sqltypes import SqlType, make_type
@@ -106,7 +106,11 @@ def enable_table(
                 "Ensure that the correct database context is set. Specify a valid schema and table "
                 "name for the database.",
             )
-        ci = capture_instance or f"{info.schema}_{info.name}"
+        # Default <schema>_<table>, names used as they are (spaces, brackets, quotes); "whether
+        # specified or derived, @capture_instance trims any white space to the right of the string"
+        # (learn.microsoft.com/en-us/sql/relational-databases/system-stored-procedures/
+        # sys-sp-cdc-enable-table-transact-sql).
+        ci = (capture_instance or f"{info.schema}_{info.name}").rstrip()
         if len(ci) > MAX_INSTANCE_NAME:
             raise errors.SqlServerError(22930, f"The capture instance name '{ci}' exceeds 100 characters.")
         if len(info.instances) >= 2:
@@ -161,15 +165,15 @@ def enable_table(
         start_lsn = engine.alloc_lsn()
         now = engine.clock.now()
         col_defs = [
-            f'"{name}" {t.duck_type()}{"" if nullable else " NOT NULL"}' for name, t, nullable in CT_PREFIX_COLUMNS
+            f"{dq(name)} {t.duck_type()}{'' if nullable else ' NOT NULL'}" for name, t, nullable in CT_PREFIX_COLUMNS
         ]
-        col_defs += [f'"{c.name}" {c.type.duck_type()}' for c in columns]
-        col_defs += [f'"{name}" {t.duck_type()}' for name, t, _ in CT_SUFFIX_COLUMNS]
-        cur.execute(f'CREATE TABLE cdc."{ci}_CT" ({", ".join(col_defs)})')
+        col_defs += [f"{dq(c.name)} {c.type.duck_type()}" for c in columns]
+        col_defs += [f"{dq(name)} {t.duck_type()}" for name, t, _ in CT_SUFFIX_COLUMNS]
+        cur.execute(f"CREATE TABLE cdc.{dq(ci + '_CT')} ({', '.join(col_defs)})")
         pending_defs = ['"__tran" BIGINT'] + [
             d for d in col_defs if not d.startswith(('"__$start_lsn"', '"__$end_lsn"'))
         ]
-        cur.execute(f'CREATE TABLE emu."pending_{ci}" ({", ".join(pending_defs)})')
+        cur.execute(f"CREATE TABLE emu.{dq('pending_' + ci)} ({', '.join(pending_defs)})")
         pk_name = info.pk_name if info.pk else None
         cur.execute(
             "INSERT INTO cdc.change_tables VALUES (?, 0, ?, ?, ?, NULL, ?, NULL, ?, ?, ?, ?, ?)",
@@ -289,14 +293,14 @@ def scan_once(engine: Any, cur: duckdb.DuckDBPyConnection, maxtrans: int, *, idl
                         [ci],
                     ).fetchall()
                 ]
-                col_sql = ", ".join(f'p."{c}"' for c in cols)
+                col_sql = ", ".join(f"p.{dq(c)}" for c in cols)
                 cur.execute(
-                    f'INSERT INTO cdc."{ci}_CT" SELECT s.commit_lsn, NULL, p."__$seqval", p."__$operation", '
+                    f'INSERT INTO cdc.{dq(ci + "_CT")} SELECT s.commit_lsn, NULL, p."__$seqval", p."__$operation", '
                     f'p."__$update_mask"{", " + col_sql if cols else ""}, p."__$command_id" '
-                    f'FROM emu."pending_{ci}" p JOIN __emu_scan s ON p.__tran = s.tran_id '
+                    f"FROM emu.{dq('pending_' + ci)} p JOIN __emu_scan s ON p.__tran = s.tran_id "
                     f'ORDER BY s.commit_lsn, p."__$seqval", p."__$operation"'
                 )
-                cur.execute(f'DELETE FROM emu."pending_{ci}" WHERE __tran IN (SELECT tran_id FROM __emu_scan)')
+                cur.execute(f"DELETE FROM emu.{dq('pending_' + ci)} WHERE __tran IN (SELECT tran_id FROM __emu_scan)")
             cur.execute(
                 "INSERT INTO cdc.lsn_time_mapping SELECT commit_lsn, begin_time, end_time, "
                 "sys.int_to_lsn(tran_id), begin_lsn FROM __emu_scan WHERE has_changes ORDER BY commit_lsn"
@@ -359,7 +363,7 @@ def cleanup_change_table(
                     f"[{format_lsn(start_lsn)}, {format_lsn(max_lsn)}].",
                 )
             cur.execute("BEGIN TRANSACTION")
-            deleted = cur.execute(f'DELETE FROM cdc."{ci}_CT" WHERE "__$start_lsn" < ?', [lwm]).fetchone()[0]
+            deleted = cur.execute(f'DELETE FROM cdc.{dq(ci + "_CT")} WHERE "__$start_lsn" < ?', [lwm]).fetchone()[0]
             cur.execute("UPDATE cdc.change_tables SET start_lsn = ? WHERE capture_instance = ?", [lwm, ci])
             cur.execute("COMMIT")
             return int(deleted)
@@ -469,8 +473,8 @@ def expand_function(
     if not valid:
         raise errors.insufficient_arguments(fn_display)
     lo, hi = f"unhex('{from_lsn.hex()}')", f"unhex('{to_lsn.hex()}')"
-    table = f'cdc."{ci}_CT"'
-    col_list = "".join(f', "{c}"' for c in cols)
+    table = f"cdc.{dq(ci + '_CT')}"
+    col_list = "".join(f", {dq(c)}" for c in cols)
     if not net:
         op_filter = "" if option == "all update old" else ' AND "__$operation" <> 3'
         sql = (
@@ -484,10 +488,10 @@ def expand_function(
 
 
 def _net_changes_sql(table: str, cols: list[str], keys: list[str], lo: str, hi: str, option: str) -> str:
-    part = ", ".join(f'"{k}"' for k in keys)
+    part = ", ".join(f"{dq(k)}" for k in keys)
     nbytes = max((len(cols) + 7) // 8, 1)
     all_mask = f"unhex('{((1 << len(cols)) - 1).to_bytes(nbytes, 'big').hex()}')"
-    using = ", ".join(f'"{k}"' for k in keys)
+    using = ", ".join(f"{dq(k)}" for k in keys)
     if option == "all with merge":
         op = 'CASE WHEN l."__$operation" = 1 THEN 1 ELSE 5 END'
     else:
@@ -499,7 +503,7 @@ def _net_changes_sql(table: str, cols: list[str], keys: list[str], lo: str, hi: 
         )
     else:
         mask = "NULL::BLOB"
-    col_sel = "".join(f', l."{c}"' for c in cols)
+    col_sel = "".join(f", l.{dq(c)}" for c in cols)
     return (
         f'WITH w AS (SELECT *, row_number() OVER (PARTITION BY {part} ORDER BY "__$start_lsn", "__$seqval", '
         f'"__$operation") AS __first, row_number() OVER (PARTITION BY {part} ORDER BY "__$start_lsn" DESC, '

@@ -14,7 +14,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import errors
-from .catalog import TableInfo, pk_constraint_name
+from .catalog import TableInfo, dq, pk_constraint_name
 from .results import Result
 from .sqltypes import SqlType
 from .translate import ColumnDef, RawStatement, parse_alter_add, parse_create_table, table_parts, to_duckdb, transform
@@ -57,9 +57,9 @@ def create_unique_index(session: Any, node: exp.Create) -> Result:
         col = info.column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
         if col is None:
             raise errors.invalid_column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
-        columns.append(f'"{col.name}"')
+        columns.append(f"{dq(col.name)}")
     _mark_ddl(session)
-    session.run_duck(f'CREATE UNIQUE INDEX "{index.name}" ON {info.qualified} ({", ".join(columns)})', table=info)
+    session.run_duck(f"CREATE UNIQUE INDEX {dq(index.name)} ON {info.qualified} ({', '.join(columns)})", table=info)
     return Result(None, -1)
 
 
@@ -105,7 +105,7 @@ def _computed_sql(session: Any, col: ColumnDef) -> str:
         raise errors.syntax_error(col.computed_sql[:30]) from exc
     duck = to_duckdb(transform(expression, session.context(dynamic_time=True), top_level=False))
     typed = f" {col.type.duck_type()}" if col.type is not None else ""
-    return f'"{col.name}"{typed} GENERATED ALWAYS AS ({duck}) VIRTUAL'
+    return f"{dq(col.name)}{typed} GENERATED ALWAYS AS ({duck}) VIRTUAL"
 
 
 # DuckDB type of an untyped computed column's expression -> the SQL Server type reported for it.
@@ -145,11 +145,11 @@ def _inferred_type(duck_type: str, column: str) -> SqlType:
 def _column_sql(session: Any, col: ColumnDef, seq_name: str | None) -> str:
     if col.computed_sql is not None:
         return _computed_sql(session, col)
-    parts = [f'"{col.name}" {col.type.duck_type()}']
+    parts = [f"{dq(col.name)} {col.type.duck_type()}"]
     if not col.nullable:
         parts.append("NOT NULL")
     if seq_name is not None:
-        parts.append(f"DEFAULT nextval('{seq_name}')")
+        parts.append("DEFAULT nextval('" + seq_name.replace("'", "''") + "')")
     elif col.default_sql:
         try:
             default = sqlglot.parse_one(col.default_sql, read="tsql")
@@ -173,19 +173,16 @@ def create_table(session: Any, raw: RawStatement) -> Result:
     for col in table.columns:
         seq_name = None
         if col.identity is not None:
-            seq_name = f"{schema}.__identity_{table.name}_{col.name}"
-            session.run_duck(
-                f'CREATE SEQUENCE "{schema}"."__identity_{table.name}_{col.name}" '
-                f"START {col.identity[0]} INCREMENT {col.identity[1]}"
-            )
+            seq_name = f"{dq(schema)}.{dq(f'__identity_{table.name}_{col.name}')}"
+            session.run_duck(f"CREATE SEQUENCE {seq_name} START {col.identity[0]} INCREMENT {col.identity[1]}")
         defs.append(_column_sql(session, col, seq_name))
     if table.pk:
         names = {c.name.lower(): c.name for c in table.columns}
         for k in table.pk:
             if k.lower() not in names:
                 raise errors.invalid_column(k)
-        defs.append("PRIMARY KEY (" + ", ".join(f'"{names[k.lower()]}"' for k in table.pk) + ")")
-    session.run_duck(f'CREATE TABLE "{schema}"."{table.name}" ({", ".join(defs)})')
+        defs.append("PRIMARY KEY (" + ", ".join(f"{dq(names[k.lower()])}" for k in table.pk) + ")")
+    session.run_duck(f"CREATE TABLE {dq(schema)}.{dq(table.name)} ({', '.join(defs)})")
     if any(c.computed_sql is not None and c.type is None for c in table.columns):
         duck_types = dict(
             cur.execute(
@@ -224,7 +221,7 @@ def create_table(session: Any, raw: RawStatement) -> Result:
 def create_schema(session: Any, node: exp.Create) -> Result:
     name = node.this.name if isinstance(node.this, (exp.Table, exp.Identifier)) else str(node.this)
     _mark_ddl(session)
-    session.run_duck(f'CREATE SCHEMA IF NOT EXISTS "{name}"')
+    session.run_duck(f"CREATE SCHEMA IF NOT EXISTS {dq(name)}")
     exists = session.cur.execute("SELECT 1 FROM emu.schemas WHERE lower(name) = lower(?)", [name]).fetchone()
     if not exists:
         session.cur.execute(
@@ -304,7 +301,7 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                         raise errors.SqlServerError(
                             5074, f"The object '{info.pk_name}' is dependent on column '{col.name}'."
                         )
-                    session.run_duck(f'ALTER TABLE {info.qualified} DROP COLUMN "{col.name}"')
+                    session.run_duck(f"ALTER TABLE {info.qualified} DROP COLUMN {dq(col.name)}")
                     cur.execute(
                         "DELETE FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)",
                         [info.object_id, col.name],
@@ -321,7 +318,9 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                     raise errors.invalid_column(action.this.name)
                 new_type = _alter_column_type(raw, col.name) or sqltype_from_datatype(action.args["dtype"])
                 _refuse_if_computed_depends(session, info, col.name)
-                session.run_duck(f'ALTER TABLE {info.qualified} ALTER COLUMN "{col.name}" TYPE {new_type.duck_type()}')
+                session.run_duck(
+                    f"ALTER TABLE {info.qualified} ALTER COLUMN {dq(col.name)} TYPE {new_type.duck_type()}"
+                )
                 row = column_rows(info.object_id, [(col.column_id, col.name, new_type, col.nullable, False)])[0]
                 cur.execute(
                     "UPDATE emu.columns SET type_sql = ?, type_name = ?, system_type_id = ?, user_type_id = ?, "
@@ -361,8 +360,8 @@ def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: S
     about-change-data-capture-sql-server); earlier change rows are converted with it. Added columns,
     by contrast, are not captured (the change table keeps its shape)."""
     duck = new_type.duck_type()
-    session.run_duck(f'ALTER TABLE {inst.ct_table} ALTER COLUMN "{column}" TYPE {duck}')
-    session.run_duck(f'ALTER TABLE {inst.pending_table} ALTER COLUMN "{column}" TYPE {duck}')
+    session.run_duck(f"ALTER TABLE {inst.ct_table} ALTER COLUMN {dq(column)} TYPE {duck}")
+    session.run_duck(f"ALTER TABLE {inst.pending_table} ALTER COLUMN {dq(column)} TYPE {duck}")
     ct_column_id = session.cur.execute(
         "SELECT column_id FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)", [inst.object_id, column]
     ).fetchone()[0]
@@ -397,7 +396,7 @@ def drop(session: Any, node: exp.Drop) -> Result:
     if kind == "SCHEMA":
         _mark_ddl(session)
         name = node.this.name
-        session.run_duck(f'DROP SCHEMA "{name}"')
+        session.run_duck(f"DROP SCHEMA {dq(name)}")
         session.cur.execute("DELETE FROM emu.schemas WHERE lower(name) = lower(?)", [name])
         return Result(None, -1)
     if kind == "VIEW":

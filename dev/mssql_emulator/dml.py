@@ -19,7 +19,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import errors
-from .catalog import InstanceInfo, TableInfo
+from .catalog import InstanceInfo, TableInfo, dq
 from .engine import settle
 from .lsn import int_to_lsn
 from .results import Result
@@ -185,7 +185,7 @@ def update_mask(inst: InstanceInfo, idx: list[int | None], before: Any, after: A
 
 def _insert_pending(session: Any, inst: InstanceInfo, col_names: list[str], records: list[list[Any]]) -> None:
     """Write change records: one parameterised VALUES statement for OLTP-sized batches, Arrow for big ones."""
-    cols = ", ".join(f'"{c}"' for c in col_names)
+    cols = ", ".join(f"{dq(c)}" for c in col_names)
     if len(records) <= 200:
         one = "(" + ", ".join(["?"] * len(col_names)) + ")"
         params = [v for rec in records for v in rec]
@@ -213,19 +213,19 @@ def _affected_rows(
     (the order SQL Server's clustered index scan logs them)."""
     target = _target(node)
     alias = target.alias or None
-    ref = f'"{alias}"' if alias else info.qualified
-    from_sql = info.qualified + (f' AS "{alias}"' if alias else "")
-    proj = [f"{ref}.rowid"] + [f'{ref}."{c.name}"' for c in info.columns]
+    ref = f"{dq(alias)}" if alias else info.qualified
+    from_sql = info.qualified + (f" AS {dq(alias)}" if alias else "")
+    proj = [f"{ref}.rowid"] + [f"{ref}.{dq(c.name)}" for c in info.columns]
     if assignments is not None:
         for col in info.columns:
             expr = assignments.get(col.name.lower())
             if expr is None:
-                proj.append(f'{ref}."{col.name}"')
+                proj.append(f"{ref}.{dq(col.name)}")
             else:
                 proj.append(to_duckdb(_pad(exp.Cast(this=expr, to=duck_datatype(col.type)), col.type)))
     where = node.args.get("where")
     where_sql = (" " + to_duckdb(where)) if where is not None else ""
-    order = ", ".join(f'{ref}."{k}"' for k in info.pk) if info.pk else f"{ref}.rowid"
+    order = ", ".join(f"{ref}.{dq(k)}" for k in info.pk) if info.pk else f"{ref}.rowid"
     limit = node.args.get("limit")
     limit_sql = (" " + to_duckdb(limit)) if limit is not None else ""
     sql = f"SELECT {', '.join(proj)} FROM {from_sql}{where_sql} ORDER BY {order}{limit_sql}"
@@ -242,7 +242,7 @@ def _with_rows(
 ) -> int:
     """Run ``sql_template`` (with ``{rows}`` standing for a relation of ``rows``) and return its count:
     a parameterised VALUES list for OLTP-sized sets, an Arrow scan for large ones."""
-    col_sql = ", ".join(f'"{name}"' for name, _ in columns)
+    col_sql = ", ".join(f"{dq(name)}" for name, _ in columns)
     if len(rows) <= 200:
         one = "(" + ", ".join(f"CAST(? AS {t})" for _, t in columns) + ")"
         relation = f"(SELECT * FROM (VALUES {', '.join([one] * len(rows))}) AS __v({col_sql}))"
@@ -253,7 +253,7 @@ def _with_rows(
     settle(cur)
     cur.register(ROWS_VIEW, table)
     try:
-        casts = ", ".join(f'CAST("{name}" AS {t}) AS "{name}"' for name, t in columns)
+        casts = ", ".join(f"CAST({dq(name)} AS {t}) AS {dq(name)}" for name, t in columns)
         relation = f"(SELECT {casts} FROM {ROWS_VIEW})"
         return _count(session.run_duck(sql_template.format(rows=relation), table=info, names=names))
     finally:
@@ -284,7 +284,7 @@ def _update(session: Any, node: exp.Update, info: TableInfo, names: dict[str, st
     assigned = [index_of[c] for c in assignments]
     columns = [("__rid", "BIGINT")] + [(f"__a{i}", info.columns[i].duck_type) for i in assigned]
     values = [[row[0]] + [row[1 + ncols + i] for i in assigned] for row in rows]
-    sets = ", ".join(f'"{info.columns[i].name}" = __v."__a{i}"' for i in assigned)
+    sets = ", ".join(f'{dq(info.columns[i].name)} = __v."__a{i}"' for i in assigned)
     _with_rows(
         session,
         columns,

@@ -27,7 +27,7 @@ import duckdb
 from sqlglot import exp
 
 from . import errors
-from .catalog import TableInfo
+from .catalog import TableInfo, dq
 from .dml import _distinct, _image, _insert_pending, _names, _with_rows, all_bits_mask, record_columns, update_mask
 from .lsn import int_to_lsn
 from .results import Result
@@ -66,11 +66,11 @@ def execute(session: Any, node: exp.Merge) -> Result:
     session.begin_write()
     tnode = transform(node, session.context())
     alias = target.alias or name
-    ref = f'"{alias}"'
+    ref = f"{dq(alias)}"
     cols = info.columns
     index_of = {c.name.lower(): i for i, c in enumerate(cols)}
     # One projection per source row: target rowid and image, then per clause its condition and values.
-    proj = [f"{ref}.rowid AS __rid"] + [f'{ref}."{c.name}"' for c in cols]
+    proj = [f"{ref}.rowid AS __rid"] + [f"{ref}.{dq(c.name)}" for c in cols]
     plans: list[tuple[bool, str, int, dict[int, int]]] = []  # (matched, action, condition pos, col -> pos)
     for when in tnode.args["whens"].expressions:
         cond = when.args.get("condition")
@@ -162,7 +162,7 @@ def execute(session: Any, node: exp.Merge) -> Result:
     if updates:
         changed = sorted({i for _, b, a in updates for i in range(ncols) if _distinct(b[i], a[i])}) or [0]
         columns = [("__rid", "BIGINT")] + [(f"__a{i}", cols[i].duck_type) for i in changed]
-        sets = ", ".join(f'"{cols[i].name}" = __v."__a{i}"' for i in changed)
+        sets = ", ".join(f'{dq(cols[i].name)} = __v."__a{i}"' for i in changed)
         _with_rows(
             session,
             columns,
@@ -181,7 +181,7 @@ def execute(session: Any, node: exp.Merge) -> Result:
 
 def _insert_rows(session: Any, info: TableInfo, rows: list[list[Any]], names: dict[str, str]) -> list[list[Any]]:
     """Insert the rows (NULL where MERGE gave no value: defaults and identity are not modelled)."""
-    col_sql = ", ".join(f'"{c.name}"' for c in info.columns)
+    col_sql = ", ".join(f"{dq(c.name)}" for c in info.columns)
     one = "(" + ", ".join(f"CAST(? AS {c.duck_type})" for c in info.columns) + ")"
     sql = f"INSERT INTO {info.qualified} ({col_sql}) VALUES {', '.join([one] * len(rows))} RETURNING *"
     try:

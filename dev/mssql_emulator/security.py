@@ -32,6 +32,7 @@ import re
 from typing import Any
 
 from . import errors
+from .translate import split_object_name
 
 BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS emu.logins(name VARCHAR);
@@ -153,9 +154,12 @@ def is_member(session: Any, role: Any) -> int | None:
 
 
 def _object_scopes(session: Any, securable: str) -> list[tuple[str, str]] | None:
-    """(class, name) scopes that grant on an object: the object, its schema, the database."""
-    parts = _norm(securable).split(".")
-    schema, name = (parts[-2] if len(parts) >= 2 else "dbo"), parts[-1]
+    """(class, name) scopes that grant on an object: the object, its schema, the database. The name
+    is parsed as OBJECT_ID parses it (``[cdc].[dbo_Order Details_CT]``, ``]]`` inside brackets)."""
+    parts = split_object_name(securable.strip())
+    if parts is None:
+        return None
+    schema, name = (parts[-2].lower() if len(parts) >= 2 and parts[-2] else "dbo"), parts[-1].lower()
     exists = _rows(
         session,
         "SELECT 1 FROM duckdb_tables() WHERE lower(schema_name) = ? AND lower(table_name) = ? "
@@ -239,7 +243,9 @@ _CREATE_LOGIN = re.compile(rf"^\s*CREATE\s+LOGIN\s+{_NAME}\s+WITH\s+PASSWORD\s*=
 _CREATE_USER = re.compile(rf"^\s*CREATE\s+USER\s+{_NAME}(?:\s+(?:FOR|FROM)\s+LOGIN\s+{_NAME})?\s*;?\s*$", re.I)
 _ROLE_MEMBER = re.compile(rf"^\s*ALTER\s+(SERVER\s+)?ROLE\s+{_NAME}\s+(ADD|DROP)\s+MEMBER\s+{_NAME}\s*;?\s*$", re.I)
 _PERMISSION = re.compile(
-    rf"^\s*(GRANT|DENY|REVOKE)\s+(.+?)\s+ON\s+(?:(SCHEMA|OBJECT|DATABASE)\s*::\s*)?([\w\[\].]+)\s+"
+    # an object name: bracketed parts (any character, ] doubled), quoted parts, or plain words and dots
+    rf"^\s*(GRANT|DENY|REVOKE)\s+(.+?)\s+ON\s+(?:(SCHEMA|OBJECT|DATABASE)\s*::\s*)?"
+    r'((?:\[(?:[^\]]|\]\])*\]|"(?:[^"]|"")*"|[\w.#@$])+)\s+'
     rf"(?:TO|FROM)\s+{_NAME}\s*;?\s*$",
     re.I | re.S,
 )

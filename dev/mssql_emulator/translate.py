@@ -470,6 +470,47 @@ def _offset_literal(text: str) -> str:
     return text
 
 
+_NAME_PART = re.compile(r'\[((?:[^\]]|\]\])*)\]|"((?:[^"]|"")*)"|([^.\["]*)')
+
+
+def split_object_name(text: str) -> list[str] | None:
+    """The parts of a multi-part object name as ``OBJECT_ID`` reads it: ``[dbo].[Order Details]``,
+    ``"dbo"."q""t"``, ``dbo.[a]]b]``, ``dbo.Order Details`` (an undelimited part runs to the next
+    dot). Delimited parts may hold dots and doubled delimiters
+    (learn.microsoft.com/en-us/sql/relational-databases/databases/database-identifiers). None for
+    a malformed name (an unclosed bracket) or more than four parts: OBJECT_ID then returns NULL."""
+    parts, pos = [], 0
+    while True:
+        match = _NAME_PART.match(text, pos)
+        assert match is not None  # the last alternative matches the empty string
+        bracketed, quoted, bare = match.groups()
+        if bracketed is not None:
+            parts.append(bracketed.replace("]]", "]"))
+        elif quoted is not None:
+            parts.append(quoted.replace('""', '"'))
+        else:
+            parts.append(bare.strip())
+        pos = match.end()
+        if pos == len(text):
+            break
+        if text[pos] != ".":
+            return None
+        pos += 1
+    return parts if 1 <= len(parts) <= 4 and parts[-1] else None
+
+
+def _object_id(arg: exp.Expression) -> exp.Expression:
+    """``OBJECT_ID('<name>')``: a constant name (pymssql inlines parameters) is parsed here with SQL
+    Server's rules; any other argument falls back to the catalog macro's simple split."""
+    if isinstance(arg, exp.Literal) and arg.is_string:
+        parts = split_object_name(arg.this)
+        if parts is None:
+            return exp.Null()
+        schema = parts[-2] if len(parts) >= 2 and parts[-2] else "dbo"
+        return _sys_call("object_id_parts", [exp.Literal.string(schema), exp.Literal.string(parts[-1])])
+    return _sys_call("object_id", [arg])
+
+
 def _sys_call(name: str, args: Sequence[exp.Expression]) -> exp.Expression:
     return exp.Dot(this=exp.to_identifier("sys"), expression=exp.Anonymous(this=name, expressions=list(args)))
 
@@ -661,7 +702,7 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
                 return exp.Anonymous(this="current_localtimestamp")
             return _timestamp_literal(ctx.now())
         if isinstance(n, exp.ObjectId):
-            return _sys_call("object_id", [sub(n.this)])
+            return _object_id(sub(n.this))
         if isinstance(n, exp.CurrentUser) or (isinstance(n, exp.Column) and n.name.upper() == "SYSTEM_USER"):
             return exp.Literal.string(ctx.login)
         if isinstance(n, exp.Anonymous):

@@ -7,7 +7,9 @@ error naming the file and the field) and never stop the other sources' DAGs from
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -25,10 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-# SQL Server identifiers we accept unquoted in config. Anything else (spaces, quotes, brackets) is
-# refused at parse time so that no config value can smuggle SQL into a statement.
-_IDENT = r"^[A-Za-z_][A-Za-z0-9_$#@]{0,127}$"
-# Snowflake object names we create (upper-cased, unquoted-safe).
+# Snowflake database, schema and stage names of the target (upper-cased, unquoted-safe): they are
+# the deployment's own choice. Table and column names are quoted everywhere and take any name.
 _SF_IDENT = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
 _EMAIL = r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$"
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -44,8 +44,30 @@ def _parse_duration(value: Any) -> Any:
     return value
 
 
+def _no_control_characters(value: Any) -> Any:
+    """Any name SQL Server accepts for a schema, table or column: 1 to 128 characters, any
+    character (spaces, quotes, ``]``, ``%``, Unicode letters, a leading digit) once delimited
+    (learn.microsoft.com/en-us/sql/relational-databases/databases/database-identifiers: "Both
+    regular and delimited identifiers must contain from 1 through 128 characters"; identifiers
+    that break the rules for regular ones "must be delimited"). Every statement quotes names
+    (``sql.tsql_ident``, ``sql.sf_ident``), so none can close its quote. Refused: control
+    characters (NUL ends a string in the TDS client library; the others cannot be typed into
+    YAML reliably and no real schema uses them). Snowflake names of our choosing (``target_table``,
+    ``column_names``) follow the same rule with Snowflake's 255 characters
+    (docs.snowflake.com/en/sql-reference/identifiers-syntax: a double-quoted identifier may hold any
+    character, ``"`` written twice)."""
+    if isinstance(value, str):
+        bad = [c for c in value if unicodedata.category(c) == "Cc"]
+        if bad:
+            raise ValueError(f"name {value!r} contains control character(s) {sorted(set(bad))}")
+    return value
+
+
 Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
-Identifier = Annotated[str, Field(pattern=_IDENT)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128), BeforeValidator(_no_control_characters)]
+# sp_cdc_enable_table: "@capture_instance can't exceed 100 characters"
+CaptureInstanceName = Annotated[str, Field(min_length=1, max_length=100), BeforeValidator(_no_control_characters)]
+SnowflakeName = Annotated[str, Field(min_length=1, max_length=255), BeforeValidator(_no_control_characters)]
 SnowflakeIdentifier = Annotated[str, Field(pattern=_SF_IDENT)]
 Email = Annotated[str, Field(pattern=_EMAIL)]
 
@@ -89,14 +111,21 @@ class TableConfig(_Strict):
 
     source_schema: Identifier = Field(alias="schema")
     table: Identifier
-    capture_instance: Identifier | None = Field(
+    capture_instance: CaptureInstanceName | None = Field(
         default=None,
-        description="Pin one capture instance. Unset: follow the table's instances (roll-over on schema change).",
+        description="Pin one capture instance (at most 100 characters, as sp_cdc_enable_table allows). "
+        "Unset: follow the table's instances (roll-over on schema change).",
     )
     primary_key: list[Identifier] = Field(min_length=1)
     exclude_columns: list[Identifier] = Field(default_factory=list)
     hash_columns: list[Identifier] = Field(default_factory=list)
-    target_table: SnowflakeIdentifier | None = None
+    target_table: SnowflakeName | None = Field(
+        default=None, description="Snowflake table name instead of the upper-cased source table name."
+    )
+    column_names: dict[Identifier, SnowflakeName] = Field(
+        default_factory=dict,
+        description="Snowflake column names instead of the upper-cased source names, e.g. {'Qty%': QTY_PCT}.",
+    )
     delete_mode: DeleteMode | None = None
     retention_gap_policy: RetentionGapPolicy | None = None
     max_transactions_per_batch: int | None = Field(default=None, gt=0)
@@ -118,21 +147,65 @@ class TableConfig(_Strict):
         both = {c.lower() for c in self.exclude_columns} & {c.lower() for c in self.hash_columns}
         if both:
             raise ValueError(f"column(s) {sorted(both)} are both excluded and hashed")
+        renamed: dict[str, str] = {}
+        for source_name, target in self.column_names.items():
+            if source_name.lower() in {c.lower() for c in self.exclude_columns}:
+                raise ValueError(f"column_names renames {source_name!r}, which exclude_columns leaves out")
+            other = renamed.setdefault(target.upper(), source_name)
+            if other != source_name:
+                raise ValueError(
+                    f"column_names maps both {other!r} and {source_name!r} to Snowflake column {target.upper()!r}"
+                )
         return self
 
     @property
     def default_capture_instance(self) -> str:
-        """SQL Server's default name when none is given: ``<schema>_<table>``."""
-        return f"{self.source_schema}_{self.table}"
+        """SQL Server's default name when none is given: ``<schema>_<table>``, trailing blanks
+        trimmed (learn.microsoft.com/en-us/sql/relational-databases/system-stored-procedures/
+        sys-sp-cdc-enable-table-transact-sql, @capture_instance)."""
+        return f"{self.source_schema}_{self.table}".rstrip()
 
     @property
     def name(self) -> str:
-        """Stable short name used in task ids, stage paths and control rows."""
-        return f"{self.source_schema}_{self.table}".lower()
+        """Stable short name used in task ids, stage paths, Variable keys and control rows."""
+        return table_slug(self.source_schema, self.table)
 
     @property
     def snowflake_table(self) -> str:
+        """The raw table's name (quoted as is by ``sf_ident``): ``target_table`` or the source
+        table's name, upper-cased (README "Table and column names")."""
         return (self.target_table or self.table).upper()
+
+    def snowflake_column(self, source_name: str) -> str:
+        """A source column's Snowflake name: its ``column_names`` entry, or the name upper-cased."""
+        for name, target in self.column_names.items():
+            if name.lower() == source_name.lower():
+                return target.upper()
+        return source_name.upper()
+
+
+# Airflow task group ids allow [\w-] and 200 characters (airflow.sdk.definitions._internal.node,
+# GROUP_KEY_REGEX, validate_group_key; task ids 250 with the group prefix). \w takes Unicode
+# letters too, but stage paths and Variable keys are kept to ASCII.
+_PLAIN_SLUG = re.compile(r"^[a-z0-9_]+$")
+SLUG_MAX = 200
+
+
+def table_slug(schema: str, table: str) -> str:
+    """``<schema>_<table>`` lower-cased (``dbo_customers``) when that is plain ASCII letters,
+    digits and underscores (every name a config could hold before names were opened up, so
+    task ids, stage paths and control rows of existing deployments never change); otherwise a
+    readable ASCII slug plus 8 hex digits of a hash of the exact (case-folded) names, unique and
+    stable: ``dbo.[Order Details]`` -> ``dbo_order_details_52bf918d``."""
+    plain = f"{schema}_{table}".lower()
+    if _PLAIN_SLUG.match(plain) and len(plain) <= SLUG_MAX:
+        return plain
+    ascii_ = unicodedata.normalize("NFKD", plain).encode("ascii", "ignore").decode()
+    readable = re.sub(r"[^a-z0-9]+", "_", ascii_).strip("_")[: SLUG_MAX - 9] or "table"
+    # Case-folded like the names SQL Server's default (case-insensitive) collation treats as one;
+    # a separator no name holds, so ("a_b", "c") and ("a", "b_c") differ.
+    digest = hashlib.sha256(f"{schema}\x00{table}".casefold().encode("utf-8")).hexdigest()[:8]
+    return f"{readable}_{digest}"
 
 
 class AzureStageConfig(_Strict):
@@ -224,15 +297,28 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_tables(self) -> SourceConfig:
-        seen: dict[str, str] = {}
-        for table in self.tables:
-            for key in (
-                f"source {table.source_schema}.{table.table}".lower(),
-                f"target {table.snowflake_table}",
-            ):
-                if key in seen:
-                    raise ValueError(f"two tables share {key}")
-                seen[key] = key
+        """Two tables must not share a source table, a Snowflake table (the raw table and its
+        ``_HISTORY`` table, staging tables alike) or a slug (task ids, stage paths, control rows)."""
+        seen: dict[tuple[str, str], int] = {}
+        for index, table in enumerate(self.tables):
+            longest = max(f"{table.snowflake_table}_HISTORY", f"{self.name}__{table.snowflake_table}", key=len)
+            if len(longest) > 255:  # docs.snowflake.com/en/sql-reference/identifiers-syntax: 255 characters
+                raise ValueError(
+                    f"table {table.source_schema}.{table.table}: Snowflake name {longest!r} would be longer than "
+                    "255 characters; set a shorter target_table"
+                )
+            keys = [
+                # SQL Server's default collation is case-insensitive: dbo.Accounts is dbo.accounts
+                ("source", f"{table.source_schema}.{table.table}".lower(), (table.source_schema, table.table)),
+                ("target", table.snowflake_table, table.snowflake_table),
+                ("target", f"{table.snowflake_table}_HISTORY", f"{table.snowflake_table}_HISTORY"),
+                ("task name", table.name, table.name),
+            ]
+            for kind, shown, key in keys:
+                other = seen.setdefault((kind, repr(key).casefold() if kind == "source" else repr(key)), index)
+                if other != index:
+                    first, second = (f"{t.source_schema}.{t.table}" for t in (self.tables[other], table))
+                    raise ValueError(f"two tables share {kind} {shown}: {first!r} and {second!r}")
         return self
 
     @field_validator("source_timezone")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
 
@@ -38,10 +39,18 @@ def raw_asset(source: SourceConfig, table: TableConfig) -> Asset:
     target = source.target
     parts = (target.database, target.raw_schema, table.snowflake_table)
     return Asset(
-        name=".".join(parts).lower(),
-        uri=f"{snowflake_namespace(target.account)}/{'/'.join(parts)}",
+        name=".".join(_uri_part(p) for p in parts).lower(),
+        uri=f"{snowflake_namespace(target.account)}/{'/'.join(_uri_part(p) for p in parts)}",
         group="cdc_raw",
     )
+
+
+def _uri_part(name: str) -> str:
+    """One name in an Asset URI or name, percent-encoded (RFC 3986) so that a table name holding
+    ``/``, ``#``, ``?``, ``.``, a space or a non-ASCII letter stays one path segment, survives
+    Airflow's URI normalisation (which drops fragments) and stays ASCII (MySQL metadata DBs);
+    letters, digits, ``_``, ``-``, ``~`` and ``$`` are kept, so ``ANALYTICS/RAW/CUSTOMERS`` is unchanged."""
+    return quote(name, safe="$").replace(".", "%2E")
 
 
 def published_asset(source: SourceConfig) -> Asset:
@@ -66,8 +75,9 @@ def _default_args(source: SourceConfig) -> dict[str, Any]:
 
 def _doc_md(source: SourceConfig, path: Path) -> str:
     rows = "\n".join(
-        f"| `{t.source_schema}.{t.table}` | `{source.target.raw_schema}.{t.snowflake_table}` "
-        f"| {', '.join(t.primary_key)} | {source.setting(t, 'delete_mode').value} |"
+        f"| {_md_code(t.name)} | {_md_code(f'{t.source_schema}.{t.table}')} "
+        f"| {_md_code(f'{source.target.raw_schema}.{t.snowflake_table}')} "
+        f"| {', '.join(_md_code(k) for k in t.primary_key)} | {source.setting(t, 'delete_mode').value} |"
         for t in source.tables
     )
     return (
@@ -79,9 +89,15 @@ def _doc_md(source: SourceConfig, path: Path) -> str:
         "raw, append history, advance the watermark); **publish** emits the source's Asset when every "
         "table is applied and one changed (the raw tables then hold the same transactions; the dbt "
         "DAG runs on it).\n\n"
-        'Trigger with `resnapshot` = a list of table names (or `["*"]`) to reload tables from a '
-        "fresh snapshot.\n\n| source | raw table | key | deletes |\n|---|---|---|---|\n" + rows
+        'Trigger with `resnapshot` = a list of table names or `schema.table` source names (or `["*"]`) '
+        "to reload tables from a fresh snapshot.\n\n"
+        "| table name | source | raw table | key | deletes |\n|---|---|---|---|---|\n" + rows
     )
+
+
+def _md_code(text: str) -> str:
+    """A name as a Markdown code span inside a table row: any backtick, ``|`` or space stays text."""
+    return "`` " + text.replace("|", "\\|") + " ``"
 
 
 def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:

@@ -25,7 +25,7 @@ from typing import Any
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
-from include.cdc_pipeline.sql import sf_table, template, tsql_ident
+from include.cdc_pipeline.sql import sf_table, template, tsql_name
 from include.cdc_pipeline.warehouse import UTC_NOW, Warehouse, Watermark, ensure_control_table, read_watermark
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def check_headroom(
 
 def check_change_table(source: SourceConfig, table: TableConfig, src: CdcSource, instance: CaptureInstance) -> Check:
     """Rows in the instance's change table (growth: compare with the previous CDC_HEALTH row)."""
-    rows = src.query(f"SELECT COUNT(*) FROM cdc.{tsql_ident(instance.name + '_CT')}")[0][0]
+    rows = src.query(f"SELECT COUNT(*) FROM {tsql_name('cdc', instance.name + '_CT')}")[0][0]
     detail = f"cdc.{instance.name}_CT holds {rows} rows"
     return Check(source.name, table.name, "change_table_rows", OK, float(rows), None, "rows", detail)
 

@@ -11,11 +11,12 @@ import contextlib
 import gc
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
@@ -29,12 +30,15 @@ from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableC
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.progress import PROGRESS_EVERY, Progress
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
+from include.cdc_pipeline.sql import tsql_name, tsql_string
 from include.cdc_pipeline.stages import AzureStage, InternalStage, Stage
 from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
 from include.cdc_pipeline.warehouse import (
+    HISTORY_META,
     MAX_BINARY_BYTES,
     MAX_VARCHAR_BYTES,
     OP_SNAPSHOT,
+    RAW_META,
     ZERO_SEQVAL,
     TableLayout,
     Warehouse,
@@ -68,10 +72,10 @@ class TableConfigError(CdcError):
 def enable_table_call(table: TableConfig) -> str:
     """The exact T-SQL that enables CDC on a configured table (named in errors and by the preflight)."""
     call = (
-        f"EXEC sys.sp_cdc_enable_table @source_schema = N'{table.source_schema}', @source_name = N'{table.table}', "
-        "@role_name = NULL, @supports_net_changes = 0"
+        f"EXEC sys.sp_cdc_enable_table @source_schema = {tsql_string(table.source_schema)}, "
+        f"@source_name = {tsql_string(table.table)}, @role_name = NULL, @supports_net_changes = 0"
     )
-    return call + (f", @capture_instance = N'{table.capture_instance}'" if table.capture_instance else "")
+    return call + (f", @capture_instance = {tsql_string(table.capture_instance)}" if table.capture_instance else "")
 
 
 class SourceRewoundError(CdcError):
@@ -170,6 +174,20 @@ def _below_start(instances: Sequence[CaptureInstance], name: str, position: str)
     """The position lies below the start of its capture instance: nothing of it is readable yet."""
     found = next((ci for ci in instances if ci.name.lower() == name.lower()), None)
     return found is not None and int(position, 16) < int.from_bytes(found.start_lsn, "big")
+
+
+def _check_target_names(label: str, mappings: Sequence[ColumnMapping]) -> None:
+    """Two source columns must not land in one Snowflake column, nor in a metadata column. SQL
+    Server's default collation keeps ``a b`` and ``A B`` apart only in a case-sensitive database,
+    but a ``column_names`` entry can collide with any other column."""
+    taken = {name: "the pipeline's metadata column" for name, _ in [*RAW_META, *HISTORY_META]}
+    for m in mappings:
+        other = taken.setdefault(m.target_name, f"source column {m.source.name!r}")
+        if other != f"source column {m.source.name!r}":
+            raise TableConfigError(
+                f"{label}: source column {m.source.name!r} and {other} both map to Snowflake column "
+                f"{m.target_name!r}; rename one in column_names (or exclude it)"
+            )
 
 
 class TablePipeline:
@@ -352,8 +370,9 @@ class TablePipeline:
             message = (
                 f"{self.label}: DDL on the source table at {lsnlib.display(ddl_lsn)} ({ddl_time}): {command!r}. "
                 f"Capture instance {instance} keeps its original columns: to replicate an added column, create a "
-                f"new capture instance (EXEC sys.sp_cdc_enable_table … @capture_instance=N'{instance}_v2'); the "
-                "pipeline switches to it without a gap, then disable the old one."
+                "new capture instance (EXEC sys.sp_cdc_enable_table … "
+                f"@capture_instance={tsql_string(instance + '_v2')}); the pipeline switches to it without a gap, "
+                "then disable the old one."
             )
             log.warning(message)
             warnings.append(message)
@@ -475,7 +494,7 @@ class TablePipeline:
                 f"{self.label}: primary key column(s) {missing} are not captured by capture instance {instance} "
                 f"(captured: {[c.name for c in columns]}); fix primary_key in the config or the capture instance"
             )
-        for field_name in ("exclude_columns", "hash_columns"):
+        for field_name in ("exclude_columns", "hash_columns", "column_names"):
             unknown = [c for c in getattr(self.table, field_name) if c.lower() not in by_lower]
             if unknown:
                 raise TableConfigError(
@@ -502,14 +521,28 @@ class TablePipeline:
             )
             excluded |= {c.lower() for c in computed}
         hashed = {c.lower() for c in self.table.hash_columns}
-        for c in columns:
-            if c.name.lower() not in excluded and ("%s" in c.name or "%(" in c.name):
-                # pymssql substitutes parameters on the client and has no escape for these.
-                raise CdcError(
-                    f"{self.label}: column {c.name!r} contains '%s' or '%(', which pymssql takes for a parameter "
-                    "placeholder; exclude it (exclude_columns) or rename it"
-                )
-        return [map_column(c, hashed=c.name.lower() in hashed) for c in columns if c.name.lower() not in excluded]
+        kept = [c for c in columns if c.name.lower() not in excluded]
+        self._check_placeholders([instance, *(c.name for c in kept)])
+        mappings = [self._mapping(c, c.name.lower() in hashed) for c in kept]
+        _check_target_names(self.label, mappings)
+        return mappings
+
+    def _mapping(self, column: SourceColumn, hashed: bool) -> ColumnMapping:
+        """How a source column travels, under its Snowflake name (``column_names`` or upper case)."""
+        return replace(map_column(column, hashed=hashed), target_name=self.table.snowflake_column(column.name))
+
+    def _check_placeholders(self, names: Sequence[str]) -> None:
+        """pymssql takes ``%s``/``%d`` and ``%(…)`` anywhere in a statement for parameter
+        placeholders (sql.tsql_params): it carries names with either, not both in one statement."""
+        names = [self.table.source_schema, self.table.table, *names]
+        positional = [n for n in names if re.search(r"%[sd]", n)]
+        named = [n for n in names if "%(" in n]
+        if positional and named:
+            raise CdcError(
+                f"{self.label}: names {positional} contain '%s'/'%d' and {named} contain '%(': pymssql takes both "
+                "for parameter placeholders and has no escape, so one statement cannot carry them; exclude or "
+                "rename one of them"
+            )
 
     def _check_key_not_nullable(self) -> None:
         """A key column that allows NULL is refused rather than handled: Snowflake's MERGE never
@@ -718,9 +751,9 @@ class TablePipeline:
         """Progress of this extract, its ETA from the catalog's row estimate (sys.partitions) of the
         source table (snapshot) or of the change table (a window: an upper bound)."""
         if window.mode == "snapshot":
-            name, basis = f"{self.table.source_schema}.{self.table.table}", "table's row-count estimate"
+            name, basis = tsql_name(self.table.source_schema, self.table.table), "table's row-count estimate"
         else:
-            name, basis = f"cdc.{window.capture_instance}_CT", "change-table size, an upper bound"
+            name, basis = tsql_name("cdc", f"{window.capture_instance}_CT"), "change-table size, an upper bound"
         try:
             estimate = self.source.row_estimate(name)
         except Exception as exc:  # progress is a convenience: never fail the load for it
@@ -789,7 +822,7 @@ class TablePipeline:
         """MERGE into raw, append history, then (last) advance the watermark and clean up."""
         started = time.monotonic()
         mappings = [
-            map_column(SourceColumn(**{k: v for k, v in c.items() if k != "hashed"}), hashed=c["hashed"])
+            self._mapping(SourceColumn(**{k: v for k, v in c.items() if k != "hashed"}), c["hashed"])
             for c in batch.columns
         ]
         layout = self.layout(mappings)

@@ -76,6 +76,7 @@ def reader_login_fix(source: SourceConfig, login: str = "cdc_reader") -> str:
 def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> list[Finding]:
     """SQL Server checks over one connection (``open_source`` returns a ``CdcSource``)."""
     from include.cdc_pipeline.pipeline import CdcError, TableNotCapturedError, TablePipeline, enable_table_call
+    from include.cdc_pipeline.sql import tsql_name
     from include.cdc_pipeline.types import UnsupportedTypeError
 
     name = f"{source.name}: SQL Server"
@@ -123,7 +124,8 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
     for table in source.tables:
         where = f"{table.source_schema}.{table.table}"
         check = f"{name} table {where}"
-        (object_id,) = src.query("SELECT OBJECT_ID(%s)", (where,))[0]
+        quoted = tsql_name(table.source_schema, table.table)  # OBJECT_ID parses the name: quote its parts
+        (object_id,) = src.query("SELECT OBJECT_ID(%s)", (quoted,))[0]
         if object_id is None:
             findings.append(
                 Finding(
@@ -143,11 +145,11 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
             fix = enable_table_call(table) if isinstance(exc, TableNotCapturedError) else str(exc)
             findings.append(Finding(check, False, _first_line(exc), fix))
             continue
+        objects = (tsql_name("cdc", f"{instance.name}_CT"), quoted)  # as HAS_PERMS_BY_NAME and GRANT take them
         perms = src.query(
-            "SELECT HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT'), HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')",
-            (f"cdc.{instance.name}_CT", where),
+            "SELECT HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT'), HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')", objects
         )[0]
-        missing = [obj for obj, ok in zip((f"cdc.{instance.name}_CT", where), perms, strict=True) if ok != 1]
+        missing = [obj for obj, ok in zip(objects, perms, strict=True) if ok != 1]
         findings.append(
             Finding(
                 check,

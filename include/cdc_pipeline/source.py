@@ -15,7 +15,7 @@ from datetime import datetime, time
 from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
-from include.cdc_pipeline.sql import template, tsql_ident
+from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params
 from include.cdc_pipeline.types import SourceColumn
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class CdcSource:
     def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         cursor = self.connection.cursor()
         try:
-            cursor.execute(sql, tuple(params) if params else None)
+            cursor.execute(*_bound(sql, params))
             return cursor.fetchone()
         finally:
             cursor.close()
@@ -58,7 +58,7 @@ class CdcSource:
     def _all(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         cursor = self.connection.cursor()
         try:
-            cursor.execute(sql, tuple(params) if params else None)
+            cursor.execute(*_bound(sql, params))
             return list(cursor.fetchall())
         finally:
             cursor.close()
@@ -87,7 +87,7 @@ class CdcSource:
 
     def change_table_columns(self, capture_instance: str) -> list[SourceColumn]:
         """Captured columns of an instance with their exact SQL Server types (CDC columns removed)."""
-        rows = self._all(template("tsql/change_table_columns.sql"), (f"cdc.{capture_instance}_CT",))
+        rows = self._all(template("tsql/change_table_columns.sql"), (tsql_name("cdc", f"{capture_instance}_CT"),))
         return [
             SourceColumn(name, type_name, max_length or 0, precision or 0, scale or 0, bool(nullable), bool(computed))
             for name, type_name, max_length, precision, scale, nullable, computed in rows
@@ -96,12 +96,12 @@ class CdcSource:
 
     def nullable_columns(self, schema: str, table: str) -> set[str]:
         """Names (lower case) of the source table's nullable columns."""
-        rows = self._all(template("tsql/nullable_columns.sql"), (f"{tsql_ident(schema)}.{tsql_ident(table)}",))
+        rows = self._all(template("tsql/nullable_columns.sql"), (tsql_name(schema, table),))
         return {name.lower() for (name,) in rows}
 
     def table_columns(self, schema: str, table: str) -> list[str]:
         """The source table's current column names (a captured column may have been dropped since)."""
-        return [row[0] for row in self._all(template("tsql/table_columns.sql"), (f"{schema}.{table}",))]
+        return [row[0] for row in self._all(template("tsql/table_columns.sql"), (tsql_name(schema, table),))]
 
     def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
         """The first LSN in the change table after ``after``: the cheap 'is there work?' probe."""
@@ -184,7 +184,7 @@ class CdcSource:
         key_pos = [names.index(k.name.lower()) for k in key]
         select = ", ".join(tsql_ident(c) for c in columns)
         order = ", ".join(tsql_ident(k.name) for k in key)
-        source = f"{tsql_ident(schema)}.{tsql_ident(table)}"
+        source = tsql_name(schema, table)
         last: tuple[Any, ...] | None = None
         while True:
             if last is None:
@@ -204,7 +204,7 @@ class CdcSource:
     def _stream(self, sql: str, params: Sequence[Any], chunk_rows: int) -> Iterator[list[tuple[Any, ...]]]:
         cursor = self.connection.cursor()
         try:
-            cursor.execute(sql, tuple(params))
+            cursor.execute(*_bound(sql, params))
             while True:
                 rows = cursor.fetchmany(chunk_rows)
                 if not rows:
@@ -212,6 +212,12 @@ class CdcSource:
                 yield list(rows)
         finally:
             cursor.close()
+
+
+def _bound(sql: str, params: Sequence[Any] | None) -> tuple[Any, ...]:
+    """Arguments of ``cursor.execute`` (see ``sql.tsql_params``). Without parameters the statement
+    goes alone: pymssql substitutes even an explicit ``None`` (``[x%sy]`` would become ``xNULLy``)."""
+    return tsql_params(sql, params) if params else (sql,)
 
 
 def _keyset_predicate(key: Sequence[SourceColumn], last: Sequence[Any]) -> tuple[str, list[Any]]:

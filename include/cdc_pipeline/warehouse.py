@@ -13,18 +13,15 @@ Exactly-once in effect comes from the order of steps and from the data itself:
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from include.cdc_pipeline.config import DeleteMode
-from include.cdc_pipeline.sql import sf_ident, sf_table
+from include.cdc_pipeline.sql import sf_ident, sf_params, sf_table
 from include.cdc_pipeline.types import ColumnMapping
 
 log = logging.getLogger(__name__)
-
-_QUOTED_IDENT = re.compile(r'"(?:[^"]|"")*"')
 
 # Metadata columns (README "Raw tables"). LSNs are 20-char upper-case hex: string order = LSN order.
 STAGE_META = [
@@ -133,9 +130,7 @@ class Warehouse:
     def execute(self, sql: str, params: dict[str, Any] | Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         self.queries += 1
         if params is not None:
-            # The connector formats parameters with Python's % operator: a % inside a quoted
-            # column name ("RATE%") must be doubled, or the statement fails before it is sent.
-            sql = _QUOTED_IDENT.sub(lambda m: m.group(0).replace("%", "%%"), sql)
+            sql = sf_params(sql)  # a % in a quoted name ("QTY%") is not a placeholder
         cursor = self.connection.cursor()
         try:
             cursor.execute(sql, params)

@@ -21,7 +21,7 @@ BAD = Path(__file__).parent / "fixtures" / "bad"
 EXPECTED = {
     "unknown_field.yaml": ("tables.0.primary_keys", "Extra inputs are not permitted"),
     "missing_key.yaml": ("tables.0.primary_key", "Field required"),
-    "bad_identifier.yaml": ("tables.0.table", "should match pattern"),
+    "bad_identifier.yaml": ("tables.0.table", "control character"),
     "hashed_key.yaml": ("tables.0", "hash_columns must not contain primary key"),
     "bad_policy.yaml": ("tables.0.retention_gap_policy", "'fail' or 'resnapshot'"),
     "not_yaml.yaml": ("not_yaml.yaml", "not valid YAML"),
