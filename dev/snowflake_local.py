@@ -585,7 +585,7 @@ async def _query_request(request: Any) -> Any:
         return await fs_server.query_request(request)
     if (role := strict.use_role(sql)) is not None:
         _session_roles[token] = role  # and fakesnow accepts the statement
-    if denied := strict.create_database_denied(sql, _session_roles.get(token, strict.normalise_role(None))):
+    if denied := strict.create_database_denied(sql, _session_roles.get(token, strict.normalise_role(None)), ACCOUNT):
         return _error_response(**denied)
     if (zone := strict.session_timezone(sql)) is not None:
         try:

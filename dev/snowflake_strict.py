@@ -75,16 +75,17 @@ def use_role(sql: str) -> str | None:
     return normalise_role(match["role"]) if match else None
 
 
-def create_database_denied(sql: str, role: str) -> dict[str, Any] | None:
-    """Snowflake's error for a CREATE DATABASE by a role without the account privilege, else None."""
+def create_database_denied(sql: str, role: str, account: str) -> dict[str, Any] | None:
+    """Snowflake's error for a CREATE DATABASE by a role without the account privilege, else None.
+
+    ``account`` is the account the server acts as; Snowflake names it (upper-cased) in the message.
+    """
     if not _CREATE_DATABASE.match(sql) or role in ACCOUNT_CREATE_ROLES:
         return None
-    from dev.snowflake_local import ACCOUNT
-
     return {
         "errno": 3001,
         "sqlstate": "42501",
-        "msg": f"SQL access control error:\nInsufficient privileges to operate on account '{ACCOUNT.upper()}'",
+        "msg": f"SQL access control error:\nInsufficient privileges to operate on account '{account.upper()}'",
     }
 
 
