@@ -17,6 +17,7 @@ Views and macros are (re)created on every open, so a newer emulator fixes an old
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .sqltypes import SYS_TYPES, SYSNAME_USER_TYPE_ID, SqlType, parse_type
 
@@ -321,3 +322,31 @@ def load_table(cur, schema: str, name: str) -> TableInfo | None:
 def pk_constraint_name(table: str, object_id: int) -> str:
     """SQL Server's generated name: ``PK__<first 8 chars of table>__<16 hex digits>``."""
     return f"PK__{table[:8]}__{(object_id * 2654435761) & 0xFFFFFFFFFFFFFFFF:016X}"
+
+
+def column_rows(object_id: int, columns: list[tuple[int, str, SqlType, bool, bool]]) -> list[list[Any]]:
+    """emu.columns rows: (object_id, column_id, name, type_sql, type_name, ids, sizes, flags)."""
+    rows = []
+    for column_id, name, sql_type, nullable, identity in columns:
+        rows.append(
+            [
+                object_id,
+                column_id,
+                name,
+                sql_type.sql(),
+                sql_type.name,
+                sql_type.system_type_id,
+                sql_type.user_type_id,
+                sql_type.max_length(),
+                sql_type.sys_precision(),
+                sql_type.sys_scale(),
+                nullable,
+                identity,
+            ]
+        )
+    return rows
+
+
+def insert_columns(session_cur: Any, rows: list[list[Any]]) -> None:
+    if rows:
+        session_cur.executemany("INSERT INTO emu.columns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

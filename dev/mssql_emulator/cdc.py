@@ -15,8 +15,7 @@ import sqlglot
 from sqlglot import exp
 
 from . import errors
-from .catalog import TableInfo, dq, load_table
-from .ddl import column_rows, insert_columns
+from .catalog import TableInfo, column_rows, dq, insert_columns, load_table
 from .lsn import ZERO_LSN, format_lsn, int_to_lsn
 from .sqltypes import SqlType, make_type
 

@@ -13,8 +13,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from . import errors
-from .catalog import TableInfo, dq, pk_constraint_name
+from . import cdc, errors
+from .catalog import TableInfo, column_rows, dq, insert_columns, pk_constraint_name
 from .results import Result
 from .sqltypes import SqlType
 from .translate import ColumnDef, RawStatement, parse_alter_add, parse_create_table, table_parts, to_duckdb, transform
@@ -66,34 +66,6 @@ def create_unique_index(session: Any, node: exp.Create) -> Result:
 def _mark_ddl(session: Any) -> None:
     session.begin_write()
     session.has_ddl = True
-
-
-def column_rows(object_id: int, columns: list[tuple[int, str, SqlType, bool, bool]]) -> list[list[Any]]:
-    """emu.columns rows: (object_id, column_id, name, type_sql, type_name, ids, sizes, flags)."""
-    rows = []
-    for column_id, name, sql_type, nullable, identity in columns:
-        rows.append(
-            [
-                object_id,
-                column_id,
-                name,
-                sql_type.sql(),
-                sql_type.name,
-                sql_type.system_type_id,
-                sql_type.user_type_id,
-                sql_type.max_length(),
-                sql_type.sys_precision(),
-                sql_type.sys_scale(),
-                nullable,
-                identity,
-            ]
-        )
-    return rows
-
-
-def insert_columns(session_cur: Any, rows: list[list[Any]]) -> None:
-    if rows:
-        session_cur.executemany("INSERT INTO emu.columns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def _computed_sql(session: Any, col: ColumnDef) -> str:
@@ -418,8 +390,6 @@ def drop(session: Any, node: exp.Drop) -> Result:
                 "or you do not have permission.",
             )
         if info.instances:
-            from . import cdc
-
             # SQL Server drops the table's capture instances with it.
             cdc.disable_table(session, info.schema, info.name, "all")
         _mark_ddl(session)

@@ -20,7 +20,7 @@ from sqlglot import exp
 
 from . import errors
 from .catalog import InstanceInfo, TableInfo, dq
-from .engine import settle
+from .duckdb_cursor import settle
 from .lsn import int_to_lsn
 from .results import Result
 from .translate import collation_equal, duck_datatype, table_parts, to_duckdb, transform

@@ -31,10 +31,12 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from . import catalog, errors, security
+from . import bulk, catalog, cdc, ddl, dml, errors, merge, procs, security
 from .catalog import OBJECT_ID_BASE, OBJECT_ID_STEP, TableInfo
 from .clock import Clock
 from .coltypes import annotate as annotate_types
+from .dbapi import Connection
+from .duckdb_cursor import settle
 from .lsn import INITIAL_LSN_INT, int_to_lsn, lsn_to_int
 from .results import Column, Result, column_name
 from .translate import (
@@ -164,9 +166,7 @@ class Engine:
 
     def bulk_apply(self, **kwargs: Any) -> dict[str, Any]:
         """The workload generator's fast path (see :mod:`dev.mssql_emulator.bulk`)."""
-        from .bulk import bulk_apply
-
-        return bulk_apply(self, **kwargs)
+        return bulk.bulk_apply(self, **kwargs)
 
     def next_spid(self) -> int:
         return next(self._spids)
@@ -220,16 +220,12 @@ class Engine:
 
     def connect(self, *, autocommit: bool = False, as_dict: bool = False, login: str | None = None) -> Any:
         """A DB-API connection (pymssql-like) to this engine, as ``login`` (default ``sa``)."""
-        from .dbapi import Connection
-
         return Connection(self.session(autocommit=autocommit, login=login), as_dict=as_dict, autocommit=autocommit)
 
     # -- capture job ---------------------------------------------------------------------
     def capture(self, maxtrans: int | None = None, maxscans: int | None = None, *, idle_rows: bool = True) -> int:
         """Run the capture job once: up to ``maxscans`` scans of ``maxtrans`` transactions each
         (``maxscans=None``: until caught up). Returns the number of transactions captured."""
-        from . import cdc
-
         maxtrans = maxtrans or self.maxtrans
         total = 0
         scans = 0
@@ -271,8 +267,6 @@ class Engine:
         self.capture_interval = 0.0
 
     def run_cleanup_job(self, retention_minutes: int | None = None) -> dict[str, Any]:
-        from . import cdc
-
         with self.ddl_lock:
             return cdc.cleanup_job(self, retention_minutes or self.retention_minutes)
 
@@ -502,8 +496,6 @@ class Session:
 
     # -- translation helpers ---------------------------------------------------------------
     def context(self, *, dynamic_time: bool = False) -> TranslateContext:
-        from . import cdc
-
         return TranslateContext(
             now=self.engine.clock.now,
             cdc_enabled=self._cdc_enabled(),
@@ -572,8 +564,6 @@ class Session:
     def _run(self, raw: RawStatement, *, stream: bool) -> Result | None:
         word = raw.first_word
         if word in ("EXEC", "EXECUTE"):
-            from . import procs
-
             result = procs.execute(self, raw)
             self._end_statement()
             return result
@@ -589,8 +579,6 @@ class Session:
             return None
         if word == "CREATE" and len(raw.tokens) > 1 and raw.tokens[1].text.upper() == "TABLE":
             # parsed from tokens (keeps exact type names; sqlglot rejects some valid column options)
-            from . import ddl
-
             if self.implicit_transactions and self.trancount == 0:
                 self.trancount = 1
             result = ddl.create_table(self, raw)
@@ -629,16 +617,12 @@ class Session:
             return None
         if isinstance(node, exp.Use):
             return None
-        from . import ddl, dml
-
         try:
             if isinstance(node, exp.Query):
                 return self._select(node, stream=stream)
             if isinstance(node, (exp.Insert, exp.Update, exp.Delete)):
                 result = dml.execute(self, node)
             elif isinstance(node, exp.Merge):
-                from . import merge
-
                 result = merge.execute(self, node)
             elif isinstance(node, (exp.Create, exp.Alter, exp.Drop, exp.TruncateTable)):
                 result = ddl.execute(self, node, raw)
@@ -740,13 +724,6 @@ class Session:
             return self.cur.execute(f"SELECT CAST({inner_sql} AS {cast.to.sql('duckdb')})").fetchone()[0]
         except duckdb.Error as exc:
             raise errors.from_duckdb(exc, spid=self.spid) from exc
-
-
-def settle(cur: duckdb.DuckDBPyConnection) -> None:
-    """Drop an unread result of ``execute()``: DuckDB 2 refuses ``sql()``/``register()`` while one
-    is pending (the statement itself has already run)."""
-    with contextlib.suppress(duckdb.Error):
-        cur.abort()
 
 
 def _guarded(batches: Any, session: Session) -> Any:
