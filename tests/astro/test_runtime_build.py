@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from tests.astro import runtime_build as rb
 
@@ -112,3 +113,21 @@ def test_a_named_provider_may_be_upgraded_but_an_unnamed_one_may_not_move() -> N
     rb.check_pins_held(venv, pins, named)  # holds as built
     with pytest.raises(rb.RuntimeBuildError, match="moves what the Runtime pins: apache-airflow-providers-smtp"):
         rb.check_pins_held(venv, pins, named - {smtp})  # the same version, not asked for, is a move
+
+
+def test_the_local_venv_runs_the_images_airflow_and_providers() -> None:
+    # `make test` and `make demo` must run what the image runs: every package of the Runtime that
+    # requirements.txt does not name and the local venv has is at the Runtime's version (a drift here
+    # once left the tests on Airflow 3.3.2 and common-sql 2.4.0, the image on 3.3.0 and 2.0.1).
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = rb.load_pins(rb.ROOT)
+    named = rb.requirement_names((rb.ROOT / "requirements.txt").read_text())
+    local = {}
+    for name in pins.pinned.keys() - named:
+        try:
+            local[name] = Version(version(name))
+        except PackageNotFoundError:
+            continue  # in the image only (e.g. the Celery provider); nothing of ours imports it
+    assert "apache-airflow" in local
+    assert local == {name: pins.pinned[name] for name in local}
