@@ -61,9 +61,10 @@ $(CHROMIUM):
 
 browser: setup $(CHROMIUM) ## Debian's Chromium for the browser tests (apt-get, when missing)
 
-lint: setup ## ruff (with Airflow AIR rules), ruff format check, sqlfluff, no import cycles (import-linter)
+lint: setup ## ruff (with Airflow AIR rules), ruff format check, mypy (include/), no import cycles (import-linter), sqlfluff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy   # include/, configured in pyproject.toml [tool.mypy]
 	$(VENV)/bin/lint-imports --no-cache   # no import cycles in dev/ or include/ (.importlinter)
 	cd include/sql/tsql && $(CURDIR)/$(VENV)/bin/sqlfluff lint .   # T-SQL (own .sqlfluff: tsql, %s params)
 	$(VENV)/bin/sqlfluff lint include/dbt/billing/models include/dbt/billing/tests include/dbt/billing/analyses

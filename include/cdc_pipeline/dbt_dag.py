@@ -98,7 +98,7 @@ class SnowflakeConnectionProfileMapping(SnowflakeUserPasswordProfileMapping):
         return "content" if content else "file" if path else None
 
     @property
-    def secret_fields(self) -> list[str]:  # type: ignore[override]  # per connection, not per class
+    def secret_fields(self) -> list[str]:  # per connection, not per class (cosmos: a class attribute)
         method = self.key_pair()
         if method is None:
             return ["password"]
@@ -114,14 +114,15 @@ class SnowflakeConnectionProfileMapping(SnowflakeUserPasswordProfileMapping):
 
     @property
     def profile(self) -> dict[str, Any | None]:
-        profile_vars = dict(SnowflakeBaseProfileMapping.profile.fget(self))  # type: ignore[attr-defined]
+        profile_vars = dict(SnowflakeBaseProfileMapping.profile.fget(self))
         for name in self._credential_fields:
             profile_vars.pop(name, None)
         if self.key_pair() == "file":
             profile_vars["private_key_path"] = self.get_dbt_value("private_key_path")
         for name in self.secret_fields:
             profile_vars[name] = self.get_env_var_format(name)
-        return self.filter_null(profile_vars)
+        profile: dict[str, Any | None] = self.filter_null(profile_vars)
+        return profile
 
 
 def skip_dependents_of_stale_sources(

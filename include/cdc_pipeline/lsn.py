@@ -7,10 +7,19 @@ readable in queries, and comparable without BINARY support in the local emulator
 
 from __future__ import annotations
 
+from typing import overload
+
 LSN_BYTES = 10
 ZERO_LSN = bytes(LSN_BYTES)
 
 
+# The overloads tell the type checker that an LSN in gives an LSN out (None only for None).
+@overload
+def to_hex(value: bytes) -> str: ...
+@overload
+def to_hex(value: None) -> None: ...
+@overload
+def to_hex(value: bytes | None) -> str | None: ...
 def to_hex(value: bytes | None) -> str | None:
     """``b'\\x00…\\x2a'`` → ``'0000…002A'`` (20 chars); None stays None."""
     if value is None:
@@ -20,6 +29,12 @@ def to_hex(value: bytes | None) -> str | None:
     return value.hex().upper()
 
 
+@overload
+def from_hex(text: str) -> bytes: ...
+@overload
+def from_hex(text: None) -> None: ...
+@overload
+def from_hex(text: str | None) -> bytes | None: ...
 def from_hex(text: str | None) -> bytes | None:
     if text is None:
         return None

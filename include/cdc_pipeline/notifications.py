@@ -26,11 +26,14 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
 from include.cdc_pipeline.config import SourceConfig
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +220,11 @@ class RunFailureSummary:
         self.webhook_conn_id = webhook_conn_id
         self.__name__ = "cdc_run_failure_summary"
 
-    def __call__(self, context: dict[str, Any]) -> None:
+    def __call__(self, context: Context) -> None:
         dag = context.get("dag")
         dag_run = context.get("dag_run")
-        dag_id = getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", "?")
-        run_id = context.get("run_id") or getattr(dag_run, "run_id", "?")
+        dag_id = getattr(dag, "dag_id", "") or getattr(dag_run, "dag_id", "?")
+        run_id = context.get("run_id") or getattr(dag_run, "run_id", None) or "?"
         failed = _failed_tasks(dag_id, run_id)
         if failed is not None and len(failed) == 1:
             log.info("%s %s: one failed task, its own mail is enough; no summary", dag_id, run_id)
@@ -274,7 +277,11 @@ def deadline_alert(
     """
     if not deadlines_enabled():
         return None
-    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+    from airflow.sdk import (  # type: ignore[attr-defined]  # task-sdk 1.3's __init__.pyi omits these exports
+        AsyncCallback,
+        DeadlineAlert,
+        DeadlineReference,
+    )
 
     label = dag_label or "{{ dag_run.dag_id }}"
     fields = {"label": label, "interval": _human(interval)}

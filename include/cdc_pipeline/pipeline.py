@@ -312,12 +312,12 @@ class TablePipeline:
             upper = min(upper, boundary)
         cap = self.cfg.setting(self.table, "max_transactions_per_batch")
         if upper is not None and cap:
-            bounded = lsnlib.to_hex(self.source.bounded_upper(lsnlib.from_hex(position), cap))  # type: ignore[arg-type]
+            bounded = lsnlib.to_hex(self.source.bounded_upper(lsnlib.from_hex(position), cap))
             if bounded is not None and bounded < upper:
                 upper, capped = bounded, True
         first = None
         if upper is not None and upper > position:
-            first_lsn = self.source.first_change_after(current.name, lsnlib.from_hex(position))  # type: ignore[arg-type]
+            first_lsn = self.source.first_change_after(current.name, lsnlib.from_hex(position))
             first = lsnlib.to_hex(first_lsn) if first_lsn else None
         if first is None or upper is None or first > upper:
             if not self._record_idle(mark, current.name, upper or position, switched):
@@ -366,7 +366,7 @@ class TablePipeline:
     def _ddl_warnings(self, instance: str, after: str) -> list[str]:
         """Source DDL needs a person: the change table keeps the shape it had at enable time."""
         warnings = []
-        for command, ddl_lsn, ddl_time in self.source.ddl_after(instance, lsnlib.from_hex(after)):  # type: ignore[arg-type]
+        for command, ddl_lsn, ddl_time in self.source.ddl_after(instance, lsnlib.from_hex(after)):
             message = (
                 f"{self.label}: DDL on the source table at {lsnlib.display(ddl_lsn)} ({ddl_time}): {command!r}. "
                 f"Capture instance {instance} keeps its original columns: to replicate an added column, create a "
@@ -654,7 +654,7 @@ class TablePipeline:
                     window.capture_instance,
                     names,
                     lsnlib.from_hex(window.lower),
-                    lsnlib.from_hex(window.upper),  # type: ignore[arg-type]
+                    lsnlib.from_hex(window.upper),
                     self.cfg.chunk_rows,
                 ),
                 [META_WIDTH + names.index(m.source.name) for m in mappings if m.target_name in layout.key],
@@ -712,7 +712,7 @@ class TablePipeline:
             raise CdcError(f"{self.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
         self._fill_commit_times(layout, untimed)
         failpoint("after_copy", self.label)
-        committed = self.cfg.to_utc(self.source.lsn_to_time(lsnlib.from_hex(window.upper))) if window.upper else None  # type: ignore[arg-type]
+        committed = self.cfg.to_utc(self.source.lsn_to_time(lsnlib.from_hex(window.upper))) if window.upper else None
         return Batch(
             window=window,
             batch_id=batch_id,

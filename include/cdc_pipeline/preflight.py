@@ -136,7 +136,7 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
                 )
             )
             continue
-        pipeline = TablePipeline(source, table, lambda src=src: src, _no_warehouse, _NoHints())
+        pipeline = TablePipeline(source, table, lambda: src, _no_warehouse, _NoHints())
         try:
             instance = pipeline.instances()[-1]
             pipeline.mappings(instance.name)
@@ -293,7 +293,7 @@ def metadata_pools() -> dict[str, int]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return {p.pool: p.slots for p in session.query(Pool).all()}
+        return {p.pool: p.slots for p in session.query(Pool).all()}  # type: ignore[misc]  # pool: nullable column, never NULL
 
 
 def api_pools(conn_id: str = API_CONN_ID) -> dict[str, int]:
@@ -380,12 +380,15 @@ def run_preflight(
         except ConfigError as exc:
             findings.append(Finding(f"config {path.name} valid", False, str(exc), "fix the field named above"))
     for _, source in sources:
-        findings += check_sqlserver(
-            source, lambda s=source: CdcSource(MsSqlHook(mssql_conn_id=s.mssql_conn_id).get_conn())
-        )
-        findings += check_snowflake(
-            source, lambda s=source: Warehouse(CdcSnowflakeHook(snowflake_conn_id=s.snowflake_conn_id).get_conn())
-        )
+
+        def open_source(s: SourceConfig = source) -> CdcSource:
+            return CdcSource(MsSqlHook(mssql_conn_id=s.mssql_conn_id).get_conn())
+
+        def open_warehouse(s: SourceConfig = source) -> Warehouse:
+            return Warehouse(CdcSnowflakeHook(snowflake_conn_id=s.snowflake_conn_id).get_conn())
+
+        findings += check_sqlserver(source, open_source)
+        findings += check_snowflake(source, open_warehouse)
     for conn_id in dict.fromkeys(s.smtp_conn_id for _, s in sources):
         findings.append(check_smtp(conn_id))
     findings.append(check_salt([s for _, s in sources], get_salt or runner.read_salt))

@@ -6,6 +6,7 @@ incident (it reads the whole table on both sides, so run it on small tables or o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -56,7 +57,7 @@ def reconcile(pipeline: TablePipeline, salt: str | None = None, sample: int = 5)
     select = ", ".join(tsql_ident(name) for name in selected)
     src_sql = f"SELECT {select} FROM {tsql_ident(pipeline.table.source_schema)}.{tsql_ident(pipeline.table.table)}"
     rows = [widen(row) for row in pipeline.source.query(src_sql)]
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in mappings]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in mappings]
     converted = [arrow_column(m, list(columns[i]), salt).to_pylist() for i, m in enumerate(mappings)]
     source = {}
     for values in zip(*converted, strict=True) if rows else []:

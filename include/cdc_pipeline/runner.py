@@ -108,7 +108,8 @@ def read_salt() -> str | None:
     """The salt, or None when unset (the pipeline then names the missing Variable)."""
     from airflow.sdk import Variable
 
-    return Variable.get(SALT_VARIABLE, default=None)
+    salt: str | None = Variable.get(SALT_VARIABLE, default=None)
+    return salt
 
 
 def build_pipeline(config_path: str, table_name: str) -> TablePipeline:

@@ -51,7 +51,8 @@ class CdcSource:
         cursor = self.connection.cursor()
         try:
             cursor.execute(*_bound(sql, params))
-            return cursor.fetchone()
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row
         finally:
             cursor.close()
 

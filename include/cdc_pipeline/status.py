@@ -68,7 +68,7 @@ def _seconds(later: str | None, earlier: str | None) -> float | None:
 def _with_point(record: dict[str, Any], run_id: str, point: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     """The record's points with this run's point added or updated (one point per DAG run), bounded."""
     points = [p for p in record.get("points") or [] if p.get("run_id") != run_id]
-    previous = next((p for p in record.get("points") or [] if p.get("run_id") == run_id), {})
+    previous: dict[str, Any] = next((p for p in record.get("points") or [] if p.get("run_id") == run_id), {})
     points.append({**previous, **point, "run_id": run_id})
     since = (now - HISTORY).isoformat()
     points = [p for p in points if p["at"] >= since]
@@ -215,7 +215,7 @@ def _table_state(
     paused: bool | None,
     now: datetime,
 ) -> tuple[str, str]:
-    if int((run or {}).get("failed_runs") or 0) >= 1:
+    if run and int(run.get("failed_runs") or 0) >= 1:
         return "failing", f"failed {run['failed_runs']} DAG run(s) in a row: {run.get('last_error', '')}"
     if not status and not run:
         return "no runs yet", "the CDC DAG has not run this table yet"

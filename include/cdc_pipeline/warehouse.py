@@ -293,19 +293,22 @@ class Warehouse:
         set_values = ", ".join(f"{c} = s.{c}" for c in cols if c not in key)
         upsert = f"UPDATE SET {set_values + ', ' if set_values else ''}{set_meta}, {loaded} = {now}"
         insert_cols = ", ".join([*cols, lsn, seq, op, committed, cmd, loaded, deleted, deleted_at])
-        values = lambda is_delete: ", ".join(  # noqa: E731 - two spellings of one VALUES list
-            [
-                *(f"s.{c}" for c in cols),
-                f"s.{lsn}",
-                f"s.{seq}",
-                f"s.{op}",
-                f"s.{committed}",
-                f"s.{cmd}",
-                now,
-                "TRUE" if is_delete else "FALSE",
-                f"s.{committed}" if is_delete else "NULL",
-            ]
-        )
+
+        def values(is_delete: bool) -> str:  # two spellings of one VALUES list
+            return ", ".join(
+                [
+                    *(f"s.{c}" for c in cols),
+                    f"s.{lsn}",
+                    f"s.{seq}",
+                    f"s.{op}",
+                    f"s.{committed}",
+                    f"s.{cmd}",
+                    now,
+                    "TRUE" if is_delete else "FALSE",
+                    f"s.{committed}" if is_delete else "NULL",
+                ]
+            )
+
         if layout.delete_mode is DeleteMode.HARD:
             on_delete = f"WHEN MATCHED AND s.{op} = {OP_DELETE} AND {newer} THEN DELETE"
             insert_deleted = ""
