@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,14 @@ with DAG(
 '''
 
 
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://localhost:{port}/api/v2/monitor/health", timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
     smtp_sink.clear()
     home, dags = tmp_path / "airflow", tmp_path / "dags"
@@ -85,6 +94,10 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
     proc = procs.spawn([airflow, "standalone"], env, log)
     try:
         deadline = time.monotonic() + 240
+        # Wait for the API server with a cheap HTTP probe first: every `airflow dags trigger` is a
+        # Python process importing Airflow, which would slow the start-up it polls.
+        while time.monotonic() < deadline and not _healthy(port):
+            time.sleep(1)
         triggered = False
         while time.monotonic() < deadline and not triggered:
             time.sleep(5)
