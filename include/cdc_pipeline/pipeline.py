@@ -11,7 +11,6 @@ import contextlib
 import gc
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +29,7 @@ from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableC
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.progress import PROGRESS_EVERY, Progress
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
-from include.cdc_pipeline.sql import tsql_name, tsql_string
+from include.cdc_pipeline.sql import PYMSSQL_NAMED_START, PYMSSQL_POSITIONAL, tsql_name, tsql_string
 from include.cdc_pipeline.stages import AzureStage, InternalStage, Stage
 from include.cdc_pipeline.types import ColumnMapping, SourceColumn, arrow_column, map_column
 from include.cdc_pipeline.warehouse import (
@@ -182,12 +181,12 @@ def _check_target_names(label: str, mappings: Sequence[ColumnMapping]) -> None:
     but a ``column_names`` entry can collide with any other column."""
     taken = {name: "the pipeline's metadata column" for name, _ in [*RAW_META, *HISTORY_META]}
     for m in mappings:
-        other = taken.setdefault(m.target_name, f"source column {m.source.name!r}")
-        if other != f"source column {m.source.name!r}":
+        if m.target_name in taken:
             raise TableConfigError(
-                f"{label}: source column {m.source.name!r} and {other} both map to Snowflake column "
+                f"{label}: source column {m.source.name!r} and {taken[m.target_name]} both map to Snowflake column "
                 f"{m.target_name!r}; rename one in column_names (or exclude it)"
             )
+        taken[m.target_name] = f"source column {m.source.name!r}"
 
 
 class TablePipeline:
@@ -535,8 +534,8 @@ class TablePipeline:
         """pymssql takes ``%s``/``%d`` and ``%(…)`` anywhere in a statement for parameter
         placeholders (sql.tsql_params): it carries names with either, not both in one statement."""
         names = [self.table.source_schema, self.table.table, *names]
-        positional = [n for n in names if re.search(r"%[sd]", n)]
-        named = [n for n in names if "%(" in n]
+        positional = [n for n in names if PYMSSQL_POSITIONAL.search(n)]
+        named = [n for n in names if PYMSSQL_NAMED_START in n]
         if positional and named:
             raise CdcError(
                 f"{self.label}: names {positional} contain '%s'/'%d' and {named} contain '%(': pymssql takes both "

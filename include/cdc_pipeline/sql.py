@@ -66,8 +66,8 @@ def sf_table(*parts: str) -> str:
 _SF_QUOTED = re.compile(r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/""", re.S)
 _TSQL_QUOTED = re.compile(r"""\[(?:[^\]]|\]\])*\]|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/""", re.S)
 # pymssql 2.4's placeholder patterns (src/pymssql/_mssql.pyx, _re_pos_param / _re_name_param).
-_PYMSSQL_POSITIONAL = re.compile(r"%[sd]")
-_PYMSSQL_NAMED_START = "%("
+PYMSSQL_POSITIONAL = re.compile(r"%[sd]")
+PYMSSQL_NAMED_START = "%("
 
 
 def sf_params(sql: str) -> str:
@@ -89,9 +89,9 @@ def tsql_params(sql: str, params: Sequence[Any]) -> tuple[str, tuple[Any, ...] |
     names contain both forms cannot be carried; it is refused naming the reason.
     """
     quoted = [m.group(0) for m in _TSQL_QUOTED.finditer(sql)]
-    if not any(_PYMSSQL_POSITIONAL.search(q) for q in quoted):
+    if not any(PYMSSQL_POSITIONAL.search(q) for q in quoted):
         return sql, tuple(params)
-    if any(_PYMSSQL_NAMED_START in q for q in quoted):
+    if any(PYMSSQL_NAMED_START in q for q in quoted):
         raise ValueError(
             "pymssql cannot carry this statement: its quoted names contain both '%s' and '%(' "
             "(the driver takes either for a parameter placeholder and has no escape)"
@@ -105,7 +105,7 @@ def tsql_params(sql: str, params: Sequence[Any]) -> tuple[str, tuple[Any, ...] |
             named[key] = next(values)
             return f"%({key})s"
 
-        return _PYMSSQL_POSITIONAL.sub(name, text)
+        return PYMSSQL_POSITIONAL.sub(name, text)
 
     out, pos = [], 0
     for match in _TSQL_QUOTED.finditer(sql):
