@@ -27,6 +27,15 @@ PY = sys.executable
 SERVICES = ("workload", "airflow", "mssql", "smtp")  # stop order (local Snowflake is stopped last)
 
 
+def airflow_healthy(url: str) -> bool:
+    """Airflow's API server at ``url`` answers its health endpoint (a cheap HTTP probe)."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 class Stack:
     def __init__(self, stack: LocalStack | None = None) -> None:
         self.cfg = stack or LocalStack()
@@ -257,12 +266,9 @@ class Stack:
         url = f"http://localhost:{self.cfg.airflow_port}"
         deadline = time.monotonic() + 600  # ~20 s on a quiet machine; minutes on a loaded one
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(2)
+            if airflow_healthy(url):
+                break
+            time.sleep(2)
         else:
             raise SystemExit(f"Airflow did not answer at {url}; see {self.log_dir / 'airflow.log'}")
         password_file = self.cfg.airflow_home / "simple_auth_manager_passwords.json.generated"

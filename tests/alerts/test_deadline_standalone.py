@@ -14,12 +14,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dev import procs
+from dev.stack import airflow_healthy
 from tests.fixtures_snowflake import free_port  # the one free-port helper of the tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,14 +50,6 @@ with DAG(
 
     slow()
 '''
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://localhost:{port}/api/v2/monitor/health", timeout=3) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
@@ -96,7 +88,7 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
         deadline = time.monotonic() + 240
         # Wait for the API server with a cheap HTTP probe first: every `airflow dags trigger` is a
         # Python process importing Airflow, which would slow the start-up it polls.
-        while time.monotonic() < deadline and not _healthy(port):
+        while time.monotonic() < deadline and not airflow_healthy(f"http://localhost:{port}"):
             time.sleep(1)
         triggered = False
         while time.monotonic() < deadline and not triggered:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dev.stack import airflow_healthy
 from tests.ui.browser_check import CHROMIUM as DEBIAN_CHROMIUM
 from tests.ui.browser_check import CHROMIUM_ARGS  # one set of flags for every browser test
 
@@ -150,14 +151,7 @@ class StatusStack:
             stack.run_dir, "airflow", [PY, "-m", "airflow", "standalone"], stack.env, stack.log_dir / "airflow.log"
         )
 
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:  # noqa: S310
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, f"airflow standalone at {url} (log: {stack.log_dir / 'airflow.log'})")
+        wait_for(lambda: airflow_healthy(url), f"airflow standalone at {url} (log: {stack.log_dir / 'airflow.log'})")
         passwords = self.config.airflow_home / "simple_auth_manager_passwords.json.generated"
         users = json.loads(passwords.read_text())
         return Airflow(url, "admin", users["admin"])
