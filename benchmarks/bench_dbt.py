@@ -95,7 +95,7 @@ def _airflow_env(home: Path, port: int, mode: str | None = None) -> dict[str, st
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "DO_NOT_TRACK": "1",
             "CDC_DBT_TARGET": "local",
-            "CDC_DEADLINES": "off",  # dag.test() cannot finish a run with a deadline in 3.3 (notifications.py)
+            "CDC_DEADLINES": "off",  # dag.test() cannot finish a run with a deadline in 3.3 (alerts/callbacks.py)
             "AIRFLOW_CONN_SNOWFLAKE_DEFAULT": json.dumps(snowflake_local.airflow_connection(port)),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": 1}),
         }

@@ -191,7 +191,7 @@ class Stack:
 
     def dag_test(self, dag_id: str, conf: dict[str, Any] | None = None) -> float:
         started = time.monotonic()
-        # Deadline Alerts off under `dags test` (Airflow 3.3 bug, see notifications.deadlines_enabled).
+        # Deadline Alerts off under `dags test` (Airflow 3.3 bug, see alerts.callbacks.deadlines_enabled).
         env = {**self.env, "CDC_DEADLINES": "off"}
         command = [PY, "-m", "airflow", "dags", "test", dag_id]
         if conf:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
 
+from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
 from include.cdc_pipeline.config import SourceConfig, TableConfig, config_dir, load_source_config
-from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
 SOURCE_POOL = "cdc_sqlserver"
 SNOWFLAKE_POOL = "cdc_snowflake"

@@ -51,10 +51,10 @@ from cosmos.constants import DbtResourceType, InvocationMode, SourceRenderingBeh
 from cosmos.profiles.snowflake.base import SnowflakeBaseProfileMapping
 from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
+from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
 from include.cdc_pipeline.dag_factory import published_asset
 from include.cdc_pipeline.dbt_manifest import dbt_executable, manifest_path, project_dir
-from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary, source_deadline_alert
 
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)
 EXECUTION_MODE_ENV = "CDC_DBT_EXECUTION_MODE"  # override of the measured default (docs/dbt.md)
@@ -276,7 +276,7 @@ def build_dbt_dag(
         doc_md=_doc_md(source, project, mode, doc_md, source_freshness),
         dagrun_timeout=timedelta(hours=2),
         on_failure_callback=run_failure_summary(source),
-        # dbt_deadline, else the source's deadline (switched off under dag.test(), see notifications).
+        # dbt_deadline, else the source's deadline (off under dag.test(): alerts.callbacks.deadlines_enabled).
         **({"deadline": deadline} if (deadline := source_deadline_alert(source, dag_id)) else {}),
     ) as dag:
         DbtTaskGroup(

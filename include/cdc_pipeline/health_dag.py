@@ -20,8 +20,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
-from include.cdc_pipeline.notifications import (
+from include.cdc_pipeline.alerts.callbacks import (
     DEFAULT_ALERT_EMAILS,
     RunFailureSummary,
     alert_emails,
@@ -29,6 +28,7 @@ from include.cdc_pipeline.notifications import (
     failure_notifier,
     task_failure_notifier,
 )
+from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
 
 log = logging.getLogger(__name__)
 DAG_ID = "cdc_health"
@@ -40,7 +40,7 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
     from include.cdc_pipeline import health, status
-    from include.cdc_pipeline.notifications import send_alert
+    from include.cdc_pipeline.alerts.channels import send_alert
     from include.cdc_pipeline.runner import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
     from include.cdc_pipeline.source import CdcSource

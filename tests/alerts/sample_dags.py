@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary
 from include.cdc_pipeline.config import SourceConfig
-from include.cdc_pipeline.notifications import failure_notifier, run_failure_summary
 
 SOURCE = SourceConfig.model_validate(
     {

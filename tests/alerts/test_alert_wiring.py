@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from include.cdc_pipeline.alerts.callbacks import deadline_alert
+from include.cdc_pipeline.alerts.messages import summary_mail
 from include.cdc_pipeline.config import load_source_config, source_files
-from include.cdc_pipeline.notifications import deadline_alert, summary_mail
 
 
 def test_health_dag_has_one_check_per_source_and_a_deadline() -> None:

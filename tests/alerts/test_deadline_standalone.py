@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, task
 
-from include.cdc_pipeline.notifications import deadline_alert
+from include.cdc_pipeline.alerts.callbacks import deadline_alert
 
 with DAG(
     dag_id="deadline_probe",

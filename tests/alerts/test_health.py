@@ -68,7 +68,7 @@ def test_source_moved_on_while_ingestion_paused_raises_freshness_alert(harness, 
     assert checks[("capture_job", None)].status == "ok"
     # The alert mail names the table and the check.
     subject, body = health.alert_mail(config, list(checks.values()))
-    from include.cdc_pipeline.notifications import send_alert
+    from include.cdc_pipeline.alerts.channels import send_alert
 
     send_alert(config.alert_emails, subject, body)
     [mail] = mailbox.mails(expect=1)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from dev.smtp_sink import body_text
-from include.cdc_pipeline.notifications import failure_mail, send_alert, webhook_text
+from include.cdc_pipeline.alerts.channels import send_alert
+from include.cdc_pipeline.alerts.messages import failure_mail, webhook_text
 
 
 @pytest.fixture
