@@ -10,5 +10,5 @@ ENV DO_NOT_TRACK=1 \
 # Cosmos renders billing_dbt from a dbt manifest, so the DAG processor never runs `dbt ls`.
 # `dbt parse` needs no database connection; it writes build/dbt/<project>/manifest.json, outside
 # the folders the Astro CLI bind-mounts (dags, include, plugins, tests), so `astro dev start`,
-# `astro dev parse` and the deploy-time parse all find it. Where and how: include/cdc_pipeline/dbt_manifest.py.
-RUN python -m include.cdc_pipeline.dbt_manifest
+# `astro dev parse` and the deploy-time parse all find it. Where and how: include/cdc_pipeline/orchestration/dbt_manifest.py.
+RUN python -m include.cdc_pipeline.orchestration.dbt_manifest

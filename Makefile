@@ -74,9 +74,9 @@ format: setup ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 # Cosmos renders the dbt DAG from a manifest, never `dbt ls` at parse time. Where it lives and how
-# it is built (the Dockerfile runs the same module): include/cdc_pipeline/dbt_manifest.py.
+# it is built (the Dockerfile runs the same module): include/cdc_pipeline/orchestration/dbt_manifest.py.
 manifest: setup ## Build the dbt manifest Cosmos parses (only when missing or older than the dbt project)
-	$(PY) -m include.cdc_pipeline.dbt_manifest --if-stale
+	$(PY) -m include.cdc_pipeline.orchestration.dbt_manifest --if-stale
 
 bench: setup ## Benchmarks (print figures; not part of the tests)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -54,7 +54,7 @@ print("PARSE", elapsed, len(bag.dags["billing_dbt"].tasks))
 DAG_TEST_SNIPPET = """
 import time, warnings
 warnings.filterwarnings("ignore")
-from include.cdc_pipeline.dbt_dag import build_dbt_dag
+from include.cdc_pipeline.orchestration.dbt_dag import build_dbt_dag
 dag = build_dbt_dag("billing", source_freshness=%r)
 for attempt in ("cold", "warm"):
     t = time.perf_counter()

@@ -6,6 +6,6 @@ sources' DAGs keep loading. Tables are added in the YAML, never here.
 (Airflow only parses files that mention both "airflow" and "dag": this docstring does.)
 """
 
-from include.cdc_pipeline.dag_factory import build_cdc_dag
+from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
 
 dag = build_cdc_dag("billing")

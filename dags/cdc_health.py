@@ -4,6 +4,6 @@ Checks the capture job, freshness per table, retention headroom and change-table
 the figures to `<db>.CONTROL.CDC_HEALTH` and e-mails the on-call list (docs/runbook.md).
 """
 
-from include.cdc_pipeline.health_dag import build_health_dag
+from include.cdc_pipeline.orchestration.health_dag import build_health_dag
 
 dag = build_health_dag()

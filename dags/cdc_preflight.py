@@ -7,6 +7,6 @@ with slots, that the salt Variable is set and that SMTP answers; each failure na
 Locally: `make preflight`. Details: include/cdc_pipeline/preflight.py.
 """
 
-from include.cdc_pipeline.preflight_dag import build_preflight_dag
+from include.cdc_pipeline.orchestration.preflight_dag import build_preflight_dag
 
 dag = build_preflight_dag(doc_md=__doc__)

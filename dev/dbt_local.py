@@ -2,7 +2,7 @@
 
 CLI (run from the repository root, ``PYTHONPATH=.``)::
 
-    python -m dev.dbt_local manifest                 # dbt parse -> the manifest (include/cdc_pipeline/dbt_manifest.py)
+    python -m dev.dbt_local manifest                 # dbt parse -> the manifest (orchestration/dbt_manifest.py)
     python -m dev.dbt_local seed [--port P]          # demo RAW + RAW *_HISTORY tables (the CDC contract)
     python -m dev.dbt_local build [--port P] [-- dbt args]   # dbt build --target local
     python -m dev.dbt_local dbt [--port P] -- <any dbt command>
@@ -39,7 +39,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from include.cdc_pipeline import dbt_manifest
+from include.cdc_pipeline.orchestration import dbt_manifest
 from include.cdc_pipeline.types import hasher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -687,7 +687,7 @@ def run_dbt(
 
 
 def build_manifest() -> Path:
-    """``dbt parse`` into the manifest the Cosmos DAG reads (include/cdc_pipeline/dbt_manifest.py)."""
+    """``dbt parse`` into the manifest the Cosmos DAG reads (include/cdc_pipeline/orchestration/dbt_manifest.py)."""
     return dbt_manifest.build(PROJECT)
 
 

@@ -248,8 +248,10 @@ class Stack:
         removed pool or a table without CDC is reported, not quietly repaired by the start-up."""
         if not self.is_up():
             self.up()
-        self.say("preflight: python -m include.cdc_pipeline.preflight")
-        result = subprocess.run([PY, "-m", "include.cdc_pipeline.preflight"], env=self.env, cwd=ROOT, check=False)
+        self.say("preflight: python -m include.cdc_pipeline.orchestration.preflight_dag")
+        result = subprocess.run(
+            [PY, "-m", "include.cdc_pipeline.orchestration.preflight_dag"], env=self.env, cwd=ROOT, check=False
+        )
         return result.returncode
 
     def airflow(self) -> None:

@@ -3,7 +3,7 @@ stuck or repeatedly failing table runs.
 
 Plain functions over a `CdcSource` (SQL Server) and a `Warehouse` (Snowflake), so they are tested
 against the emulator and the local Snowflake without Airflow. The ``cdc_health`` DAG
-(include/cdc_pipeline/health_dag.py) runs them, appends the figures to
+(include/cdc_pipeline/orchestration/health_dag.py) runs them, appends the figures to
 ``<db>.<control>.CDC_HEALTH`` and mails the on-call list about anything not ``ok``.
 
 Time: ages are measured against the **source's clock** (``GETDATE()``), the clock that wrote
@@ -271,7 +271,7 @@ def run_record_checks(
     source: SourceConfig, table: TableConfig, record: dict[str, Any] | None, now: datetime
 ) -> list[Check]:
     """A stuck table (no completed run for ``stuck_after``) and a failure streak of
-    ``failing_runs_alert`` DAG runs, from the table's run record (include/cdc_pipeline/runs.py).
+    ``failing_runs_alert`` DAG runs, from the table's run record (include/cdc_pipeline/orchestration/run_record.py).
     ``now`` is aware UTC, the clock the CDC tasks wrote the record with."""
     name, stuck = table.name, _minutes(source.stuck_after)
     if not record:
@@ -279,7 +279,7 @@ def run_record_checks(
         return [Check(source.name, name, "stuck_run", UNKNOWN, None, stuck, "minutes", detail)]
     failed, limit = int(record.get("failed_runs") or 0), source.failing_runs_alert
     error = f"; last error: {record['last_error']}" if failed else ""
-    # runs.py writes succeeded_at on success and failing_since on a streak's first failure
+    # run_record.py writes succeeded_at on success and failing_since on a streak's first failure
     if record.get("succeeded_at"):
         age = now - datetime.fromisoformat(record["succeeded_at"])
         detail = f"last completed run {record.get('succeeded_run')} at {record['succeeded_at']}{error}"

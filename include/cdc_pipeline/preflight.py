@@ -1,9 +1,10 @@
 """Preflight: is everything the CDC DAGs need in place, with the configured connections?
 
 Run before the first deployment and after any change of connections, pools or Variables — by the
-manually triggered ``cdc_preflight`` DAG (include/cdc_pipeline/preflight_dag.py), by
-``python -m include.cdc_pipeline.preflight`` in an Airflow environment, or by ``make preflight``
-on the local stack. Every check runs and all are reported together; each failure names its fix.
+manually triggered ``cdc_preflight`` DAG, by ``python -m include.cdc_pipeline.orchestration.preflight_dag``
+in an Airflow environment, or by ``make preflight`` on the local stack (that module supplies what
+the checks need from the Airflow wiring: the DAGs' pools, the salt Variable). Every check runs and
+all are reported together; each failure names its fix.
 
 Per source config (``include/config/sources/*.yaml``):
 
@@ -26,9 +27,7 @@ reads them directly.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -247,11 +246,9 @@ def check_smtp(conn_id: str) -> Finding:
     )
 
 
-def check_salt(sources: Sequence[SourceConfig], get_salt: Callable[[], str | None]) -> Finding:
-    from include.cdc_pipeline.runner import SALT_VARIABLE
-
+def check_salt(sources: Sequence[SourceConfig], get_salt: Callable[[], str | None], salt_variable: str) -> Finding:
     hashing = sorted(f"{s.name}.{t.name}" for s in sources for t in s.tables if t.hash_columns)
-    check = f"Variable `{SALT_VARIABLE}` set"
+    check = f"Variable `{salt_variable}` set"
     if not hashing:
         return Finding(check, True, "not needed: no table has hash_columns")
     try:
@@ -266,27 +263,13 @@ def check_salt(sources: Sequence[SourceConfig], get_salt: Callable[[], str | Non
         f"set ({len(salt)} characters)" if salt else f"{error}; needed by {', '.join(hashing)}",
         ""
         if salt
-        else f"set the Airflow Variable `{SALT_VARIABLE}` (deployment env var "
-        f"AIRFLOW_VAR_{SALT_VARIABLE.upper()} or the secrets backend's variables prefix) to a long random secret; "
+        else f"set the Airflow Variable `{salt_variable}` (deployment env var "
+        f"AIRFLOW_VAR_{salt_variable.upper()} or the secrets backend's variables prefix) to a long random secret; "
         "never change it once data is loaded",
     )
 
 
 # -- pools -----------------------------------------------------------------------------------------
-def required_pools(sources: Sequence[tuple[Path, SourceConfig]]) -> dict[str, list[str]]:
-    """Pool → the tasks (``dag.task``) that run in it, over the CDC and health DAGs."""
-    from include.cdc_pipeline.dag_factory import build_cdc_dag
-    from include.cdc_pipeline.health_dag import build_health_dag
-
-    dags = [build_cdc_dag(path.stem, path.parent) for path, _ in sources]
-    dags.append(build_health_dag())
-    pools: dict[str, list[str]] = {}
-    for dag in dags:
-        for task in dag.tasks:
-            pools.setdefault(task.pool, []).append(f"{dag.dag_id}.{task.task_id}")
-    return pools
-
-
 def metadata_pools() -> dict[str, int]:
     """Pool name → slots, from the metadata DB (raises in a task process: Airflow 3 blocks it)."""
     from airflow.models.pool import Pool
@@ -331,7 +314,8 @@ def read_pools() -> dict[str, int]:
         raise RuntimeError(
             f"cannot read the pools: no metadata-DB access in an Airflow 3 task, and the REST API failed "
             f"({_first_line(exc)}). Define connection `{API_CONN_ID}` (host: the Airflow API base URL; password: an "
-            "API token, or login + password), or run `python -m include.cdc_pipeline.preflight` where "
+            "API token, or login + password), or run `python -m include.cdc_pipeline.orchestration.preflight_dag` "
+            "where "
             "`airflow pools list` works"
         ) from exc
 
@@ -361,13 +345,16 @@ def check_pools(required: dict[str, list[str]], existing: Callable[[], dict[str,
 def run_preflight(
     paths: Iterable[Path] | None = None,
     *,
+    required_pools: Callable[[Sequence[tuple[Path, SourceConfig]]], dict[str, list[str]]],
+    salt_variable: str,
+    get_salt: Callable[[], str | None],
     pools: Callable[[], dict[str, int]] = read_pools,
-    get_salt: Callable[[], str | None] | None = None,
 ) -> list[Finding]:
-    """Every check for every source config; never stops at the first failure."""
+    """Every check for every source config; never stops at the first failure. ``required_pools``
+    (pool -> the tasks that use it), ``salt_variable`` and ``get_salt`` come from the Airflow wiring
+    (include/cdc_pipeline/orchestration/preflight_dag.py)."""
     from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-    from include.cdc_pipeline import runner
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
     from include.cdc_pipeline.source import CdcSource
     from include.cdc_pipeline.warehouse import Warehouse
@@ -391,7 +378,7 @@ def run_preflight(
         findings += check_snowflake(source, open_warehouse)
     for conn_id in dict.fromkeys(s.smtp_conn_id for _, s in sources):
         findings.append(check_smtp(conn_id))
-    findings.append(check_salt([s for _, s in sources], get_salt or runner.read_salt))
+    findings.append(check_salt([s for _, s in sources], get_salt, salt_variable))
     findings += check_pools(required_pools(sources), pools)
     return findings
 
@@ -413,15 +400,3 @@ def report(findings: Sequence[Finding]) -> str:
 
 def as_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     return [asdict(f) for f in findings]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m include.cdc_pipeline.preflight [--json]``: the checks with this environment's
-    Airflow connections, Variables and pools; exit status 1 when any failed."""
-    findings = run_preflight()
-    print(json.dumps(as_dicts(findings), indent=2) if argv and "--json" in argv else report(findings))
-    return 0 if all(f.ok for f in findings) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -7,7 +7,7 @@ reads only those records (plus Airflow's own DAG, run and task-instance rows):
 - ``cdc_status__<source>__<table>`` (JSON Variable, written by the table's ``plan`` and ``apply``):
   capture instance, replication lag, the last batch and one point per DAG run (lag, rows loaded,
   duration) for the charts, bounded to ``HISTORY`` and ``MAX_POINTS``;
-- ``cdc_runs__<source>__<table>`` (include/cdc_pipeline/runs.py): the failure streak;
+- ``cdc_runs__<source>__<table>`` (include/cdc_pipeline/orchestration/run_record.py): the failure streak;
 - ``cdc_health__<source>`` (written by ``cdc_health``): the latest check of each table (freshness,
   retention headroom) and of the capture job.
 

@@ -10,7 +10,7 @@ from include.cdc_pipeline.config import load_source_config, source_files
 
 
 def test_health_dag_has_one_check_per_source_and_a_deadline() -> None:
-    from include.cdc_pipeline.health_dag import build_health_dag
+    from include.cdc_pipeline.orchestration.health_dag import build_health_dag
 
     dag = build_health_dag()
     names = {load_source_config(p).name for p in source_files()}
@@ -20,7 +20,7 @@ def test_health_dag_has_one_check_per_source_and_a_deadline() -> None:
 
 
 def test_cdc_dag_gets_the_deadline_of_its_yaml() -> None:
-    from include.cdc_pipeline.dag_factory import build_cdc_dag
+    from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
 
     dag = build_cdc_dag("billing")
     alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
@@ -29,7 +29,7 @@ def test_cdc_dag_gets_the_deadline_of_its_yaml() -> None:
 
 
 def test_dbt_dag_gets_its_own_deadline_naming_itself() -> None:
-    from include.cdc_pipeline.dbt_dag import build_dbt_dag
+    from include.cdc_pipeline.orchestration.dbt_dag import build_dbt_dag
 
     dag = build_dbt_dag("billing")
     alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline

@@ -65,7 +65,7 @@ def test_table_not_captured_fails_in_one_try_with_one_mail(
     monkeypatch.setenv("CDC_DEADLINES", "off")
     monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(mssql_airflow_conn(source_server)))
     monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", json.dumps(local_snowflake.airflow_conn(database="FAILFAST")))
-    from include.cdc_pipeline.dag_factory import build_cdc_dag
+    from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
 
     dag = build_cdc_dag("billing", directory=tmp_path)
     assert dag.default_args["retries"] == 3  # transient errors keep their retries
@@ -101,12 +101,12 @@ def test_table_not_captured_fails_in_one_try_with_one_mail(
 def test_errors_no_retry_can_fix_fail_the_task_at_once(error: str) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from include.cdc_pipeline import runner
+    from include.cdc_pipeline.orchestration import tasks
 
-    cls = next(c for c in runner.NOT_RETRYABLE if c.__name__ == error)
+    cls = next(c for c in tasks.NOT_RETRYABLE if c.__name__ == error)
     with (
         pytest.raises(AirflowFailException, match=rf"^{error} \(not retryable.*\): what to do") as caught,
-        runner.fail_fast(),
+        tasks.fail_fast(),
     ):
         raise cls("what to do")
     assert isinstance(caught.value.__cause__, cls)
@@ -114,10 +114,10 @@ def test_errors_no_retry_can_fix_fail_the_task_at_once(error: str) -> None:
 
 @pytest.mark.parametrize("error", [ConnectionError("server restarting"), TimeoutError("lock timeout")])
 def test_transient_errors_keep_their_retries(error: Exception) -> None:
-    from include.cdc_pipeline import runner
+    from include.cdc_pipeline.orchestration import tasks
     from include.cdc_pipeline.pipeline import CdcError
 
     for transient in (error, CdcError("read 10 change rows but COPY loaded 9")):
-        with pytest.raises(type(transient)) as caught, runner.fail_fast():
+        with pytest.raises(type(transient)) as caught, tasks.fail_fast():
             raise transient
         assert caught.value is transient

@@ -9,7 +9,8 @@ import pytest
 
 from dev.localpipeline import MemoryHints  # a run record kept in memory (Airflow Variable in the DAG)
 from dev.smtp_sink import body_text
-from include.cdc_pipeline import health, runs
+from include.cdc_pipeline import health
+from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.warehouse import Warehouse
 
@@ -127,24 +128,26 @@ def _record_checks(config: Any, store: MemoryHints, now: datetime) -> dict[str, 
 def test_repeatedly_failing_runs_alert_once_the_streak_reaches_the_limit(harness) -> None:
     config = harness.source_config([TABLE], failing_runs_alert=3, stuck_after="2h")
     store, t0 = MemoryHints(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-    runs.record_success(store, "run-0", t0)
+    run_record.record_success(store, "run-0", t0)
     # Given two runs that failed, the second after two tries,
-    runs.record_failure(store, "run-1", RuntimeError("boom"), t0 + timedelta(minutes=15))
-    runs.record_failure(store, "run-2", RuntimeError("first try"), t0 + timedelta(minutes=30))
-    runs.record_failure(store, "run-2", TimeoutError("Snowflake timed out\ntraceback…"), t0 + timedelta(minutes=31))
+    run_record.record_failure(store, "run-1", RuntimeError("boom"), t0 + timedelta(minutes=15))
+    run_record.record_failure(store, "run-2", RuntimeError("first try"), t0 + timedelta(minutes=30))
+    run_record.record_failure(
+        store, "run-2", TimeoutError("Snowflake timed out\ntraceback…"), t0 + timedelta(minutes=31)
+    )
     checks = _record_checks(config, store, t0 + timedelta(minutes=35))
     # then the retries of one run count once, and two is below the limit;
     assert checks["failing_runs"].status == "ok" and checks["failing_runs"].value == 2
     assert "TimeoutError: Snowflake timed out" in checks["failing_runs"].detail
     # a third failed run alerts, naming the streak's start and the latest error;
-    runs.record_failure(store, "run-3", RuntimeError("still broken"), t0 + timedelta(minutes=45))
+    run_record.record_failure(store, "run-3", RuntimeError("still broken"), t0 + timedelta(minutes=45))
     checks = _record_checks(config, store, t0 + timedelta(minutes=50))
     failing = checks["failing_runs"]
     assert failing.status == "alert" and failing.value == 3 and failing.threshold == 3
     assert "since 2026-03-01T08:15:00+00:00" in failing.detail and "RuntimeError: still broken" in failing.detail
     assert checks["stuck_run"].status == "ok" and checks["stuck_run"].value == 50
     # and a completed run ends the streak.
-    runs.record_success(store, "run-4", t0 + timedelta(minutes=60))
+    run_record.record_success(store, "run-4", t0 + timedelta(minutes=60))
     checks = _record_checks(config, store, t0 + timedelta(minutes=61))
     assert checks["failing_runs"].status == "ok" and checks["failing_runs"].value == 0
 
@@ -152,7 +155,7 @@ def test_repeatedly_failing_runs_alert_once_the_streak_reaches_the_limit(harness
 def test_table_without_a_completed_run_for_too_long_is_reported_stuck(harness) -> None:
     config = harness.source_config([TABLE], stuck_after="2h")
     store, t0 = MemoryHints(), datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-    runs.record_success(store, "scheduled__2026-03-01T08:00", t0)
+    run_record.record_success(store, "scheduled__2026-03-01T08:00", t0)
     assert _record_checks(config, store, t0 + timedelta(minutes=119))["stuck_run"].status == "ok"
     stuck = _record_checks(config, store, t0 + timedelta(minutes=150))["stuck_run"]
     assert stuck.status == "warn" and stuck.value == 150 and stuck.threshold == 120
@@ -163,10 +166,10 @@ def test_table_without_a_completed_run_for_too_long_is_reported_stuck(harness) -
 
 def test_cdc_tasks_record_their_failures_and_successes(harness, monkeypatch, tmp_path) -> None:
     # Given the CDC task functions with the run record in memory, and a config whose connection is missing,
-    from include.cdc_pipeline import runner
+    from include.cdc_pipeline.orchestration import tasks
 
     store = MemoryHints()
-    monkeypatch.setattr(runner.VariableStore, "runs", classmethod(lambda cls, source, table: store))
+    monkeypatch.setattr(tasks.VariableStore, "runs", classmethod(lambda cls, source, table: store))
     config = tmp_path / "src.yaml"
     config.write_text(
         "name: src\nmssql_conn_id: no_such_connection\ntarget: {database: HEALTH}\n"
@@ -175,7 +178,7 @@ def test_cdc_tasks_record_their_failures_and_successes(harness, monkeypatch, tmp
     # when plan fails in two tries of one run,
     for _ in range(2):
         with pytest.raises(Exception, match="no_such_connection"):
-            runner.plan_table(str(config), "dbo_orders", {"run_id": "manual__1"}, cut=None)
+            tasks.plan_table(str(config), "dbo_orders", {"run_id": "manual__1"}, cut=None)
     # then the run record holds one failed run naming the error.
     assert store.value is not None
     assert store.value["failed_runs"] == 1 and store.value["failed_run"] == "manual__1"

@@ -16,7 +16,7 @@ import yaml
 from airflow.dag_processing.dagbag import DagBag
 
 from include.cdc_pipeline.config import load_source_config, source_files
-from include.cdc_pipeline.runner import SALT_VARIABLE
+from include.cdc_pipeline.orchestration.tasks import SALT_VARIABLE
 from tests.astro.runtime_build import ROOT
 
 README = (ROOT / "README.md").read_text()

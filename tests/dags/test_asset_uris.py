@@ -14,8 +14,8 @@ from cosmos.dataset import compute_model_outlet_uris, construct_dataset_uri, get
 
 from dev import snowflake_local
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
-from include.cdc_pipeline.dag_factory import raw_asset
-from include.cdc_pipeline.dbt_dag import manifest_path, profile_config
+from include.cdc_pipeline.orchestration.cdc_dag import raw_asset
+from include.cdc_pipeline.orchestration.dbt_dag import manifest_path, profile_config
 
 
 def _cosmos_uri(source: SourceConfig, name: str) -> str:

@@ -85,7 +85,7 @@ def test_broken_config_is_one_import_error_and_others_still_load(tmp_path: Path,
         (dags / f"cdc_{name}.py").write_text(
             textwrap.dedent(f"""
                 # an airflow dag file
-                from include.cdc_pipeline.dag_factory import build_cdc_dag
+                from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
                 dag = build_cdc_dag("{name}")
             """)
         )

@@ -92,7 +92,7 @@ def test_without_the_freshness_step_the_producer_only_builds() -> None:
     # the variant benchmarks/bench_dbt.py compares with a plain `dbt build`
     from cosmos.operators._watcher.base import BaseConsumerSensor
 
-    from include.cdc_pipeline.dbt_dag import build_dbt_dag
+    from include.cdc_pipeline.orchestration.dbt_dag import build_dbt_dag
 
     dag = build_dbt_dag("billing", source_freshness=False)
     producer = dag.get_task("dbt.dbt_producer_watcher")
@@ -107,7 +107,7 @@ def test_freshness_error_keeps_every_model_built_from_the_source_out() -> None:
 
     from cosmos.constants import DbtResourceType
 
-    from include.cdc_pipeline.dbt_dag import skip_dependents_of_stale_sources
+    from include.cdc_pipeline.orchestration.dbt_dag import skip_dependents_of_stale_sources
 
     def node(kind: DbtResourceType, *parents: str) -> SimpleNamespace:
         return SimpleNamespace(resource_type=kind, depends_on=list(parents))
@@ -135,7 +135,7 @@ def test_freshness_error_keeps_every_model_built_from_the_source_out() -> None:
 def test_scheduled_on_the_billing_cdc_runs_published_asset(dag: Any) -> None:
     # one event per CDC run with changes, after every table reached the run's LSN cut
     from include.cdc_pipeline.config import load_source_config
-    from include.cdc_pipeline.dag_factory import published_asset
+    from include.cdc_pipeline.orchestration.cdc_dag import published_asset
 
     source = load_source_config(ROOT / "include/config/sources/billing.yaml")
     assert dag.timetable.asset_condition == published_asset(source)
@@ -178,7 +178,7 @@ def test_profile_mapping_forwards_protocol_host_port(monkeypatch: pytest.MonkeyP
     from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
     from include.cdc_pipeline.config import config_dir, load_source_config
-    from include.cdc_pipeline.dbt_dag import profile_config
+    from include.cdc_pipeline.orchestration.dbt_dag import profile_config
 
     conn = {"conn_type": "snowflake", "login": "local", "password": "local", "schema": "RAW",
             "extra": {"account": "fakesnow", "database": "ANALYTICS", "warehouse": "LOCAL_WH", "role": "SYSADMIN",
@@ -198,7 +198,7 @@ def test_profile_mapping_forwards_protocol_host_port(monkeypatch: pytest.MonkeyP
 
 
 def test_missing_manifest_is_one_clear_import_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from include.cdc_pipeline import dbt_dag
+    from include.cdc_pipeline.orchestration import dbt_dag
 
     monkeypatch.setattr(dbt_dag, "manifest_path", lambda project: tmp_path / "nope" / "manifest.json")
     with pytest.raises(FileNotFoundError, match=r"make manifest"):

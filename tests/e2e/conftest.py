@@ -53,6 +53,6 @@ def connect_airflow(
 
 def run_cdc_dag(configs: Path) -> Any:
     """One run of the billing CDC DAG with dag.test() (connections set by connect_airflow)."""
-    from include.cdc_pipeline.dag_factory import build_cdc_dag
+    from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
 
     return build_cdc_dag("billing", directory=configs).test()

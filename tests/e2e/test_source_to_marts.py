@@ -133,7 +133,7 @@ def _build_marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pyte
         wait_for_capture(conn)
         runs.append(run_cdc_dag(configs))
         books = SourceBooks(conn)
-        from include.cdc_pipeline.dbt_dag import build_dbt_dag
+        from include.cdc_pipeline.orchestration.dbt_dag import build_dbt_dag
 
         dbt_run = build_dbt_dag("billing", directory=configs).test()
     finally:

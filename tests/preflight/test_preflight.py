@@ -92,7 +92,7 @@ def _source_sql(server: Any, *statements: str) -> None:
 
 
 def test_preflight_dag_passes_on_a_complete_setup(stack: dict[str, Any]) -> None:
-    from include.cdc_pipeline.preflight_dag import build_preflight_dag
+    from include.cdc_pipeline.orchestration.preflight_dag import build_preflight_dag
 
     # Given connections, pools, salt and a reader login in place, when the DAG runs,
     run = build_preflight_dag().test()
@@ -124,7 +124,7 @@ def test_preflight_dag_passes_on_a_complete_setup(stack: dict[str, Any]) -> None
 def test_preflight_names_every_failure_with_its_fix(
     stack: dict[str, Any], mailbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from include.cdc_pipeline.preflight_dag import build_preflight_dag
+    from include.cdc_pipeline.orchestration.preflight_dag import build_preflight_dag
 
     # Given a pool removed, CDC disabled on one table and the salt unset, all at once,
     _pools({"cdc_sqlserver": 4})
@@ -144,8 +144,9 @@ def test_preflight_names_every_failure_with_its_fix(
         mails = mailbox.mails(expect=1)
         assert [m["Subject"] for m in mails] == ["[CDC FAILED] cdc_preflight.preflight (try 1)"]
         from include.cdc_pipeline import preflight
+        from include.cdc_pipeline.orchestration.preflight_dag import run_preflight
 
-        findings = _by_check(preflight.as_dicts(preflight.run_preflight()))
+        findings = _by_check(preflight.as_dicts(run_preflight()))
     finally:
         _source_sql(
             stack["server"],
@@ -172,17 +173,18 @@ def test_preflight_refuses_a_sysadmin_login_and_reports_an_unreachable_source(
     stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from include.cdc_pipeline import preflight
+    from include.cdc_pipeline.orchestration.preflight_dag import run_preflight
 
     # Given the source read as sa (sysadmin),
     sa = mssql_airflow_conn(stack["server"])
     monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(sa))
-    findings = _by_check(preflight.as_dicts(preflight.run_preflight()))
+    findings = _by_check(preflight.as_dicts(run_preflight()))
     sysadmin = findings["billing: SQL Server login sa is not sysadmin"]
     assert not sysadmin["ok"] and "CREATE LOGIN cdc_reader" in sysadmin["fix"]
     assert "GRANT SELECT ON SCHEMA::cdc TO cdc_reader" in sysadmin["fix"]
     # and, given a source nobody listens for, that one check fails and the others still run.
     monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(sa | {"port": 1}))
-    findings = _by_check(preflight.as_dicts(preflight.run_preflight()))
+    findings = _by_check(preflight.as_dicts(run_preflight()))
     assert not findings["billing: SQL Server reachable"]["ok"]
     assert "mssql_billing" in findings["billing: SQL Server reachable"]["fix"]
     assert findings["billing: Snowflake reachable"]["ok"] and findings["SMTP `smtp_default` answers"]["ok"]

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from include.cdc_pipeline import health, runs, status
+from include.cdc_pipeline import health, status
+from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import Batch, Window
 from tests.status.conftest import VariableRecord, page_config, set_variable
 
@@ -42,10 +43,10 @@ def seed_records(now: datetime) -> None:
     window = Window("stream", "dbo_payments", lower="0000002A000001F40003", upper="0000002A000001F90001")
     batch = Batch(window, "dbo_payments:a-b", "p", 300, [], "2026-12-01T07:59:30", {"total_s": 1.5})
     status.record_apply(VariableRecord(status.status_key(SOURCE, "dbo_payments")), batch, {"apply_s": 0.5}, "r1", now)
-    runs.record_success(VariableRecord(f"cdc_runs__{SOURCE}__dbo_payments"), "r1", now)
+    run_record.record_success(VariableRecord(f"cdc_runs__{SOURCE}__dbo_payments"), "r1", now)
     failing = VariableRecord(f"cdc_runs__{SOURCE}__dbo_invoices")
     for run_id in ("r1", "r2"):
-        runs.record_failure(failing, run_id, RuntimeError("Login failed for user 'LOADER'"), now)
+        run_record.record_failure(failing, run_id, RuntimeError("Login failed for user 'LOADER'"), now)
     checks = [health.Check(SOURCE, "dbo_payments", "retention_headroom", "ok", 4000.0, 864.0, "minutes", "…")]
     set_variable(status.health_key(SOURCE), status.health_summary(SOURCE, checks, now))
 

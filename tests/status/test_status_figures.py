@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _run(pipeline, store: MemoryHints, run_id: str) -> dict:
-    """One DAG run of the table, as the runner records it: plan, then extract_load + apply."""
+    """One DAG run of the table, as the CDC tasks record it: plan, then extract_load + apply."""
     cut = to_hex(pipeline.source.max_lsn())
     window = pipeline.plan(cut=cut)
     status.record_plan(store, window, cut, run_id, pipeline.source)

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dev.localpipeline import MemoryHints  # the JSON store the DAG keeps in an Airflow Variable
-from include.cdc_pipeline import health, runs, status
+from include.cdc_pipeline import health, status
 from include.cdc_pipeline.config import load_source_config
+from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import Batch, Window
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,17 +102,17 @@ def test_table_states_from_the_records() -> None:
         status.record_apply(store, _batch(5, "2026-12-01T07:00:00"), {"apply_s": 1}, "r0", now=at)
         records[status.status_key("billing", name)] = store.get()
         run = MemoryHints()
-        runs.record_success(run, "r0", now=at)
+        run_record.record_success(run, "r0", now=at)
         records[f"cdc_runs__billing__{name}"] = run.get()
     idle = MemoryHints()
     status.record_plan(idle, Window("idle", "dbo_accounts"), None, "r1", source=None, now=T0)  # type: ignore[arg-type]
     records[status.status_key("billing", "dbo_accounts")] = idle.get()
     ok = MemoryHints()
-    runs.record_success(ok, "r1", now=T0)
+    run_record.record_success(ok, "r1", now=T0)
     records["cdc_runs__billing__dbo_accounts"] = ok.get()
     failing = MemoryHints()
     for run_id in ("r1", "r2", "r2"):  # the retry of r2 counts once
-        runs.record_failure(failing, run_id, RuntimeError("login failed for user LOADER"), now=T0)
+        run_record.record_failure(failing, run_id, RuntimeError("login failed for user LOADER"), now=T0)
     records["cdc_runs__billing__dbo_invoices"] = failing.get()
     # then each row's state says so, with the failure streak and the runbook section to read.
     rows = {r["name"]: r for r in _view(records)["tables"]}

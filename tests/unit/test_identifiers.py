@@ -156,7 +156,7 @@ def test_target_table_too_long_for_its_history_or_staging_table_is_rejected() ->
 
 
 def test_asset_uris_percent_encode_table_names_and_keep_billing_uris() -> None:
-    from include.cdc_pipeline.dag_factory import raw_asset
+    from include.cdc_pipeline.orchestration.cdc_dag import raw_asset
 
     billing = load_source_config(next(p for p in source_files() if p.stem == "billing"))
     for table in billing.tables:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from include.cdc_pipeline.config import config_dir, load_source_config
-from include.cdc_pipeline.dbt_dag import SnowflakeConnectionProfileMapping, profile_config
+from include.cdc_pipeline.orchestration.dbt_dag import SnowflakeConnectionProfileMapping, profile_config
 from include.cdc_pipeline.snowflake import CdcSnowflakeHook
 
 PASSPHRASE = "throw-away passphrase"

@@ -2,7 +2,7 @@
 
 Connections come from the source config's connection ids; the per-table hint lives in an
 Airflow Variable (metadata DB), so an idle poll costs no Snowflake query at all. Each table's
-run record (last success, failure streak; include/cdc_pipeline/runs.py) is another Variable.
+run record (last success, failure streak; include/cdc_pipeline/orchestration/run_record.py) is another Variable.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-from include.cdc_pipeline import runs, status
+from include.cdc_pipeline import status
 from include.cdc_pipeline.config import ConfigError, SourceConfig, TableConfig, load_source_config
+from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import (
     Batch,
     RetentionGapError,
@@ -163,14 +164,14 @@ def _tracked(config_path: str, table_name: str, context: dict[str, Any]) -> Iter
             yield
         except Exception as exc:
             try:
-                runs.record_failure(_run_store(config_path, table_name), context["run_id"], exc)
+                run_record.record_failure(_run_store(config_path, table_name), context["run_id"], exc)
             except Exception:  # the task's own error is what matters
                 log.warning("could not record the failure of %s in its run record", table_name, exc_info=True)
             raise
 
 
 def _succeeded(config_path: str, table_name: str, context: dict[str, Any]) -> None:
-    runs.record_success(_run_store(config_path, table_name), context["run_id"])
+    run_record.record_success(_run_store(config_path, table_name), context["run_id"])
 
 
 def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: str | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Per-table run record: when the table last completed a run, and how many runs in a row failed.
 
-The CDC DAG's table tasks update it (include/cdc_pipeline/runner.py); the ``cdc_health`` DAG reads
+The CDC DAG's table tasks update it (include/cdc_pipeline/orchestration/tasks.py); the ``cdc_health`` DAG reads
 it for the ``stuck_run`` and ``failing_runs`` checks (a stuck table, or one that keeps failing while each single
 failure already mailed). It lives beside the hint, as an Airflow Variable, so recording costs no
 Snowflake query. Counting is per DAG run: the retries of one run count once.

@@ -2,7 +2,7 @@
 
 Parse-time rules (this module runs whenever the DAG processor parses ``dags/billing_dbt.py``):
 the dbt graph comes from a pre-built ``manifest.json`` (where it lives and how it is built:
-``include/cdc_pipeline/dbt_manifest.py``; 0.3-0.45 s to parse here instead of ~7 s for
+``include/cdc_pipeline/orchestration/dbt_manifest.py``; 0.3-0.45 s to parse here instead of ~7 s for
 ``dbt ls``), and nothing here opens a connection, reads an Airflow Variable or touches a
 database. The Snowflake profile is resolved from the Airflow connection only when a task runs.
 
@@ -53,8 +53,8 @@ from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapp
 
 from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
-from include.cdc_pipeline.dag_factory import published_asset
-from include.cdc_pipeline.dbt_manifest import dbt_executable, manifest_path, project_dir
+from include.cdc_pipeline.orchestration.cdc_dag import published_asset
+from include.cdc_pipeline.orchestration.dbt_manifest import dbt_executable, manifest_path, project_dir
 
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)
 EXECUTION_MODE_ENV = "CDC_DBT_EXECUTION_MODE"  # override of the measured default (docs/dbt.md)
@@ -243,7 +243,8 @@ def build_dbt_dag(
     if not manifest.is_file():
         # A clear import error beats a silent fallback to `dbt ls` (7 s per parse, needs dbt).
         raise FileNotFoundError(
-            f"{manifest} is missing: build it with `make manifest` (python -m include.cdc_pipeline.dbt_manifest); "
+            f"{manifest} is missing: build it with `make manifest` "
+            "(python -m include.cdc_pipeline.orchestration.dbt_manifest); "
             "the image build (Dockerfile) builds it for astro dev start, parse and deploy"
         )
     profile = profile_config(source, project)

@@ -10,7 +10,7 @@ mount reaches.
 
 Who builds it, with the same command (``dbt parse``: no database connection, a few seconds):
 
-* the image build (Dockerfile ``RUN python -m include.cdc_pipeline.dbt_manifest``);
+* the image build (Dockerfile ``RUN python -m include.cdc_pipeline.orchestration.dbt_manifest``);
 * ``make manifest`` locally (``--if-stale``: only when missing or older than the dbt project),
   which ``make test`` / ``demo`` / ``airflow`` run first.
 
@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DBT_ROOT = ROOT / "include" / "dbt"
 MANIFEST_DIR_ENV = "CDC_DBT_MANIFEST_DIR"
 MANIFEST_TARGET = "local"  # dbt target of `dbt parse` (profiles.yml; no connection is opened)
@@ -108,7 +108,8 @@ def ensure(project: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m include.cdc_pipeline.dbt_manifest", description="dbt parse -> the manifest Cosmos reads"
+        prog="python -m include.cdc_pipeline.orchestration.dbt_manifest",
+        description="dbt parse -> the manifest Cosmos reads",
     )
     parser.add_argument("projects", nargs="*", help="dbt projects under include/dbt (default: all)")
     parser.add_argument("--if-stale", action="store_true", help="only when missing or older than the dbt project")

@@ -41,7 +41,7 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
 
     from include.cdc_pipeline import health, status
     from include.cdc_pipeline.alerts.channels import send_alert
-    from include.cdc_pipeline.runner import VariableStore
+    from include.cdc_pipeline.orchestration.tasks import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
     from include.cdc_pipeline.source import CdcSource
     from include.cdc_pipeline.warehouse import Warehouse

@@ -131,14 +131,14 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
         @task(task_id="cut", pool=SOURCE_POOL)
         def cut() -> str | None:
             """Read the source's max LSN once: every table of this run stops there."""
-            from include.cdc_pipeline.runner import read_cut
+            from include.cdc_pipeline.orchestration.tasks import read_cut
 
             return read_cut(config_path)
 
         @task(task_id="publish", trigger_rule=TriggerRule.NONE_FAILED, outlets=[published_asset(source)])
         def publish(**context: Any) -> dict[str, Any]:
             """Every table is applied up to the cut: announce it (skipped when nothing changed)."""
-            from include.cdc_pipeline.runner import publish_run
+            from include.cdc_pipeline.orchestration.tasks import publish_run
 
             return publish_run(config_path, [t.name for t in source.tables], context)
 
@@ -154,14 +154,14 @@ def _table_group(config_path: str, source: SourceConfig, table: TableConfig, run
         @task(task_id="plan", pool=SOURCE_POOL)
         def plan(cut: str | None, **context: Any) -> dict[str, Any]:
             """Decide this run's LSN window for the table (or that it is idle)."""
-            from include.cdc_pipeline.runner import plan_table
+            from include.cdc_pipeline.orchestration.tasks import plan_table
 
             return plan_table(config_path, table.name, context, cut=cut)
 
         @task(task_id="extract_load", pool=SOURCE_POOL)
         def extract_load(window: dict[str, Any], **context: Any) -> dict[str, Any]:
             """Read the window's change rows into Parquet chunks, PUT and COPY them into staging."""
-            from include.cdc_pipeline.runner import extract_load_table
+            from include.cdc_pipeline.orchestration.tasks import extract_load_table
 
             return extract_load_table(config_path, table.name, window, context)
 
@@ -170,7 +170,7 @@ def _table_group(config_path: str, source: SourceConfig, table: TableConfig, run
             """MERGE staging into raw, append history, then advance the watermark; after a window
             capped by max_transactions_per_batch, catch up with further capped windows up to the
             run's cut (reading the source too) for at most catch_up_seconds."""
-            from include.cdc_pipeline.runner import apply_table
+            from include.cdc_pipeline.orchestration.tasks import apply_table
 
             return apply_table(config_path, table.name, batch, context)
 
