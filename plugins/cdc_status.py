@@ -1,7 +1,7 @@
 """Airflow plugin: the **CDC status** page (Airflow 3.1+ plugin interface).
 
 - ``fastapi_apps``: the page and its JSON API, mounted by the API server under ``/cdc-status``
-  (include/cdc_pipeline/status_app.py); every route needs a signed-in Airflow user.
+  (include/cdc_pipeline/status/app.py); every route needs a signed-in Airflow user.
 - ``external_views``: an entry in the UI's navigation bar ("CDC status") that shows the page
   in the UI's frame, on the same origin, so Airflow's session cookie signs the page's requests.
 
@@ -30,7 +30,7 @@ class LazyStatusApp:
     @property
     def app(self) -> Any:
         if self._app is None:
-            from include.cdc_pipeline.status_app import create_app
+            from include.cdc_pipeline.status.app import create_app
 
             self._app = create_app(ASSETS)
         return self._app
@@ -39,7 +39,7 @@ class LazyStatusApp:
         await self.app(scope, receive, send)
 
     def __repr__(self) -> str:
-        return "include.cdc_pipeline.status_app:create_app"
+        return "include.cdc_pipeline.status.app:create_app"
 
 
 class CdcStatusPlugin(AirflowPlugin):

@@ -114,9 +114,9 @@ def test_billing_dag_snapshot_then_stream(billing_stack, mssql_server, local_sno
 def _check_status_page(stack: dict[str, Any], mssql_server: Any, local_snowflake: Any, idle_run: Any) -> None:
     from airflow.utils.session import create_session
 
-    from include.cdc_pipeline import status
     from include.cdc_pipeline.config import load_source_config
-    from include.cdc_pipeline.status_app import read_dags, read_last_task_instances, read_records
+    from include.cdc_pipeline.status import figures as status
+    from include.cdc_pipeline.status.app import read_dags, read_last_task_instances, read_records
 
     source = load_source_config(stack["configs"] / "billing.yaml")
     with create_session() as session:

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from include.cdc_pipeline import health, status
+from include.cdc_pipeline import health
 from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import Batch, Window
+from include.cdc_pipeline.status import figures as status
 from tests.status.conftest import VariableRecord, page_config, set_variable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,7 +190,7 @@ def test_plugin_loads_through_airflow_with_nothing_reachable(tmp_path: Path) -> 
         "plugins, errors = plugins_manager._get_plugins(); took = time.perf_counter() - t;"
         "p = [p for p in plugins if p.name == 'cdc_status'];"
         "print(json.dumps({'errors': errors, 'found': len(p), 'apps': [a['url_prefix'] for a in p[0].fastapi_apps],"
-        "'views': p[0].external_views, 'app_built': 'include.cdc_pipeline.status_app' in sys.modules,"
+        "'views': p[0].external_views, 'app_built': 'include.cdc_pipeline.status.app' in sys.modules,"
         "'seconds': took}))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}

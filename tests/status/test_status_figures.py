@@ -9,8 +9,8 @@ from datetime import datetime
 import pytest
 
 from dev.localpipeline import MemoryHints  # the Variable the DAG's tasks write, kept in memory
-from include.cdc_pipeline import status
 from include.cdc_pipeline.lsn import to_hex
+from include.cdc_pipeline.status import figures as status
 from tests.alerts.test_health import T0, _loaded  # dbo.orders with CDC, snapshotted at T0
 from tests.integration.conftest import harness  # noqa: F401  (emulator + local Snowflake per test)
 

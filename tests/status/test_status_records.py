@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dev.localpipeline import MemoryHints  # the JSON store the DAG keeps in an Airflow Variable
-from include.cdc_pipeline import health, status
+from include.cdc_pipeline import health
 from include.cdc_pipeline.config import load_source_config
 from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import Batch, Window
+from include.cdc_pipeline.status import figures as status
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

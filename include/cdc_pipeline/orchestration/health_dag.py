@@ -39,11 +39,12 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     """Run, record and alert for one source (the task body; importable for tests)."""
     from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-    from include.cdc_pipeline import health, status
+    from include.cdc_pipeline import health
     from include.cdc_pipeline.alerts.channels import send_alert
     from include.cdc_pipeline.orchestration.tasks import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
     from include.cdc_pipeline.source import CdcSource
+    from include.cdc_pipeline.status import figures
     from include.cdc_pipeline.warehouse import Warehouse
 
     source = load_source_config(Path(config_path))
@@ -56,8 +57,8 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     checks = health.with_growth(checks, previous)
     health.record(wh, t.database, t.control_schema, checks)
     # The status page's copy (Airflow metadata DB): the page never queries Snowflake.
-    VariableStore(status.health_key(source.name), "latest cdc_health figures for the CDC status page").set(
-        status.health_summary(source.name, checks)
+    VariableStore(figures.health_key(source.name), "latest cdc_health figures for the CDC status page").set(
+        figures.health_summary(source.name, checks)
     )
     for c in checks:
         log.log(logging.WARNING if c.alerting else logging.INFO, "%s %s %s: %s", c.status, c.check, c.table, c.detail)

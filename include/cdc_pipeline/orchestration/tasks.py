@@ -16,7 +16,6 @@ from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-from include.cdc_pipeline import status
 from include.cdc_pipeline.config import ConfigError, SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import (
@@ -29,6 +28,7 @@ from include.cdc_pipeline.pipeline import (
     Window,
 )
 from include.cdc_pipeline.source import CdcSource
+from include.cdc_pipeline.status import figures
 from include.cdc_pipeline.types import UnsupportedTypeError
 from include.cdc_pipeline.warehouse import SchemaDriftError, Warehouse
 
@@ -91,7 +91,7 @@ class VariableStore:
 
     @classmethod
     def status(cls, source: str, table: str) -> VariableStore:
-        return cls(status.status_key(source, table), "CDC status page figures (safe to delete)")
+        return cls(figures.status_key(source, table), "CDC status page figures (safe to delete)")
 
     def get(self) -> dict[str, Any] | None:
         from airflow.sdk import Variable
@@ -185,7 +185,7 @@ def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: 
     )
     if window.mode == "idle":
         _succeeded(config_path, table_name, context)
-    _record_status(status.record_plan, config_path, table_name, window, cut, context["run_id"], pipeline.source)
+    _record_status(figures.record_plan, config_path, table_name, window, cut, context["run_id"], pipeline.source)
     return window.as_dict() | {"snowflake_queries": pipeline.snowflake_queries}
 
 
@@ -222,12 +222,12 @@ def apply_table(config_path: str, table_name: str, batch: dict[str, Any], contex
         result = pipeline.apply(Batch.from_dict(batch))
     log.info("%s: applied %s", pipeline.label, result)
     _succeeded(config_path, table_name, context)
-    _record_status(status.record_apply, config_path, table_name, Batch.from_dict(batch), result, context["run_id"])
+    _record_status(figures.record_apply, config_path, table_name, Batch.from_dict(batch), result, context["run_id"])
     return result
 
 
 def _record_status(record: Any, config_path: str, table_name: str, *args: Any) -> None:
-    """Keep the status page's figures (include/cdc_pipeline/status.py); best effort, never fails the task."""
+    """Keep the status page's figures (include/cdc_pipeline/status/figures.py); best effort, never fails the task."""
     try:
         record(VariableStore.status(_config(config_path).name, table_name), *args)
     except Exception:

@@ -11,7 +11,7 @@ API server's own ``get_user`` (JWT in the ``Authorization`` header or Airflow's 
 cookie) and must be allowed to read DAGs (``requires_access_dag``); sources whose DAG the user
 may not read are left out. Airflow does not protect plugin endpoints by itself.
 
-The data comes from Airflow's metadata database only (include/cdc_pipeline/status.py says which
+The data comes from Airflow's metadata database only (include/cdc_pipeline/status/figures.py says which
 records); serving a page opens no Snowflake or SQL Server connection.
 """
 
@@ -29,11 +29,11 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
-from include.cdc_pipeline import status as model
 from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.status import figures as model
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNBOOK_PATH = ROOT / "docs" / "runbook.md"
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
