@@ -2,6 +2,7 @@
 
 Checks the capture job, freshness per table, retention headroom and change-table growth, appends
 the figures to `<db>.CONTROL.CDC_HEALTH` and e-mails the on-call list (docs/runbook.md).
+Built by `include/cdc_pipeline/orchestration/health_dag.py`; the checks: `include/cdc_pipeline/health.py`.
 """
 
 from include.cdc_pipeline.orchestration.health_dag import build_health_dag

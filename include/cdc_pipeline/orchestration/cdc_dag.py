@@ -1,4 +1,8 @@
-"""Build one Airflow DAG per source config file.
+"""Build the CDC DAG of a source config file: ``cut`` → per table (a task group) ``plan`` →
+``extract_load`` → ``apply`` → ``publish``; its params, pools, retries, callbacks and Assets (one
+per raw table, and the source's *published* Asset the dbt DAG is scheduled on).
+
+The task bodies live in ``orchestration.tasks``, the callbacks in ``alerts.callbacks``.
 
 Parse-time rules (DAG files are parsed every few seconds by the DAG processor): only read and
 validate the YAML here; no connection, Variable or database call, and heavy imports (pyarrow,

@@ -1,9 +1,10 @@
 """Per-table run record: when the table last completed a run, and how many runs in a row failed.
 
-The CDC DAG's table tasks update it (include/cdc_pipeline/orchestration/tasks.py); the ``cdc_health`` DAG reads
-it for the ``stuck_run`` and ``failing_runs`` checks (a stuck table, or one that keeps failing while each single
-failure already mailed). It lives beside the hint, as an Airflow Variable, so recording costs no
-Snowflake query. Counting is per DAG run: the retries of one run count once.
+The CDC DAG's table tasks update it (``orchestration.tasks``); the ``cdc_health`` checks read it
+(``health.run_record_checks``: a stuck table, or one that keeps failing while each single failure
+already mailed) and so does the status page. It lives beside the hint, as an Airflow Variable
+(the store is passed in: any JSON get/set store), so recording costs no Snowflake query.
+Counting is per DAG run: the retries of one run count once.
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
-"""Airflow wiring of the pipeline: what the DAG's tasks call (imported inside the tasks).
+"""The task callables of the CDC DAG (``cut``, per table ``plan`` / ``extract_load`` / ``apply``,
+``publish``), imported inside the tasks by ``cdc_dag``.
 
-Connections come from the source config's connection ids; the per-table hint lives in an
-Airflow Variable (metadata DB), so an idle poll costs no Snowflake query at all. Each table's
-run record (last success, failure streak; include/cdc_pipeline/orchestration/run_record.py) is another Variable.
+Each builds a ``TablePipeline`` with connections from the source config's connection ids (the
+mssql and Snowflake providers' hooks) and calls one of its steps. Airflow state kept here, all in
+JSON Variables (``VariableStore``): the per-table hint (so an idle poll costs no Snowflake query),
+the run record (``run_record``: last success, failure streak) and the status page figures
+(``status.figures``); the salt Variable is read here too. ``fail_fast`` turns the errors no retry
+can fix (``NOT_RETRYABLE``) into an immediate task failure.
+
+Not here: the replication logic (``pipeline`` and the modules it composes, Airflow-free), the
+DAG's shape (``cdc_dag``), the alert texts and callbacks (``alerts``).
 """
 
 from __future__ import annotations

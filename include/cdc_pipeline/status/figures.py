@@ -7,7 +7,7 @@ reads only those records (plus Airflow's own DAG, run and task-instance rows):
 - ``cdc_status__<source>__<table>`` (JSON Variable, written by the table's ``plan`` and ``apply``):
   capture instance, replication lag, the last batch and one point per DAG run (lag, rows loaded,
   duration) for the charts, bounded to ``HISTORY`` and ``MAX_POINTS``;
-- ``cdc_runs__<source>__<table>`` (include/cdc_pipeline/orchestration/run_record.py): the failure streak;
+- ``cdc_runs__<source>__<table>`` (``orchestration.run_record``): the failure streak;
 - ``cdc_health__<source>`` (written by ``cdc_health``): the latest check of each table (freshness,
   retention headroom) and of the capture job.
 
@@ -21,7 +21,8 @@ run's LSN cut) − source commit time of the newest change applied to Snowflake.
 the source's clock, so the difference is exact. A table with nothing new has lag 0.
 
 This module is free of Airflow: recording takes any JSON store (a Variable in the DAG), and the
-page model is built from plain dicts the plugin reads from the metadata DB.
+page model is built from plain dicts the plugin reads from the metadata DB. Reading those rows and
+serving the page is ``status.app``'s job.
 """
 
 from __future__ import annotations
