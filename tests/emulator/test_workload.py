@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from dev.mssql_emulator import Engine
-from dev.mssql_emulator.workload import COLUMNS, TABLES, Workload
+from dev.workload.schema import COLUMNS, TABLES
+from dev.workload.tsql import Workload
 from tests.emulator.conftest import T0, Sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ def test_bulk_fast_path_is_indistinguishable_from_transaction_by_transaction() -
 
 def test_cli_init_and_run_in_process(tmp_path: Path) -> None:
     db = tmp_path / "billing.duckdb"
-    base = [sys.executable, "-m", "dev.mssql_emulator.workload", "--db", str(db), "--seed", "4"]
+    base = [sys.executable, "-m", "dev.workload", "--db", str(db), "--seed", "4"]
     out = subprocess.run(
         [*base, "init", "--accounts", "5", "--products", "3", "--invoices", "5"],
         cwd=ROOT,
