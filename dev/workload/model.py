@@ -183,8 +183,7 @@ class SourceState:
                 self.latest = value
 
     def remove(self, table: str, row: Row) -> None:
-        k = key(table, row)
-        removed = self.rows[table].pop(k, None)  # type: ignore[arg-type]
+        removed = self.rows[table].pop(tuple(row[c] for c in KEYS[table]), None)
         if table == "accounts":
             self.accounts.discard(row["account_id"])
         elif table == "products":

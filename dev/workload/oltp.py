@@ -152,7 +152,9 @@ class OltpMix:
                 break
             yield Tx("populate_invoices", tx.stmts)
             r = self.rng.random()
-            invoice_id = tx.stmts[0].rows[0][1]["invoice_id"]  # type: ignore[index]
+            created = tx.stmts[0].rows[0][1]
+            assert created is not None
+            invoice_id = created["invoice_id"]
             follow = []
             if r < 0.75:
                 follow.append(self.issue_invoice(invoice_id))
@@ -300,7 +302,9 @@ class OltpMix:
             qty = self.rng.randrange(1, 21)
             st = update("invoice_lines", line, {"quantity": qty, "line_amount": money(line["unit_price"] * qty)})
             stmts.append(st)
-            lines[line["line_no"]] = st.rows[0][1]  # type: ignore[assignment]
+            after = st.rows[0][1]
+            assert after is not None
+            lines[line["line_no"]] = after
         else:
             line_no = self.rng.choice(sorted(lines))
             line = lines.pop(line_no)

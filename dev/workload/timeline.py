@@ -15,6 +15,7 @@ No SQL and no connection here.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
@@ -90,7 +91,7 @@ class BillingTimeline:
                 "created_at": ms(now), "updated_at": ms(now),
             })  # fmt: skip
         if invoices:
-            self.at(self.later(now, 1, 6), lambda t, a=account_id: self.create_invoice(t, a))
+            self.at(self.later(now, 1, 6), functools.partial(self.create_invoice, account_id=account_id))
         else:
             self.no_invoices.add(account_id)
 
@@ -188,7 +189,7 @@ class BillingTimeline:
 
     def _issue(self, now: datetime, invoice_id: int) -> None:
         invoice = self.src.rows["invoices"][(invoice_id,)]
-        segment = self._account(invoice["account_id"])["segment"]  # type: ignore[index]
+        segment = self.src.rows["accounts"][(invoice["account_id"],)]["segment"]
         self.src.update("invoices", (invoice_id,), status="issued", issued_at=ms(now),
                         due_date=now.date() + timedelta(days=PAYMENT_TERMS[segment]), updated_at=ms(now))  # fmt: skip
 
@@ -266,7 +267,9 @@ def generate(
     rng = random.Random(seed)
     w = BillingTimeline(data, rng, begin, salt=salt)
 
-    day = lambda n: begin + timedelta(days=n)  # noqa: E731 - days since the workload began
+    def day(n: int) -> datetime:  # n days since the workload began
+        return begin + timedelta(days=n)
+
     for n, (sku, name, price) in enumerate(_PRODUCTS[:5], start=1):
         w.create_product(w.business_time(day(0)), n, sku, name, price)
     accounts = [(1, "US", "enterprise"), (2, "DE", "mid_market"), (3, "GB", "smb"), (4, "FR", "smb"),
@@ -277,7 +280,9 @@ def generate(
     w.src.take_snapshot(snapshot_at)
 
     # Captured period: reference data changes at known moments, invoices keep flowing.
-    post = lambda n: w.business_time(snapshot_at + timedelta(days=n))  # noqa: E731
+    def post(n: int) -> datetime:  # a business moment n days after the snapshot
+        return w.business_time(snapshot_at + timedelta(days=n))
+
     w.at(post(3), lambda t: w.create_product(t, 6, *_PRODUCTS[5]))
     w.at(post(9), lambda t: w.create_product(t, 7, "SKU-TMP-99", "Mistyped product", "1.0000"))
     w.at(post(9) + timedelta(minutes=20), lambda t: w.delete_product(t, 7))  # never sold: deleted
