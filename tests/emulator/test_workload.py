@@ -1,4 +1,5 @@
-"""The workload generator: schema, determinism by seed, business consistency, bulk fast path."""
+"""The workload generator (dev/workload): schema, determinism by seed, business consistency, bulk fast
+path, and its two sinks (T-SQL, in-memory CDC log) agreeing."""
 
 from __future__ import annotations
 
