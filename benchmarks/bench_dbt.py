@@ -3,7 +3,7 @@
     python benchmarks/bench_dbt.py [--repeat 3] [--modes watcher,watcher-build,local] [--parse-repeat 5]
 
 Starts its own local Snowflake (temporary directory, free port; stopped by pid at the end), seeds
-the generated billing dataset (dev/dbt_local.py), then prints:
+the generated billing dataset (dev/workload/timeline.py, seeded by dev/dbt_local.py), then prints:
 
 * parse: `DagBag(dags/billing_dbt.py)` in a fresh interpreter with Airflow already imported (the
   DAG processor's situation) - median of --parse-repeat runs;
@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dev import dbt_local, snowflake_local  # noqa: E402
+from dev.workload import timeline  # noqa: E402
 
 PARSE_SNIPPET = """
 import time, logging, warnings
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     pid = snowflake_local.start(work / "snowflake", port)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
-        data = dbt_local.generate()
+        data = timeline.generate(salt=dbt_local.HASH_SALT)
         counts = dbt_local.seed(data, port)
         results["dataset"] = {"changes": counts}
         print(f"dataset: {sum(counts.values())} CDC changes ({counts}); local Snowflake pid {pid} port {port}")

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dev.mssql_emulator.workload import COLUMNS, TABLES  # noqa: E402
+from dev.workload.schema import COLUMNS, TABLES  # noqa: E402
 
 
 def _env() -> dict[str, str]:
@@ -46,7 +46,7 @@ def _peak_rss_mb_of(pid: int) -> float | None:
 
 
 def generate(db: Path, changes: int, seed: int) -> dict[str, object]:
-    base = [sys.executable, "-m", "dev.mssql_emulator.workload", "--db", str(db), "--seed", str(seed)]
+    base = [sys.executable, "-m", "dev.workload", "--db", str(db), "--seed", str(seed)]
     subprocess.run(
         [*base, "init", "--accounts", "2000", "--products", "200", "--invoices", "2000"],
         cwd=ROOT,

@@ -94,11 +94,11 @@ class Stack:
         self.say(f"SMTP sink on 127.0.0.1:{self.cfg.smtp_port} (pid {pid}): alert mails go to {self.cfg.mail_dir}")
 
     def workload_command(self, seed: int, *mode: str) -> list[str]:
-        """``python -m dev.mssql_emulator.workload`` against the emulator server (options, then the mode)."""
+        """``python -m dev.workload`` against the emulator server (options, then the mode)."""
         return [
             PY,
             "-m",
-            "dev.mssql_emulator.workload",
+            "dev.workload",
             "--server",
             "127.0.0.1",
             "--port",
@@ -134,7 +134,7 @@ class Stack:
         """The pipeline reads as a least-privileged login, as it should in production (idempotent):
         not sysadmin; SELECT on the cdc schema and, for snapshots, on the source tables."""
         from dev.mssql_emulator import connect
-        from dev.mssql_emulator.workload import grant_reader
+        from dev.workload.tsql import grant_reader
 
         conn = connect(server="127.0.0.1", port=self.cfg.mssql_port, database=self.cfg.source_database, user="sa")
         try:

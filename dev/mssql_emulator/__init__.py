@@ -14,6 +14,7 @@ import os
 import threading
 from typing import Any
 
+from .client import RemoteSession
 from .dbapi import Connection, Cursor
 from .engine import Engine, Session
 from .errors import SqlServerError
@@ -97,8 +98,6 @@ def connect(
         return Connection(engine.session(autocommit=autocommit, login=user), as_dict=as_dict, autocommit=autocommit)
     target = server or host
     if target:
-        from .client import RemoteSession
-
         hostname, _, inline_port = target.replace(",", ":").partition(":")
         real_port = int(port or inline_port or 11433)
         session = RemoteSession(

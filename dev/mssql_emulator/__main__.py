@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 
+from .client import server_status
 from .engine import Engine
 from .server import DEFAULT_LOGIN, DEFAULT_PASSWORD, serve
 
@@ -59,8 +60,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .client import server_status
-
     try:
         reply = server_status(args.host, args.port, timeout=args.timeout)
     except OSError as exc:

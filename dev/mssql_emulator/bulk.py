@@ -1,13 +1,13 @@
 """Bulk fast path: apply many already-decided transactions in one DuckDB transaction.
 
 Used by the workload generator's ``bulk`` mode (a million changes in seconds instead of an hour
-of single statements). The caller supplies, per table, the log records exactly as the SQL path
-would write them (operation, before/after image, seqval offset, command id) and, per
-transaction, its begin/commit LSN offsets. Offsets follow the same allocation sequence as the
-SQL path (begin LSN, then per statement one LSN per inserted/deleted row and two per updated
-row, then the commit LSN), so with a frozen clock the change tables, ``lsn_time_mapping`` and
-the source tables end up byte-for-byte what executing the transactions one by one and then
-running the capture job produces (tests/emulator/test_workload.py checks this).
+of single statements; ``dev/workload/bulk.py`` lays the changes out). The caller supplies, per
+table, the log records exactly as the SQL path would write them (operation, before/after image,
+seqval offset, command id) and, per transaction, its begin/commit LSN offsets. Offsets follow the
+same allocation sequence as the SQL path (begin LSN, then per statement one LSN per
+inserted/deleted row and two per updated row, then the commit LSN), so with a frozen clock the
+change tables, ``lsn_time_mapping`` and the source tables end up byte-for-byte what executing the
+transactions one by one and then running the capture job produces (tests/emulator/test_workload.py checks this).
 
 Source tables get the final image of every key the bulk touched; the change tables are written
 as already captured. Other writers must be idle meanwhile (everything pending is captured first,

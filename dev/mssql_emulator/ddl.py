@@ -16,8 +16,18 @@ from sqlglot import exp
 from . import cdc, errors
 from .catalog import TableInfo, column_rows, dq, insert_columns, pk_constraint_name
 from .results import Result
-from .sqltypes import SqlType
-from .translate import ColumnDef, RawStatement, parse_alter_add, parse_create_table, table_parts, to_duckdb, transform
+from .sqltypes import SqlType, make_type
+from .translate import (
+    ColumnDef,
+    RawStatement,
+    parse_alter_add,
+    parse_column_def,
+    parse_create_table,
+    sqltype_from_datatype,
+    table_parts,
+    to_duckdb,
+    transform,
+)
 
 
 def execute(session: Any, node: exp.Expression, raw: RawStatement) -> Result:
@@ -99,8 +109,6 @@ _DUCK_TO_SQL = {
 
 
 def _inferred_type(duck_type: str, column: str) -> SqlType:
-    from .sqltypes import make_type
-
     base, _, rest = duck_type.partition("(")
     if base == "DECIMAL":
         return make_type("decimal", [a.strip() for a in rest.rstrip(")").split(",")])
@@ -283,8 +291,6 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                         [info.object_id, col.column_id],
                     )
             elif isinstance(action, exp.AlterColumn) and action.args.get("dtype") is not None:
-                from .translate import sqltype_from_datatype
-
                 col = info.column(action.this.name)
                 if col is None:
                     raise errors.invalid_column(action.this.name)
@@ -351,8 +357,6 @@ def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: S
 
 def _alter_column_type(raw: RawStatement, column: str) -> SqlType | None:
     """The exact new type of ``ALTER TABLE t ALTER COLUMN c <type>`` (from tokens)."""
-    from .translate import parse_column_def
-
     toks = raw.tokens
     for i, tok in enumerate(toks):
         if tok.text.upper() == "COLUMN" and i + 1 < len(toks) and toks[i + 1].text.lower() == column.lower():

@@ -43,8 +43,10 @@ from .translate import (
     RawStatement,
     TranslateContext,
     bind_params,
+    duck_datatype,
     parse_statement,
     split_batch,
+    sqltype_from_datatype,
     to_duckdb,
     transform,
 )
@@ -700,8 +702,6 @@ class Session:
             # Unknown SET options are accepted silently (client libraries send many).
 
     def _declare(self, node: exp.Declare) -> None:
-        from .translate import duck_datatype, sqltype_from_datatype
-
         for item in node.expressions:
             names = item.this if isinstance(item.this, list) else [item.this]
             default = item.args.get("default")

@@ -31,7 +31,8 @@ from typing import Any
 from . import errors, security
 from .engine import Engine, Session
 from .results import Result
-from .tdstypes import COLLATION, int_param_bytes, read_type_info, read_value, wire_column
+from .tdstypes import COLLATION, encode_rows, int_param_bytes, read_type_info, read_value, wire_column
+from .translate import literal_sql, split_batch
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +312,6 @@ class TdsConnection:
     def run_statements(self, text: str, *, in_proc: bool, variables: dict[str, Any] | None = None) -> None:
         """Run a batch statement by statement, writing each one's tokens; the final DONE is left to
         the caller (``self._last_*``) so that a procedure can close with DONEPROC."""
-        from .translate import split_batch
-
         session = self.session
         assert session is not None
         self._last_error = self._cancelled = False
@@ -368,8 +367,6 @@ class TdsConnection:
             return done_token(DONE_MORE | inxact | (DONE_COUNT if count >= 0 else 0), count, token=token, curcmd=0xC3)
         columns = [wire_column(c.name[:128], c.duck_type, getattr(c, "sql_type", None)) for c in result.columns]
         self.write(struct.pack("<BH", COLMETADATA, len(columns)) + b"".join(c.metadata() for c in columns))
-        from .tdstypes import encode_rows
-
         rows = 0
         try:
             for batch in result.stream():
@@ -470,8 +467,6 @@ class TdsConnection:
             self._prepared.pop(int(values[0] or 0), None)
             self._reset_last()
             return b""
-        from .translate import literal_sql
-
         args = ", ".join((f"{pname} = " if pname else "") + literal_sql(value) for pname, _, value in params)
         self.run_statements(f"EXEC {name} {args}".strip(), in_proc=True)
         return b""

@@ -18,8 +18,8 @@ import pytest
 
 from dev.mssql_emulator import connect
 from dev.mssql_emulator.process import start_server
-from dev.mssql_emulator.workload import Workload
 from dev.smtp_sink import body_text
+from dev.workload.tsql import Workload
 from tests.fixtures_mssql import mssql_airflow_conn
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

@@ -79,7 +79,7 @@ def test_no_secret_reaches_the_image() -> None:
 
 def test_astro_dev_start_reads_as_the_login_the_seed_creates() -> None:
     # Preflight fails a sysadmin reader: the compose stack's connections use the login its seed
-    # service creates (dev/mssql_emulator/workload.py reader-login), with the same password.
+    # service creates (dev/workload/tsql.py reader-login), with the same password.
     settings = yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())
     compose = (ROOT / "docker-compose.override.yml").read_text()
     mssql = [c for c in settings["airflow"]["connections"] if c["conn_type"] == "mssql"]

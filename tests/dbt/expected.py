@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from dev.dbt_local import OP_DELETE, OP_SNAPSHOT, Dataset
+from dev.workload.cdclog import OP_DELETE, OP_SNAPSHOT, Dataset
 
 BILLED = ("issued", "paid", "refunded")
 ZERO = Decimal("0.00")

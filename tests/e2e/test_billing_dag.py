@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from dev.localpipeline import pipelines
-from dev.mssql_emulator.workload import Workload
+from dev.workload.tsql import Workload
 from include.cdc_pipeline.lsn import to_hex
 from include.cdc_pipeline.reconcile import reconcile
 from tests.e2e.conftest import SALT, billing_config, connect_airflow, run_cdc_dag, wait_for_capture

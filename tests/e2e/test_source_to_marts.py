@@ -20,7 +20,7 @@ import pytest
 
 from dev import dbt_local
 from dev.mssql_emulator import start_server
-from dev.mssql_emulator.workload import Workload
+from dev.workload.tsql import Workload
 from tests.e2e.conftest import billing_config, connect_airflow, run_cdc_dag, wait_for_capture
 from tests.fixtures_mssql import pymssql_connect
 

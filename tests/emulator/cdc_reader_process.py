@@ -16,7 +16,7 @@ import pymssql
 
 from dev.mssql_emulator.client import server_status
 from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
-from dev.mssql_emulator.workload import COLUMNS, KEYS, TABLES
+from dev.workload.schema import COLUMNS, KEYS, TABLES
 
 
 def main(port: int, done_file: str, out_file: str) -> int:

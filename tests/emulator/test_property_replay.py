@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dev.mssql_emulator import Engine
-from dev.mssql_emulator.workload import COLUMNS, KEYS, TABLES, Workload
+from dev.workload.schema import COLUMNS, KEYS, TABLES
+from dev.workload.tsql import Workload
 from tests.emulator.conftest import T0, Sql
 
 

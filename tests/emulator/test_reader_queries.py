@@ -25,7 +25,7 @@ ACCOUNT_COLS = "account_id, account_name, email, country, segment, credit_limit,
 
 @pytest.fixture
 def billing(sql: Sql) -> Sql:
-    from dev.mssql_emulator.workload import Workload
+    from dev.workload.tsql import Workload
 
     Workload(sql.conn, seed=3, rollback_fraction=0.0).init(accounts=20, products=10, invoices=20)
     sql.conn.commit()
@@ -34,7 +34,7 @@ def billing(sql: Sql) -> Sql:
 
 
 def _changes(sql: Sql, n: int = 30, seed: int = 5) -> None:
-    from dev.mssql_emulator.workload import Workload
+    from dev.workload.tsql import Workload
 
     Workload(sql.conn, seed=seed, rollback_fraction=0.1).run(transactions=n)
     sql.scan()

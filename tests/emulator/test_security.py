@@ -112,9 +112,9 @@ def test_sysadmin_membership_and_principal_errors(engine: Engine) -> None:
 
 
 def test_the_stack_reader_login_is_idempotent_and_least_privileged(engine: Engine) -> None:
-    # The grant `make demo` and the compose seed service run (dev/mssql_emulator/workload.py),
+    # The grant `make demo` and the compose seed service run (dev/workload/tsql.py),
     # twice: the second run meets 15025/15023 (login/user exists) and changes nothing.
-    from dev.mssql_emulator.workload import grant_reader
+    from dev.workload.tsql import grant_reader
 
     for _ in range(2):
         grant_reader(engine.connect(), "cdc_reader", "Reader-Passw0rd!")

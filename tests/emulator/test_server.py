@@ -14,7 +14,7 @@ import pytest
 
 from dev.mssql_emulator import ServerProcess, connect, start_server
 from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
-from dev.mssql_emulator.workload import COLUMNS, TABLES
+from dev.workload.schema import COLUMNS, TABLES
 from tests.fixtures_mssql import pymssql_connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_writer_and_reader_processes_with_background_capture(server: ServerProce
         [
             sys.executable,
             "-m",
-            "dev.mssql_emulator.workload",
+            "dev.workload",
             *target,
             "--seed",
             "8",
@@ -93,7 +93,7 @@ def test_writer_and_reader_processes_with_background_capture(server: ServerProce
             [
                 sys.executable,
                 "-m",
-                "dev.mssql_emulator.workload",
+                "dev.workload",
                 *target,
                 "--seed",
                 "9",

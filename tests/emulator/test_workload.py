@@ -1,10 +1,12 @@
-"""The workload generator: schema, determinism by seed, business consistency, bulk fast path."""
+"""The workload generator (dev/workload): schema, determinism by seed, business consistency, bulk fast
+path, and its two sinks (T-SQL, in-memory CDC log) agreeing."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,11 @@ from typing import Any
 import pytest
 
 from dev.mssql_emulator import Engine
-from dev.mssql_emulator.workload import COLUMNS, TABLES, Workload
+from dev.workload.cdclog import OP_SNAPSHOT, CdcLog, Dataset
+from dev.workload.oltp import OltpMix
+from dev.workload.schema import COLUMNS, HASHED, TABLES
+from dev.workload.tsql import Workload, load_state
+from include.cdc_pipeline.types import hasher
 from tests.emulator.conftest import T0, Sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +171,7 @@ def test_bulk_fast_path_is_indistinguishable_from_transaction_by_transaction() -
 
 def test_cli_init_and_run_in_process(tmp_path: Path) -> None:
     db = tmp_path / "billing.duckdb"
-    base = [sys.executable, "-m", "dev.mssql_emulator.workload", "--db", str(db), "--seed", "4"]
+    base = [sys.executable, "-m", "dev.workload", "--db", str(db), "--seed", "4"]
     out = subprocess.run(
         [*base, "init", "--accounts", "5", "--products", "3", "--invoices", "5"],
         cwd=ROOT,
@@ -187,3 +193,57 @@ def test_bulk_fast_path_equivalence_larger() -> None:
     fast, _ = _run(77, fast_bulk=3000)
     slow, _ = _run(77, slow_bulk=3000)
     assert fast == slow
+
+
+def test_cdc_log_sink_logs_what_the_change_tables_capture() -> None:
+    """The two sinks of one traffic agree: the same seeded mix, run through T-SQL into the emulator
+    and into the in-memory CDC log, gives the same transactions with the same changes (operation,
+    after image or deleted row, in log order); personal data lands hashed."""
+    salt = "test-salt"
+    engine = _engine()
+    try:
+        conn = engine.connect()
+        Workload(conn, seed=31, rollback_fraction=0.1).init(accounts=12, products=6, invoices=12)
+        engine.capture_all(idle_rows=False)
+        sql = Sql(engine.connect(autocommit=True))
+        assert sql.one("SELECT sys.fn_cdc_get_max_lsn()") is None  # populated before CDC: nothing captured yet
+        state = load_state(conn)
+        Workload(conn, seed=32, rollback_fraction=0.1).run(transactions=120)
+        engine.capture_all(idle_rows=False)
+        captured: list[tuple[bytes, bytes, str, int, dict[str, Any]]] = []
+        for t in TABLES:
+            rows = sql(
+                f"SELECT [__$start_lsn], [__$seqval], [__$operation], {', '.join(COLUMNS[t])} FROM cdc.dbo_{t}_CT "
+                "WHERE [__$operation] <> 3"
+            )
+            for lsn, seqval, op, *values in rows:
+                row = dict(zip(COLUMNS[t], values, strict=True))
+                if row.get("external_ref") is not None:
+                    row["external_ref"] = uuid.UUID(str(row["external_ref"]))
+                for col in HASHED.get(t, ()):
+                    row[col] = hasher(salt)(row[col])
+                captured.append((lsn, seqval, t, op, row))
+    finally:
+        engine.close()
+
+    data = Dataset(anchor=T0, snapshot_at=T0)
+    log = CdcLog(data, salt=salt)
+    log.snapshot(state, T0)
+    mix = OltpMix(seed=32, rollback_fraction=0.1, state=state, start_time=state.latest)
+    for _ in range(120):
+        tx = mix.next_tx()
+        log.commit(tx, mix.now)
+        if not tx.rollback:
+            state.apply(tx)
+    logged = [c for t in TABLES for c in data.changes[t] if c.op != OP_SNAPSHOT]
+
+    def transactions(rows: list[tuple[Any, Any, str, int, dict[str, Any]]]) -> list[list[Any]]:
+        grouped: dict[Any, list[Any]] = {}
+        for lsn, _seq, table, op, values in sorted(rows, key=lambda r: (r[0], r[1], r[3])):
+            grouped.setdefault(lsn, []).append((table, op, values))
+        return list(grouped.values())
+
+    want = transactions(captured)
+    got = transactions([(c.lsn, c.seqval, c.table, c.op, c.values) for c in logged])
+    assert len(want) > 50 and {op for tx in want for _, op, _ in tx} == {1, 2, 4}
+    assert got == want

@@ -16,7 +16,7 @@ import pytest
 
 from dev.mssql_emulator import connect
 from dev.mssql_emulator.process import start_server
-from dev.mssql_emulator.workload import Workload
+from dev.workload.tsql import Workload
 from tests.e2e.conftest import billing_config
 from tests.fixtures_mssql import mssql_airflow_conn
 
