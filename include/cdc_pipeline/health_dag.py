@@ -20,7 +20,8 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.errors import ConfigError
 from include.cdc_pipeline.notifications import (
     DEFAULT_ALERT_EMAILS,
     RunFailureSummary,

@@ -26,6 +26,14 @@ import pyarrow.compute as pc
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
+from include.cdc_pipeline.errors import (
+    CdcError,
+    RetentionGapError,
+    SourceRewoundError,
+    TableConfigError,
+    TableNotCapturedError,
+    ValueTooLargeError,
+)
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.progress import PROGRESS_EVERY, Progress
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
@@ -56,18 +64,6 @@ log = logging.getLogger(__name__)
 IDLE_PERSIST_EVERY = timedelta(hours=1)
 
 
-class CdcError(RuntimeError):
-    """A replication problem that needs a person; the message names table, cause and remedy."""
-
-
-class TableNotCapturedError(CdcError):
-    pass
-
-
-class TableConfigError(CdcError):
-    """The table's config does not fit the source (key or listed columns not captured, no salt set)."""
-
-
 def enable_table_call(table: TableConfig) -> str:
     """The exact T-SQL that enables CDC on a configured table (named in errors and by the preflight)."""
     call = (
@@ -75,10 +71,6 @@ def enable_table_call(table: TableConfig) -> str:
         f"@source_name = {tsql_string(table.table)}, @role_name = NULL, @supports_net_changes = 0"
     )
     return call + (f", @capture_instance = {tsql_string(table.capture_instance)}" if table.capture_instance else "")
-
-
-class SourceRewoundError(CdcError):
-    """The source's max LSN is below the loaded position: the database was restored or re-created."""
 
 
 def _hint_target(cfg: SourceConfig) -> str:
@@ -100,14 +92,6 @@ class _TargetHints:
 
     def set(self, value: dict[str, Any]) -> None:
         self.store.set({**value, "target": self.target})
-
-
-class RetentionGapError(CdcError):
-    pass
-
-
-class ValueTooLargeError(CdcError):
-    """A source value exceeds what a Snowflake VARCHAR or BINARY column holds."""
 
 
 class HintStore(Protocol):

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from include.cdc_pipeline.config import ConfigError, SourceConfig, load_source_config, source_files
+from include.cdc_pipeline.config import SourceConfig, load_source_config, source_files
+from include.cdc_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ def reader_login_fix(source: SourceConfig, login: str = "cdc_reader") -> str:
 
 def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> list[Finding]:
     """SQL Server checks over one connection (``open_source`` returns a ``CdcSource``)."""
-    from include.cdc_pipeline.pipeline import CdcError, TableNotCapturedError, TablePipeline, enable_table_call
+    from include.cdc_pipeline.errors import CdcError, TableNotCapturedError, UnsupportedTypeError
+    from include.cdc_pipeline.pipeline import TablePipeline, enable_table_call
     from include.cdc_pipeline.sql import tsql_name
-    from include.cdc_pipeline.types import UnsupportedTypeError
 
     name = f"{source.name}: SQL Server"
     try:

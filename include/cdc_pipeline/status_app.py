@@ -30,7 +30,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from include.cdc_pipeline import status as model
-from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from include.cdc_pipeline.config import DeleteMode
+from include.cdc_pipeline.errors import SchemaDriftError
 from include.cdc_pipeline.sql import sf_ident, sf_params, sf_table
 from include.cdc_pipeline.types import ColumnMapping
 
@@ -59,10 +60,6 @@ UTC_NOW = "SYSDATE()"
 MAX_VARCHAR_BYTES = 16_777_216
 MAX_BINARY_BYTES = 8_388_608
 OP_SNAPSHOT, OP_DELETE, OP_INSERT, OP_UPDATE = 0, 1, 2, 4
-
-
-class SchemaDriftError(RuntimeError):
-    """The raw table and the capture instance disagree in a way a human must resolve."""
 
 
 @dataclass(frozen=True)

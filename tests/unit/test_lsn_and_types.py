@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from include.cdc_pipeline import lsn
-from include.cdc_pipeline.types import SourceColumn, UnsupportedTypeError, arrow_column, hasher, map_column
+from include.cdc_pipeline.errors import UnsupportedTypeError
+from include.cdc_pipeline.types import SourceColumn, arrow_column, hasher, map_column
 from include.cdc_pipeline.warehouse import type_change
 
 
