@@ -120,17 +120,17 @@ def reader(args: tuple[str, int, list[str], bytes, bytes]) -> dict:
         rows = -1
     elif method.startswith("pymssql"):
         from dev.localpipeline import open_source
-        from include.cdc_pipeline.pipeline import _parquet_schema, _to_arrow
+        from include.cdc_pipeline.extract import parquet_schema, to_arrow
         from include.cdc_pipeline.types import map_column
 
         source = open_source(port)
         mappings = [map_column(c) for c in source.change_table_columns(INSTANCE)]
-        schema = _parquet_schema(mappings)
+        schema = parquet_schema(mappings)
         started = time.monotonic()
         for chunk in source.iter_changes(INSTANCE, columns, low, high, CHUNK_ROWS):
             rows += len(chunk)
             if method.endswith("Arrow"):
-                _to_arrow(chunk, mappings, schema, None)
+                to_arrow(chunk, mappings, schema, None)
     else:
         import connectorx as cx
 

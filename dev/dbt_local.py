@@ -10,7 +10,7 @@ CLI (run from the repository root, ``PYTHONPATH=.``)::
 The seeded dataset is generated deterministically (``--seed``) by replaying a billing workload
 through an in-memory model of the source database: every business operation is one source
 transaction with its own LSN, and both raw tables are derived from the same change list exactly
-as the ingestion pipeline writes them (``include/cdc_pipeline/warehouse.py``):
+as the ingestion pipeline writes them (``include/cdc_pipeline/snowflake_sql.py``):
 
 * ``RAW.<T>_HISTORY``: every change once (snapshot rows op 0, inserts 2, updates 4 with the after
   image, deletes 1 with the row's last values), with LSN / seqval / commit time / batch;
@@ -573,8 +573,8 @@ def generate(anchor: datetime | None = None, seed: int = 7, days: int = 100, his
 
 def _layout(table: str, database: str = DATABASE) -> Any:
     from include.cdc_pipeline.config import DeleteMode
+    from include.cdc_pipeline.snowflake_sql import TableLayout
     from include.cdc_pipeline.types import SourceColumn, map_column
-    from include.cdc_pipeline.warehouse import TableLayout
 
     spec = SOURCE_TABLES[table]
     columns = tuple(

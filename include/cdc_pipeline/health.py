@@ -24,9 +24,11 @@ from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
+from include.cdc_pipeline.offsets import Watermark, ensure_control_table, read_watermark
+from include.cdc_pipeline.snowflake_sql import UTC_NOW
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
-from include.cdc_pipeline.sql import sf_table, template, tsql_name
-from include.cdc_pipeline.warehouse import UTC_NOW, Warehouse, Watermark, ensure_control_table, read_watermark
+from include.cdc_pipeline.sql import sf_table
+from include.cdc_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +70,6 @@ def _minutes(delta: timedelta) -> float:
     return round(delta.total_seconds() / 60, 2)
 
 
-def _rollback(src: CdcSource) -> None:
-    rollback = getattr(src.connection, "rollback", None)
-    if rollback is not None:
-        try:
-            rollback()
-        except Exception:  # nothing to roll back
-            log.debug("rollback after a failed lookup failed", exc_info=True)
-
-
 # -- source-wide ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CaptureState:
@@ -88,33 +81,31 @@ class CaptureState:
 
 def capture_state(src: CdcSource) -> CaptureState:
     """The capture job's position and the server clock, plus the last write when it can be read."""
-    row = src.query(template("tsql/capture_health.sql"))[0]
-    max_lsn = bytes(row[0]) if row[0] is not None else None
+    max_lsn, max_lsn_time, server_now = src.capture_health()
     try:
-        found = src.query(template("tsql/source_activity.sql"))
-        last_write = found[0][0] if found else None
+        last_write = src.last_write()
     except Exception as exc:
-        _rollback(src)
+        src.rollback()
         log.info(
             "source activity unknown (sys.dm_db_index_usage_stats not readable: %s); a stale max LSN is reported "
             "as a capture stall",
             str(exc).splitlines()[0],
         )
         last_write = None
-    return CaptureState(max_lsn, row[1], row[2], last_write)
+    return CaptureState(max_lsn, max_lsn_time, server_now, last_write)
 
 
 def cleanup_retention(src: CdcSource, configured_minutes: int) -> tuple[int, str]:
     """Retention of the CDC cleanup job in minutes: ``msdb.dbo.cdc_jobs`` when readable, else config."""
     try:
-        rows = src.query(template("tsql/cdc_cleanup_retention.sql"))
-        if rows and rows[0][0] is not None:
-            return int(rows[0][0]), "msdb.dbo.cdc_jobs"
+        minutes = src.cleanup_retention_minutes()
+        if minutes is not None:
+            return minutes, "msdb.dbo.cdc_jobs"
         log.info(
             "msdb.dbo.cdc_jobs has no cleanup job for this database: using retention_minutes=%d", configured_minutes
         )
     except Exception as exc:
-        _rollback(src)
+        src.rollback()
         log.info(
             "msdb.dbo.cdc_jobs not readable (%s): using the configured retention_minutes=%d",
             str(exc).splitlines()[0],
@@ -262,7 +253,7 @@ def check_headroom(
 
 def check_change_table(source: SourceConfig, table: TableConfig, src: CdcSource, instance: CaptureInstance) -> Check:
     """Rows in the instance's change table (growth: compare with the previous CDC_HEALTH row)."""
-    rows = src.query(f"SELECT COUNT(*) FROM {tsql_name('cdc', instance.name + '_CT')}")[0][0]
+    rows = src.change_table_rows(instance.name)
     detail = f"cdc.{instance.name}_CT holds {rows} rows"
     return Check(source.name, table.name, "change_table_rows", OK, float(rows), None, "rows", detail)
 

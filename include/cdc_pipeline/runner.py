@@ -27,7 +27,9 @@ from include.cdc_pipeline.errors import (
     TableNotCapturedError,
     UnsupportedTypeError,
 )
-from include.cdc_pipeline.pipeline import Batch, TablePipeline, Window
+from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.pipeline import TablePipeline
+from include.cdc_pipeline.planner import Window
 from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.warehouse import Warehouse
 

@@ -1,4 +1,12 @@
-"""The SQL Server side: connection hook and the CDC reader.
+"""The SQL Server side: the one home of the T-SQL the package sends.
+
+``CdcSource`` holds every statement sent to SQL Server, each behind a named method: CDC metadata
+(capture instances, captured columns, max LSN, DDL history, LSN/time mapping), the window's change
+rows and the snapshot's keyset pages, and the lookups of the health checks and the preflight.
+Static statements live as templates in ``include/sql/tsql``; the ones whose names vary are built
+here with ``sql.tsql_ident``. Also ``enable_table_call``, the T-SQL a person runs to enable CDC on
+a table (named in errors). Deciding what to read is ``planner``'s concern, converting rows
+``extract``'s.
 
 The reader speaks T-SQL through the mssql provider's ``MsSqlHook`` connection (pymssql over TDS),
 in production and locally alike: the local SQL Server CDC emulator speaks TDS, so the same driver,
@@ -15,7 +23,8 @@ from datetime import datetime, time
 from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
-from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params
+from include.cdc_pipeline.config import TableConfig
+from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params, tsql_string
 from include.cdc_pipeline.types import SourceColumn
 
 log = logging.getLogger(__name__)
@@ -65,8 +74,20 @@ class CdcSource:
             cursor.close()
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one read-only statement and return all rows (small results only)."""
+        """Run one ad-hoc read-only statement and return all rows (small results only): for tools,
+        tests and benchmarks. The pipeline itself calls the named methods of this class."""
         return self._all(sql, params)
+
+    def rollback(self) -> None:
+        """End a transaction a failed optional lookup left open (pymssql keeps one), so the next
+        statement on this connection runs; a connection with nothing to roll back is fine."""
+        rollback = getattr(self.connection, "rollback", None)
+        if rollback is None:
+            return
+        try:
+            rollback()
+        except Exception:  # nothing to roll back
+            log.debug("rollback after a failed lookup failed", exc_info=True)
 
     def max_lsn(self) -> bytes | None:
         row = self._one(template("tsql/max_lsn.sql"))
@@ -133,6 +154,62 @@ class CdcSource:
         row = self._one(template("tsql/lsn_to_time.sql"), (value,))
         return row[0] if row else None
 
+    def table_rows(self, schema: str, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Every row of a source table, unordered (reconciliation of small tables; a snapshot reads
+        by keyset pages instead: ``iter_snapshot``)."""
+        select = ", ".join(tsql_ident(name) for name in columns)
+        return self._all(f"SELECT {select} FROM {tsql_ident(schema)}.{tsql_ident(table)}")
+
+    # -- health (health.py) -------------------------------------------------------------------
+    def capture_health(self) -> tuple[bytes | None, datetime | None, datetime]:
+        """The capture job's position: max LSN, its commit time, and the server's clock."""
+        row = self._all(template("tsql/capture_health.sql"))[0]
+        return (bytes(row[0]) if row[0] is not None else None), row[1], row[2]
+
+    def last_write(self) -> datetime | None:
+        """The last write to any user table (``sys.dm_db_index_usage_stats``; needs VIEW SERVER
+        STATE, so this may raise: the caller decides what unknown means)."""
+        found = self._all(template("tsql/source_activity.sql"))
+        return found[0][0] if found else None
+
+    def cleanup_retention_minutes(self) -> int | None:
+        """The CDC cleanup job's retention (``msdb.dbo.cdc_jobs``); None when the database has no
+        cleanup job. Raises when msdb is not readable."""
+        rows = self._all(template("tsql/cdc_cleanup_retention.sql"))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def change_table_rows(self, capture_instance: str) -> int:
+        """Rows in the instance's change table."""
+        return int(self._all(f"SELECT COUNT(*) FROM {tsql_name('cdc', capture_instance + '_CT')}")[0][0])
+
+    # -- preflight (preflight.py) -------------------------------------------------------------
+    def server_identity(self) -> tuple[str, str, str]:
+        """``(@@VERSION, database, login)`` of this connection."""
+        version, database, login = self._all("SELECT @@VERSION, DB_NAME(), SUSER_SNAME()")[0]
+        return str(version), database, login
+
+    def database_cdc_enabled(self) -> bool:
+        (enabled,) = self._all("SELECT is_cdc_enabled FROM sys.databases WHERE name = DB_NAME()")[0]
+        return bool(enabled)
+
+    def login_rights(self) -> tuple[int, int]:
+        """``(IS_SRVROLEMEMBER('sysadmin'), HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT'))``."""
+        sysadmin, cdc_schema = self._all(
+            "SELECT IS_SRVROLEMEMBER('sysadmin'), HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')"
+        )[0]
+        return sysadmin, cdc_schema
+
+    def object_id(self, quoted_name: str) -> int | None:
+        """``OBJECT_ID`` of a quoted multi-part name (``tsql_name``); None when it does not exist."""
+        (found,) = self._all("SELECT OBJECT_ID(%s)", (quoted_name,))[0]
+        return None if found is None else int(found)
+
+    def can_select(self, *quoted_names: str) -> list[bool]:
+        """Whether this login may SELECT each object (``HAS_PERMS_BY_NAME``; quoted names as GRANT takes them)."""
+        checks = ", ".join("HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')" for _ in quoted_names)
+        return [ok == 1 for ok in self._all(f"SELECT {checks}", quoted_names)[0]]
+
+    # -- change rows --------------------------------------------------------------------------
     def iter_changes(
         self,
         capture_instance: str,
@@ -272,3 +349,12 @@ def _key_param(column: SourceColumn, value: Any) -> Any:
 
 def describe_lsn(value: bytes | None) -> str:
     return lsnlib.display(value)
+
+
+def enable_table_call(table: TableConfig) -> str:
+    """The exact T-SQL that enables CDC on a configured table (named in errors and by the preflight)."""
+    call = (
+        f"EXEC sys.sp_cdc_enable_table @source_schema = {tsql_string(table.source_schema)}, "
+        f"@source_name = {tsql_string(table.table)}, @role_name = NULL, @supports_net_changes = 0"
+    )
+    return call + (f", @capture_instance = {tsql_string(table.capture_instance)}" if table.capture_instance else "")

@@ -34,7 +34,9 @@ from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
-from include.cdc_pipeline.pipeline import Batch, HintStore, Window
+from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.offsets import HintStore
+from include.cdc_pipeline.planner import Window
 from include.cdc_pipeline.source import CdcSource
 
 log = logging.getLogger(__name__)

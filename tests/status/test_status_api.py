@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from include.cdc_pipeline import health, runs, status
-from include.cdc_pipeline.pipeline import Batch, Window
+from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.planner import Window
 from tests.status.conftest import VariableRecord, page_config, set_variable
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ from pathlib import Path
 from dev.localpipeline import MemoryHints  # the JSON store the DAG keeps in an Airflow Variable
 from include.cdc_pipeline import health, runs, status
 from include.cdc_pipeline.config import load_source_config
-from include.cdc_pipeline.pipeline import Batch, Window
+from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.planner import Window
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

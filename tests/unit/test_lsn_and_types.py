@@ -11,8 +11,8 @@ import pytest
 
 from include.cdc_pipeline import lsn
 from include.cdc_pipeline.errors import UnsupportedTypeError
+from include.cdc_pipeline.snowflake_sql import type_change
 from include.cdc_pipeline.types import SourceColumn, arrow_column, hasher, map_column
-from include.cdc_pipeline.warehouse import type_change
 
 
 def test_lsn_hex_order_equals_byte_order() -> None:
