@@ -32,11 +32,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline import snowflake_sql as q
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.errors import CdcError, ValueTooLargeError
 from include.cdc_pipeline.failpoints import failpoint
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.planner import Planner, Window
 from include.cdc_pipeline.progress import Progress
 from include.cdc_pipeline.snowflake_sql import (
@@ -154,12 +154,12 @@ def extract_snapshot(ctx: ExtractContext, window: Window, instance: CaptureInsta
     streamed later, and replays of changes already in the snapshot are harmless (MERGE by LSN)."""
     started = time.monotonic()
     source = ctx.source
-    max_lsn = source.max_lsn() or lsnlib.ZERO_LSN
+    max_lsn = source.max_lsn() or Lsn.ZERO
     # An instance enabled after the last captured transaction starts above max_lsn; nothing
     # between them belongs to this table, so its predecessor is an exact snapshot position.
-    floor = lsnlib.decrement(instance.start_lsn) if int.from_bytes(instance.start_lsn, "big") else lsnlib.ZERO_LSN
+    floor = instance.start_lsn.prev() if instance.start_lsn != Lsn.ZERO else Lsn.ZERO
     snap = max(max_lsn, floor)
-    snap_hex = lsnlib.to_hex(snap)
+    snap_hex = snap.hex
     committed = ctx.cfg.to_utc(source.lsn_to_time(snap))
     window = Window("snapshot", window.capture_instance, lower=None, upper=snap_hex, reason=window.reason)
     meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed, 0)
@@ -186,7 +186,7 @@ def extract_stream(
     names = ctx.names
     key_pos = [META_WIDTH + names.index(m.source.name) for m in ctx.mappings if m.target_name in ctx.layout.key]
     changes = ctx.source.iter_changes(
-        window.capture_instance, names, lsnlib.from_hex(window.lower), lsnlib.from_hex(window.upper), ctx.cfg.chunk_rows
+        window.capture_instance, names, Lsn.from_hex(window.lower), Lsn.from_hex(window.upper), ctx.cfg.chunk_rows
     )
     untimed: set[bytes] = set()  # commit LSNs of changes without a cdc.lsn_time_mapping row
 
@@ -267,7 +267,7 @@ def _copy(ctx: ExtractContext, staged: _Staged, untimed: set[bytes]) -> Batch:
         raise CdcError(f"{ctx.label}: read {rows} change rows but COPY loaded {loaded} into {layout.staging}")
     _fill_commit_times(ctx, untimed)
     failpoint("after_copy", ctx.label)
-    committed = ctx.cfg.to_utc(ctx.source.lsn_to_time(lsnlib.from_hex(window.upper))) if window.upper else None
+    committed = ctx.cfg.to_utc(ctx.source.lsn_to_time(Lsn.from_hex(window.upper))) if window.upper else None
     return Batch(
         window=window,
         batch_id=staged.batch_id,
@@ -299,11 +299,10 @@ def _fill_commit_times(ctx: ExtractContext, untimed: set[bytes]) -> None:
         len(untimed),
     )
     for value in sorted(untimed):
-        committed = ctx.cfg.to_utc(ctx.source.lsn_to_time(value))
+        lsn = Lsn.from_bytes(value)  # as the driver returned it
+        committed = ctx.cfg.to_utc(ctx.source.lsn_to_time(lsn))
         if committed is not None:
-            ctx.warehouse().execute(
-                q.set_commit_time(ctx.layout), {"committed": committed, "lsn": lsnlib.to_hex(value)}
-            )
+            ctx.warehouse().execute(q.set_commit_time(ctx.layout), {"committed": committed, "lsn": lsn.hex})
 
 
 def _progress(ctx: ExtractContext, window: Window, name: str, basis: str) -> Progress:

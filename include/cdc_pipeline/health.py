@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.offsets import Watermark, ensure_control_table, read_watermark
 from include.cdc_pipeline.snowflake_sql import UTC_NOW
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
@@ -73,7 +73,7 @@ def _minutes(delta: timedelta) -> float:
 # -- source-wide ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CaptureState:
-    max_lsn: bytes | None
+    max_lsn: Lsn | None
     max_lsn_time: datetime | None
     server_now: datetime
     last_write: datetime | None  # None: unknown (no VIEW SERVER STATE, or the emulator)
@@ -123,7 +123,7 @@ def check_capture(source: SourceConfig, state: CaptureState) -> Check:
             "no captured LSN at all: the capture job never ran (or CDC is not enabled on the database)",
         )  # fmt: skip
     lag = state.server_now - state.max_lsn_time
-    at = lsnlib.display(state.max_lsn)
+    at = str(state.max_lsn)
     if lag <= source.capture_stall_after:
         return Check(source.name, None, "capture_job", OK, _minutes(lag), threshold, "minutes", f"max LSN {at}")
     if state.last_write is not None and state.last_write <= state.max_lsn_time:
@@ -165,9 +165,7 @@ def table_checks(
         detail = "no watermark yet: the table was never loaded (initial snapshot pending or failing)"
         return [Check(source.name, name, "freshness", WARN, None, _minutes(sla), "minutes", detail)]
     current = _instance(instances, mark)
-    position = lsnlib.from_hex(mark.lsn)
-    assert position is not None
-    position_time = source.to_utc(src.lsn_to_time(position))
+    position_time = source.to_utc(src.lsn_to_time(mark.position))
     return [
         check_freshness(source, table, src, instances, mark, position_time, now),
         check_headroom(source, table, current, mark, position_time, now, retention_minutes),
@@ -186,8 +184,7 @@ def check_freshness(
 ) -> Check:
     """Lag = now − commit time of the newest change applied, while the source holds newer changes."""
     sla = source.setting(table, "freshness_sla")
-    position = lsnlib.from_hex(mark.lsn)
-    assert position is not None
+    position = mark.position
     pending = None
     for ci in instances:  # roll-over: a newer instance may hold the newer changes
         if ci.start_lsn > position or ci.name.lower() == mark.capture_instance.lower():
@@ -202,7 +199,7 @@ def check_freshness(
     status = ALERT if lag is None or lag > sla else OK
     detail = (
         f"newest applied change committed at {applied_at} (watermark {mark.lsn}); the source holds newer changes "
-        f"from {lsnlib.display(pending)}; lag {_minutes(lag) if lag is not None else '?'} min, SLA {_minutes(sla)} min"
+        f"from {pending}; lag {_minutes(lag) if lag is not None else '?'} min, SLA {_minutes(sla)} min"
     )
     return Check(
         source.name, table.name, "freshness", status, _minutes(lag) if lag else None, _minutes(sla), "minutes", detail
@@ -225,11 +222,10 @@ def check_headroom(
     lost (the pipeline then stops with a retention gap, or re-snapshots).
     """
     retention = timedelta(minutes=retention_minutes)
-    position = int(mark.lsn, 16)
-    if position + 1 < int.from_bytes(instance.start_lsn, "big"):
+    if int(mark.position) + 1 < int(instance.start_lsn):
         detail = (
             f"changes lost: watermark 0x{mark.lsn} is older than {instance.name} start_lsn "
-            f"{lsnlib.display(instance.start_lsn)}; re-snapshot the table"
+            f"{instance.start_lsn}; re-snapshot the table"
         )
         return Check(source.name, table.name, "retention_headroom", ALERT, 0.0, None, "minutes", detail)
     at = position_time or mark.committed_at

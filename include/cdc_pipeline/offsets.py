@@ -1,6 +1,6 @@
 """Where the pipeline is: the watermark, the hint that caches it, and the batch log.
 
-One vocabulary (README "Watermark"):
+One vocabulary (the same words in logs, XCom, the status page and the docs):
 
 * **watermark** — the persisted position of a table: the last applied LSN on its capture instance,
   one row of ``<db>.<control>.CDC_WATERMARKS`` in Snowflake, written as the last step of a batch
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from include.cdc_pipeline.config import SourceConfig
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.snowflake_sql import UTC_NOW, create_table
 from include.cdc_pipeline.sql import sf_table
 from include.cdc_pipeline.warehouse import Warehouse
@@ -72,12 +73,17 @@ WATERMARK_COLUMNS = [
 
 @dataclass(frozen=True)
 class Watermark:
-    """A table's persisted position: everything up to and including ``lsn`` (hex) is applied."""
+    """A table's persisted position: everything up to and including ``lsn`` is applied. ``lsn`` is
+    the stored hex text (the control table's column); ``position`` the same as an ``Lsn``."""
 
     capture_instance: str
     lsn: str
     committed_at: Any = None
     snapshot_lsn: str | None = None
+
+    @property
+    def position(self) -> Lsn:
+        return Lsn.from_hex(self.lsn)
 
 
 def _control_table(database: str, schema: str) -> str:

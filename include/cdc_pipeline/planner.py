@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import RetentionGapPolicy, SourceConfig, TableConfig
 from include.cdc_pipeline.errors import RetentionGapError, SourceRewoundError, TableNotCapturedError
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.offsets import HintStore, Watermark
 from include.cdc_pipeline.source import CaptureInstance, enable_table_call
 from include.cdc_pipeline.sql import tsql_string
@@ -59,13 +59,13 @@ class ChangeReader(Protocol):
 
     def capture_instances(self, schema: str, table: str) -> list[CaptureInstance]: ...
 
-    def max_lsn(self) -> bytes | None: ...
+    def max_lsn(self) -> Lsn | None: ...
 
-    def bounded_upper(self, after: bytes, max_transactions: int) -> bytes | None: ...
+    def bounded_upper(self, after: Lsn, max_transactions: int) -> Lsn | None: ...
 
-    def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None: ...
+    def first_change_after(self, capture_instance: str, after: Lsn) -> Lsn | None: ...
 
-    def ddl_after(self, capture_instance: str, after: bytes) -> list[tuple[str, bytes, datetime]]: ...
+    def ddl_after(self, capture_instance: str, after: Lsn) -> list[tuple[str, Lsn, datetime]]: ...
 
 
 class WatermarkStore(Protocol):
@@ -76,15 +76,19 @@ class WatermarkStore(Protocol):
     def advance_idle(self, expected: Watermark, position: Watermark) -> bool: ...
 
 
-def _max_hex(*values: str | None) -> str | None:
-    present = [v for v in values if v]
-    return max(present) if present else None
+def _latest(position: Lsn, stored: str | None) -> Lsn:
+    """The later of a position and a stored (hex) one, if any."""
+    return max(position, Lsn.from_hex(stored)) if stored else position
 
 
-def _below_start(instances: Sequence[CaptureInstance], name: str, position: str) -> bool:
+def _hex(value: Lsn | None) -> str | None:
+    return value.hex if value is not None else None
+
+
+def _below_start(instances: Sequence[CaptureInstance], name: str, position: Lsn) -> bool:
     """The position lies below the start of its capture instance: nothing of it is readable yet."""
     found = next((ci for ci in instances if ci.name.lower() == name.lower()), None)
-    return found is not None and int(position, 16) < int.from_bytes(found.start_lsn, "big")
+    return found is not None and position < found.start_lsn
 
 
 class Planner:
@@ -144,10 +148,8 @@ class Planner:
             if found is None:
                 return Window("snapshot", newest.name, reason="no watermark yet: initial snapshot")
             mark, checked, confirmed = found, None, True
-        position = _max_hex(mark.lsn, checked)
-        assert position is not None
-        max_lsn = lsnlib.from_hex(cut) if cut else self.reader().max_lsn()
-        upper = lsnlib.to_hex(max_lsn) if max_lsn else None
+        position = _latest(mark.position, checked)
+        upper = Lsn.from_hex(cut) if cut else self.reader().max_lsn()
         if upper is not None and upper < position and not _below_start(instances, mark.capture_instance, position):
             # The log is behind what was loaded: a restored or re-created source database, or a
             # hint left from an environment that was reset. Snowflake decides; never go idle on it.
@@ -156,13 +158,13 @@ class Planner:
             found = mark if confirmed else self.watermarks.read()
             if found is None:
                 return Window("snapshot", newest.name, reason="hint without a watermark in Snowflake: snapshot")
-            if found.lsn > upper:
+            if found.position > upper:
                 raise SourceRewoundError(
-                    f"{self.label}: the source's max LSN {upper} is below the loaded watermark {found.lsn} "
+                    f"{self.label}: the source's max LSN {upper.hex} is below the loaded watermark {found.lsn} "
                     f"({found.capture_instance}): was the database restored or re-created? Changes since "
                     f'may be missing or repeated: re-snapshot the table ({{"resnapshot": ["{self.table.name}"]}}).'
                 )
-            mark, confirmed, position = found, True, found.lsn
+            mark, confirmed, position = found, True, found.position
         current, boundary, switched = self._choose_instance(instances, mark.capture_instance, position)
         gap = self.retention_gap(current, position)
         if gap:
@@ -172,13 +174,12 @@ class Planner:
             upper = min(upper, boundary)
         cap = self.cfg.setting(self.table, "max_transactions_per_batch")
         if upper is not None and cap:
-            bounded = lsnlib.to_hex(self.reader().bounded_upper(lsnlib.from_hex(position), cap))
+            bounded = self.reader().bounded_upper(position, cap)
             if bounded is not None and bounded < upper:
                 upper, capped = bounded, True
         first = None
         if upper is not None and upper > position:
-            first_lsn = self.reader().first_change_after(current.name, lsnlib.from_hex(position))
-            first = lsnlib.to_hex(first_lsn) if first_lsn else None
+            first = self.reader().first_change_after(current.name, position)
         if first is None or upper is None or first > upper:
             if not self._record_idle(mark, current.name, upper or position, switched):
                 # Snowflake did not confirm the hint's position: it is dropped, Snowflake decides.
@@ -186,7 +187,7 @@ class Planner:
                 if found is None:
                     return Window("snapshot", newest.name, reason="hint not confirmed by Snowflake (no watermark)")
                 return self.plan_from_watermark(found, cut)
-            return Window("idle", current.name, lower=position, upper=upper, reason="no new changes")
+            return Window("idle", current.name, lower=position.hex, upper=_hex(upper), reason="no new changes")
         if not confirmed:
             # There is work: confirm the position against Snowflake, the only durable truth.
             found = self.watermarks.read()
@@ -204,12 +205,12 @@ class Planner:
             "stream",
             current.name,
             lower=mark.lsn,
-            upper=upper,
+            upper=upper.hex,
             reason="changes pending",
             switched_from=switched,
-            warnings=self._ddl_warnings(current.name, mark.lsn),
-            cut=run_cut if capped else None,
-            position=position,
+            warnings=self._ddl_warnings(current.name, mark.position),
+            cut=_hex(run_cut) if capped else None,
+            position=position.hex,
         )
 
     def on_retention_gap(self, gap: str, newest: CaptureInstance) -> Window:
@@ -223,12 +224,12 @@ class Planner:
             "and consider a longer CDC retention (sys.sp_cdc_change_job @job_type='cleanup', @retention=…)."
         )
 
-    def _ddl_warnings(self, instance: str, after: str) -> list[str]:
+    def _ddl_warnings(self, instance: str, after: Lsn) -> list[str]:
         """Source DDL needs a person: the change table keeps the shape it had at enable time."""
         warnings = []
-        for command, ddl_lsn, ddl_time in self.reader().ddl_after(instance, lsnlib.from_hex(after)):
+        for command, ddl_lsn, ddl_time in self.reader().ddl_after(instance, after):
             message = (
-                f"{self.label}: DDL on the source table at {lsnlib.display(ddl_lsn)} ({ddl_time}): {command!r}. "
+                f"{self.label}: DDL on the source table at {ddl_lsn} ({ddl_time}): {command!r}. "
                 f"Capture instance {instance} keeps its original columns: to replicate an added column, create a "
                 "new capture instance (EXEC sys.sp_cdc_enable_table … "
                 f"@capture_instance={tsql_string(instance + '_v2')}); the pipeline switches to it without a gap, "
@@ -245,8 +246,8 @@ class Planner:
         return self.plan(cut=cut)
 
     def _choose_instance(
-        self, instances: list[CaptureInstance], name: str, position: str
-    ) -> tuple[CaptureInstance, str | None, str | None]:
+        self, instances: list[CaptureInstance], name: str, position: Lsn
+    ) -> tuple[CaptureInstance, Lsn | None, str | None]:
         """Follow capture-instance roll-over: read the old instance up to the new one's start_lsn,
         then switch. Returns (instance to read, upper bound for it or None, instance switched from)."""
         by_name = {ci.name.lower(): ci for ci in instances}
@@ -267,8 +268,7 @@ class Planner:
         if not later:
             return current, None, None
         nxt = later[0]
-        boundary = lsnlib.to_hex(lsnlib.decrement(nxt.start_lsn))
-        assert boundary is not None
+        boundary = nxt.start_lsn.prev()
         if position >= boundary:
             log.warning("%s: switching capture instance %s → %s at %s", self.label, current.name, nxt.name, boundary)
             return nxt, None, current.name
@@ -287,20 +287,19 @@ class Planner:
         instance = next((ci for ci in self.instances() if ci.name == window.capture_instance), None)
         if instance is None:
             return f"{self.label}: capture instance {window.capture_instance} was dropped while its window was read"
-        gap = self.retention_gap(instance, window.position or window.lower)
+        gap = self.retention_gap(instance, Lsn.from_hex(window.position or window.lower))
         return f"{gap}, while the window ({window.lower}, {window.upper}] was read" if gap else None
 
-    def retention_gap(self, instance: CaptureInstance, position: str) -> str | None:
-        start = int.from_bytes(instance.start_lsn, "big")
-        if int(position, 16) + 1 < start:
+    def retention_gap(self, instance: CaptureInstance, position: Lsn) -> str | None:
+        if int(position) + 1 < int(instance.start_lsn):
             return (
-                f"{self.label}: retention gap — watermark 0x{position} is older than capture instance "
-                f"{instance.name} start_lsn {lsnlib.display(instance.start_lsn)} (CDC cleanup purged changes "
+                f"{self.label}: retention gap — watermark {position} is older than capture instance "
+                f"{instance.name} start_lsn {instance.start_lsn} (CDC cleanup purged changes "
                 "that were never loaded)"
             )
         return None
 
-    def _record_idle(self, mark: Watermark, instance: str, checked: str, switched: str | None) -> bool:
+    def _record_idle(self, mark: Watermark, instance: str, checked: Lsn, switched: str | None) -> bool:
         """An idle poll still records that the table was checked (freshness, retention headroom).
 
         False when the position was due to be persisted and Snowflake did not hold the hint's
@@ -310,7 +309,7 @@ class Planner:
         hint.update(
             capture_instance=mark.capture_instance if not switched else instance,
             watermark=mark.lsn,
-            checked_upper=_max_hex(checked, hint.get("checked_upper")),
+            checked_upper=_latest(checked, hint.get("checked_upper")).hex,
             checked_at=now.isoformat(),
         )
         persisted = hint.get("persisted_at")

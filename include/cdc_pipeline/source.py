@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import TableConfig
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params, tsql_string
 from include.cdc_pipeline.types import SourceColumn
 
@@ -43,7 +43,7 @@ CDC_META_COLUMNS = {
 @dataclass(frozen=True)
 class CaptureInstance:
     name: str
-    start_lsn: bytes
+    start_lsn: Lsn
     source_schema: str
     source_table: str
     created: datetime | None = None  # cdc.change_tables.create_date
@@ -89,9 +89,10 @@ class CdcSource:
         except Exception:  # nothing to roll back
             log.debug("rollback after a failed lookup failed", exc_info=True)
 
-    def max_lsn(self) -> bytes | None:
+    def max_lsn(self) -> Lsn | None:
+        """``sys.fn_cdc_get_max_lsn()``; None when nothing was ever captured."""
         row = self._one(template("tsql/max_lsn.sql"))
-        return bytes(row[0]) if row and row[0] is not None else None
+        return Lsn.from_bytes(row[0]) if row and row[0] is not None else None
 
     def capture_instances(self, schema: str, table: str) -> list[CaptureInstance]:
         """The table's capture instances (at most two), oldest first.
@@ -99,7 +100,7 @@ class CdcSource:
         Ordered by creation, not by start_lsn: the cleanup job raises every instance's start_lsn to
         the same low water mark, after which start_lsn no longer tells the newer instance."""
         found = [
-            CaptureInstance(name, bytes(start), src_schema, src_table, created, object_id or 0)
+            CaptureInstance(name, Lsn.from_bytes(start), src_schema, src_table, created, object_id or 0)
             for name, start, created, object_id, src_schema, src_table in self._all(
                 template("tsql/capture_instances.sql")
             )
@@ -125,33 +126,33 @@ class CdcSource:
         """The source table's current column names (a captured column may have been dropped since)."""
         return [row[0] for row in self._all(template("tsql/table_columns.sql"), (tsql_name(schema, table),))]
 
-    def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
+    def first_change_after(self, capture_instance: str, after: Lsn) -> Lsn | None:
         """The first LSN in the change table after ``after``: the cheap 'is there work?' probe."""
         sql = (
             f"SELECT TOP (1) ct.[__$start_lsn] FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct "
             "WHERE ct.[__$start_lsn] > %s ORDER BY ct.[__$start_lsn]"
         )
-        row = self._one(sql, (after,))
-        return bytes(row[0]) if row else None
+        row = self._one(sql, (bytes(after),))
+        return Lsn.from_bytes(row[0]) if row else None
 
-    def ddl_after(self, capture_instance: str, after: bytes) -> list[tuple[str, bytes, datetime]]:
+    def ddl_after(self, capture_instance: str, after: Lsn) -> list[tuple[str, Lsn, datetime]]:
         """DDL recorded in cdc.ddl_history for the instance's table after ``after``."""
-        return [
-            (command, bytes(ddl_lsn), ddl_time)
-            for command, ddl_lsn, ddl_time in self._all(template("tsql/ddl_history.sql"), (capture_instance, after))
-        ]
+        rows = self._all(template("tsql/ddl_history.sql"), (capture_instance, bytes(after)))
+        return [(command, Lsn.from_bytes(ddl_lsn), ddl_time) for command, ddl_lsn, ddl_time in rows]
 
-    def bounded_upper(self, after: bytes, max_transactions: int) -> bytes | None:
-        row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, after))
-        return bytes(row[0]) if row and row[0] is not None else None
+    def bounded_upper(self, after: Lsn, max_transactions: int) -> Lsn | None:
+        """The LSN of the ``max_transactions``-th transaction after ``after`` (or the last one)."""
+        row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, bytes(after)))
+        return Lsn.from_bytes(row[0]) if row and row[0] is not None else None
 
     def row_estimate(self, qualified_name: str) -> int | None:
         """The catalog's approximate row count of a table (``sys.partitions``); None when unknown."""
         row = self._one(template("tsql/row_estimate.sql"), (qualified_name,))
         return int(row[0]) if row and row[0] is not None else None
 
-    def lsn_to_time(self, value: bytes) -> datetime | None:
-        row = self._one(template("tsql/lsn_to_time.sql"), (value,))
+    def lsn_to_time(self, value: Lsn) -> datetime | None:
+        """``sys.fn_cdc_map_lsn_to_time``: the commit time (server clock) of an LSN."""
+        row = self._one(template("tsql/lsn_to_time.sql"), (bytes(value),))
         return row[0] if row else None
 
     def table_rows(self, schema: str, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -161,10 +162,10 @@ class CdcSource:
         return self._all(f"SELECT {select} FROM {tsql_ident(schema)}.{tsql_ident(table)}")
 
     # -- health (health.py) -------------------------------------------------------------------
-    def capture_health(self) -> tuple[bytes | None, datetime | None, datetime]:
+    def capture_health(self) -> tuple[Lsn | None, datetime | None, datetime]:
         """The capture job's position: max LSN, its commit time, and the server's clock."""
         row = self._all(template("tsql/capture_health.sql"))[0]
-        return (bytes(row[0]) if row[0] is not None else None), row[1], row[2]
+        return (Lsn.from_bytes(row[0]) if row[0] is not None else None), row[1], row[2]
 
     def last_write(self) -> datetime | None:
         """The last write to any user table (``sys.dm_db_index_usage_stats``; needs VIEW SERVER
@@ -214,8 +215,8 @@ class CdcSource:
         self,
         capture_instance: str,
         columns: Sequence[str],
-        after: bytes,
-        upper: bytes,
+        after: Lsn,
+        upper: Lsn,
         chunk_rows: int,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Change rows with ``after < __$start_lsn <= upper``, in apply order, ``chunk_rows`` at a time.
@@ -240,7 +241,7 @@ class CdcSource:
             " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s"
             " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
         )
-        yield from self._stream(sql, (after, upper), chunk_rows)
+        yield from self._stream(sql, (bytes(after), bytes(upper)), chunk_rows)
 
     def iter_snapshot(
         self,
@@ -345,10 +346,6 @@ def _key_param(column: SourceColumn, value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
-
-
-def describe_lsn(value: bytes | None) -> str:
-    return lsnlib.display(value)
 
 
 def enable_table_call(table: TableConfig) -> str:

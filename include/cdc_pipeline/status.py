@@ -89,8 +89,7 @@ def record_plan(
     ``cdc.lsn_time_mapping`` (two SQL Server lookups when the table has work, none when idle)."""
 
     def lsn_time(value: str) -> datetime | None:
-        lsn = lsnlib.from_hex(value)
-        return source.lsn_to_time(lsn) if lsn else None
+        return source.lsn_to_time(lsnlib.Lsn.from_hex(value))
 
     now = now or datetime.now(UTC)
     record = dict(store.get() or {})

@@ -14,20 +14,20 @@ from typing import Any
 
 import pytest
 
-from include.cdc_pipeline import lsn
 from include.cdc_pipeline.config import SourceConfig
 from include.cdc_pipeline.errors import RetentionGapError, SourceRewoundError, TableNotCapturedError
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.offsets import Watermark
 from include.cdc_pipeline.planner import Planner, Window
 from include.cdc_pipeline.source import CaptureInstance
 
 
-def at(n: int) -> bytes:
-    return n.to_bytes(lsn.LSN_BYTES, "big")
+def at(n: int) -> Lsn:
+    return Lsn.from_int(n)
 
 
 def hx(n: int) -> str:
-    return lsn.to_hex(at(n))
+    return at(n).hex
 
 
 @dataclass
@@ -50,22 +50,22 @@ class FakeReader:
     def commits(self) -> list[int]:
         return sorted({n for lsns in self.changes.values() for n in lsns})
 
-    def max_lsn(self) -> bytes | None:
+    def max_lsn(self) -> Lsn | None:
         self.questions.append("max_lsn")
         top = self.max if self.max is not None else max(self.commits(), default=None)
         return at(top) if top is not None else None
 
-    def bounded_upper(self, after: bytes, max_transactions: int) -> bytes | None:
+    def bounded_upper(self, after: Lsn, max_transactions: int) -> Lsn | None:
         self.questions.append("bounded_upper")
-        later = [n for n in self.commits() if n > int.from_bytes(after, "big")][:max_transactions]
+        later = [n for n in self.commits() if n > int(after)][:max_transactions]
         return at(later[-1]) if later else None
 
-    def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
+    def first_change_after(self, capture_instance: str, after: Lsn) -> Lsn | None:
         self.questions.append("first_change_after")
-        later = [n for n in self.changes[capture_instance] if n > int.from_bytes(after, "big")]
+        later = [n for n in self.changes[capture_instance] if n > int(after)]
         return at(min(later)) if later else None
 
-    def ddl_after(self, capture_instance: str, after: bytes) -> list[tuple[str, bytes, datetime]]:
+    def ddl_after(self, capture_instance: str, after: Lsn) -> list[tuple[str, Lsn, datetime]]:
         return []
 
 
