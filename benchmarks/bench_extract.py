@@ -45,7 +45,7 @@ def _window(port: int) -> tuple[list[str], bytes, bytes]:
     upper = source.max_lsn()
     source.connection.close()
     assert upper is not None
-    return columns, b"\x00" * 10, upper
+    return columns, b"\x00" * 10, bytes(upper)
 
 
 def _query(columns: list[str], low: bytes, high: bytes) -> str:
@@ -120,17 +120,18 @@ def reader(args: tuple[str, int, list[str], bytes, bytes]) -> dict:
         rows = -1
     elif method.startswith("pymssql"):
         from dev.localpipeline import open_source
-        from include.cdc_pipeline.pipeline import _parquet_schema, _to_arrow
+        from include.cdc_pipeline.extract import parquet_schema, to_arrow
+        from include.cdc_pipeline.lsn import Lsn
         from include.cdc_pipeline.types import map_column
 
         source = open_source(port)
         mappings = [map_column(c) for c in source.change_table_columns(INSTANCE)]
-        schema = _parquet_schema(mappings)
+        schema = parquet_schema(mappings)
         started = time.monotonic()
-        for chunk in source.iter_changes(INSTANCE, columns, low, high, CHUNK_ROWS):
+        for chunk in source.iter_changes(INSTANCE, columns, Lsn(low), Lsn(high), CHUNK_ROWS):
             rows += len(chunk)
             if method.endswith("Arrow"):
-                _to_arrow(chunk, mappings, schema, None)
+                to_arrow(chunk, mappings, schema, None)
     else:
         import connectorx as cx
 

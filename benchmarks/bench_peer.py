@@ -140,7 +140,7 @@ def run_once(changes: int, workdir: Path, snowflake_port: int, attempt: int) -> 
         columns = [c.name for c in source.change_table_columns(f"dbo_{TABLE}")]
         upper = source.max_lsn()
         source.connection.close()
-        served = _in_process(bare, (server.port, columns, upper))
+        served = _in_process(bare, (server.port, columns, bytes(upper)))
         ours = _in_process(worker, (TABLE, database, server.port, snowflake_port, None))
         theirs = _in_process(peer, (server.port, str(workdir / f"peer_{attempt}")))
     finally:

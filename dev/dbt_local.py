@@ -11,7 +11,7 @@ The seeded dataset is the billing workload's calendar of business events (``dev.
 deterministic by ``--seed``) logged by its in-memory CDC sink (``dev.workload.cdclog``): every
 business operation is one source transaction with its own LSN, and both raw tables are derived from
 that one change list exactly as the ingestion pipeline writes them
-(``include/cdc_pipeline/warehouse.py``):
+(``include/cdc_pipeline/snowflake_sql.py``):
 
 * ``RAW.<T>_HISTORY``: every change once (snapshot rows op 0, inserts 2, updates 4 with the after
   image, deletes 1 with the row's last values), with LSN / seqval / commit time / batch;
@@ -54,8 +54,8 @@ HASH_SALT = "local-dev-salt"  # the local value of the Airflow Variable cdc_hash
 
 def _layout(table: str, database: str = DATABASE) -> Any:
     from include.cdc_pipeline.config import DeleteMode
+    from include.cdc_pipeline.snowflake_sql import TableLayout
     from include.cdc_pipeline.types import SourceColumn, map_column
-    from include.cdc_pipeline.warehouse import TableLayout
 
     columns = tuple(
         map_column(SourceColumn(c.name, c.type_name, precision=c.precision_scale[0], scale=c.precision_scale[1]),

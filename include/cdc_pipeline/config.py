@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from include.cdc_pipeline.errors import ConfigError
+
 # Snowflake database, schema and stage names of the target (upper-cased, unquoted-safe): they are
 # the deployment's own choice. Table and column names are quoted everywhere and take any name.
 _SF_IDENT = r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$"
@@ -346,10 +348,6 @@ class SourceConfig(_Strict):
         """A table's own value for ``field``, else the source's ``table_defaults`` value."""
         value = getattr(table, field)
         return getattr(self.table_defaults, field) if value is None else value
-
-
-class ConfigError(ValueError):
-    """A source config file is invalid. The message names the file and the offending field."""
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:

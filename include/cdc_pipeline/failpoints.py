@@ -11,11 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from include.cdc_pipeline.errors import InjectedFailure
+
 POINTS = ("after_read", "after_put", "after_copy", "after_merge", "before_watermark")
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by an armed failpoint."""
 
 
 def failpoint(name: str, scope: str = "") -> None:

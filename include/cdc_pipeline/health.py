@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
+from include.cdc_pipeline.lsn import Lsn
+from include.cdc_pipeline.offsets import Watermark, ensure_control_table, read_watermark
+from include.cdc_pipeline.snowflake_sql import UTC_NOW
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
-from include.cdc_pipeline.sql import sf_table, template, tsql_name
-from include.cdc_pipeline.warehouse import UTC_NOW, Warehouse, Watermark, ensure_control_table, read_watermark
+from include.cdc_pipeline.sql import sf_table
+from include.cdc_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +70,10 @@ def _minutes(delta: timedelta) -> float:
     return round(delta.total_seconds() / 60, 2)
 
 
-def _rollback(src: CdcSource) -> None:
-    rollback = getattr(src.connection, "rollback", None)
-    if rollback is not None:
-        try:
-            rollback()
-        except Exception:  # nothing to roll back
-            log.debug("rollback after a failed lookup failed", exc_info=True)
-
-
 # -- source-wide ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CaptureState:
-    max_lsn: bytes | None
+    max_lsn: Lsn | None
     max_lsn_time: datetime | None
     server_now: datetime
     last_write: datetime | None  # None: unknown (no VIEW SERVER STATE, or the emulator)
@@ -88,33 +81,31 @@ class CaptureState:
 
 def capture_state(src: CdcSource) -> CaptureState:
     """The capture job's position and the server clock, plus the last write when it can be read."""
-    row = src.query(template("tsql/capture_health.sql"))[0]
-    max_lsn = bytes(row[0]) if row[0] is not None else None
+    max_lsn, max_lsn_time, server_now = src.capture_health()
     try:
-        found = src.query(template("tsql/source_activity.sql"))
-        last_write = found[0][0] if found else None
+        last_write = src.last_write()
     except Exception as exc:
-        _rollback(src)
+        src.rollback()
         log.info(
             "source activity unknown (sys.dm_db_index_usage_stats not readable: %s); a stale max LSN is reported "
             "as a capture stall",
             str(exc).splitlines()[0],
         )
         last_write = None
-    return CaptureState(max_lsn, row[1], row[2], last_write)
+    return CaptureState(max_lsn, max_lsn_time, server_now, last_write)
 
 
 def cleanup_retention(src: CdcSource, configured_minutes: int) -> tuple[int, str]:
     """Retention of the CDC cleanup job in minutes: ``msdb.dbo.cdc_jobs`` when readable, else config."""
     try:
-        rows = src.query(template("tsql/cdc_cleanup_retention.sql"))
-        if rows and rows[0][0] is not None:
-            return int(rows[0][0]), "msdb.dbo.cdc_jobs"
+        minutes = src.cleanup_retention_minutes()
+        if minutes is not None:
+            return minutes, "msdb.dbo.cdc_jobs"
         log.info(
             "msdb.dbo.cdc_jobs has no cleanup job for this database: using retention_minutes=%d", configured_minutes
         )
     except Exception as exc:
-        _rollback(src)
+        src.rollback()
         log.info(
             "msdb.dbo.cdc_jobs not readable (%s): using the configured retention_minutes=%d",
             str(exc).splitlines()[0],
@@ -132,7 +123,7 @@ def check_capture(source: SourceConfig, state: CaptureState) -> Check:
             "no captured LSN at all: the capture job never ran (or CDC is not enabled on the database)",
         )  # fmt: skip
     lag = state.server_now - state.max_lsn_time
-    at = lsnlib.display(state.max_lsn)
+    at = str(state.max_lsn)
     if lag <= source.capture_stall_after:
         return Check(source.name, None, "capture_job", OK, _minutes(lag), threshold, "minutes", f"max LSN {at}")
     if state.last_write is not None and state.last_write <= state.max_lsn_time:
@@ -174,9 +165,7 @@ def table_checks(
         detail = "no watermark yet: the table was never loaded (initial snapshot pending or failing)"
         return [Check(source.name, name, "freshness", WARN, None, _minutes(sla), "minutes", detail)]
     current = _instance(instances, mark)
-    position = lsnlib.from_hex(mark.lsn)
-    assert position is not None
-    position_time = source.to_utc(src.lsn_to_time(position))
+    position_time = source.to_utc(src.lsn_to_time(mark.position))
     return [
         check_freshness(source, table, src, instances, mark, position_time, now),
         check_headroom(source, table, current, mark, position_time, now, retention_minutes),
@@ -195,8 +184,7 @@ def check_freshness(
 ) -> Check:
     """Lag = now − commit time of the newest change applied, while the source holds newer changes."""
     sla = source.setting(table, "freshness_sla")
-    position = lsnlib.from_hex(mark.lsn)
-    assert position is not None
+    position = mark.position
     pending = None
     for ci in instances:  # roll-over: a newer instance may hold the newer changes
         if ci.start_lsn > position or ci.name.lower() == mark.capture_instance.lower():
@@ -211,7 +199,7 @@ def check_freshness(
     status = ALERT if lag is None or lag > sla else OK
     detail = (
         f"newest applied change committed at {applied_at} (watermark {mark.lsn}); the source holds newer changes "
-        f"from {lsnlib.display(pending)}; lag {_minutes(lag) if lag is not None else '?'} min, SLA {_minutes(sla)} min"
+        f"from {pending}; lag {_minutes(lag) if lag is not None else '?'} min, SLA {_minutes(sla)} min"
     )
     return Check(
         source.name, table.name, "freshness", status, _minutes(lag) if lag else None, _minutes(sla), "minutes", detail
@@ -234,11 +222,10 @@ def check_headroom(
     lost (the pipeline then stops with a retention gap, or re-snapshots).
     """
     retention = timedelta(minutes=retention_minutes)
-    position = int(mark.lsn, 16)
-    if position + 1 < int.from_bytes(instance.start_lsn, "big"):
+    if int(mark.position) + 1 < int(instance.start_lsn):
         detail = (
             f"changes lost: watermark 0x{mark.lsn} is older than {instance.name} start_lsn "
-            f"{lsnlib.display(instance.start_lsn)}; re-snapshot the table"
+            f"{instance.start_lsn}; re-snapshot the table"
         )
         return Check(source.name, table.name, "retention_headroom", ALERT, 0.0, None, "minutes", detail)
     at = position_time or mark.committed_at
@@ -262,7 +249,7 @@ def check_headroom(
 
 def check_change_table(source: SourceConfig, table: TableConfig, src: CdcSource, instance: CaptureInstance) -> Check:
     """Rows in the instance's change table (growth: compare with the previous CDC_HEALTH row)."""
-    rows = src.query(f"SELECT COUNT(*) FROM {tsql_name('cdc', instance.name + '_CT')}")[0][0]
+    rows = src.change_table_rows(instance.name)
     detail = f"cdc.{instance.name}_CT holds {rows} rows"
     return Check(source.name, table.name, "change_table_rows", OK, float(rows), None, "rows", detail)
 

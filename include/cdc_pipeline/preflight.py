@@ -31,9 +31,13 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from include.cdc_pipeline.config import ConfigError, SourceConfig, load_source_config, source_files
+from include.cdc_pipeline.config import SourceConfig, load_source_config, source_files
+from include.cdc_pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from include.cdc_pipeline.source import CdcSource
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +76,17 @@ def reader_login_fix(source: SourceConfig, login: str = "cdc_reader") -> str:
     )
 
 
-def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> list[Finding]:
+def check_sqlserver(source: SourceConfig, open_source: Callable[[], CdcSource]) -> list[Finding]:
     """SQL Server checks over one connection (``open_source`` returns a ``CdcSource``)."""
-    from include.cdc_pipeline.pipeline import CdcError, TableNotCapturedError, TablePipeline, enable_table_call
+    from include.cdc_pipeline.errors import CdcError, TableNotCapturedError, UnsupportedTypeError
+    from include.cdc_pipeline.pipeline import TablePipeline
+    from include.cdc_pipeline.source import enable_table_call
     from include.cdc_pipeline.sql import tsql_name
-    from include.cdc_pipeline.types import UnsupportedTypeError
 
     name = f"{source.name}: SQL Server"
     try:
         src = open_source()
-        version, database, login = src.query("SELECT @@VERSION, DB_NAME(), SUSER_SNAME()")[0]
+        version, database, login = src.server_identity()
     except Exception as exc:
         return _unreachable(
             name,
@@ -89,8 +94,8 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
             f"check connection `{source.mssql_conn_id}` (host, port, database, login, password) and that the "
             "server accepts connections from the workers",
         )
-    findings = [Finding(f"{name} reachable", True, f"database {database} as login {login}; {str(version)[:60]}")]
-    (cdc_on,) = src.query("SELECT is_cdc_enabled FROM sys.databases WHERE name = DB_NAME()")[0]
+    findings = [Finding(f"{name} reachable", True, f"database {database} as login {login}; {version[:60]}")]
+    cdc_on = src.database_cdc_enabled()
     findings.append(
         Finding(
             f"{name} CDC on database {database}",
@@ -101,9 +106,7 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
             else f"as sysadmin in {database}: EXEC sys.sp_cdc_enable_db (and keep SQL Server Agent running)",
         )
     )
-    sysadmin, cdc_schema = src.query(
-        "SELECT IS_SRVROLEMEMBER('sysadmin'), HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')"
-    )[0]
+    sysadmin, cdc_schema = src.login_rights()
     findings.append(
         Finding(
             f"{name} login {login} is not sysadmin",
@@ -124,8 +127,7 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
         where = f"{table.source_schema}.{table.table}"
         check = f"{name} table {where}"
         quoted = tsql_name(table.source_schema, table.table)  # OBJECT_ID parses the name: quote its parts
-        (object_id,) = src.query("SELECT OBJECT_ID(%s)", (quoted,))[0]
-        if object_id is None:
+        if src.object_id(quoted) is None:
             findings.append(
                 Finding(
                     check,
@@ -145,10 +147,7 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], Any]) -> lis
             findings.append(Finding(check, False, _first_line(exc), fix))
             continue
         objects = (tsql_name("cdc", f"{instance.name}_CT"), quoted)  # as HAS_PERMS_BY_NAME and GRANT take them
-        perms = src.query(
-            "SELECT HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT'), HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')", objects
-        )[0]
-        missing = [obj for obj, ok in zip(objects, perms, strict=True) if ok != 1]
+        missing = [obj for obj, ok in zip(objects, src.can_select(*objects), strict=True) if not ok]
         findings.append(
             Finding(
                 check,

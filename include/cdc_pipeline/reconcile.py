@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from include.cdc_pipeline import snowflake_sql as q
 from include.cdc_pipeline.pipeline import TablePipeline
-from include.cdc_pipeline.sql import sf_ident, tsql_ident
 from include.cdc_pipeline.types import ColumnMapping, arrow_column
 
 
@@ -54,9 +54,8 @@ def reconcile(pipeline: TablePipeline, salt: str | None = None, sample: int = 5)
     layout = pipeline.layout(mappings)
     key_idx = [layout.names.index(k) for k in layout.key]
     selected, widen = pipeline.snapshot_reader([m.source.name for m in mappings])
-    select = ", ".join(tsql_ident(name) for name in selected)
-    src_sql = f"SELECT {select} FROM {tsql_ident(pipeline.table.source_schema)}.{tsql_ident(pipeline.table.table)}"
-    rows = [widen(row) for row in pipeline.source.query(src_sql)]
+    table = pipeline.table
+    rows = [widen(row) for row in pipeline.source.table_rows(table.source_schema, table.table, selected)]
     columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in mappings]
     converted = [arrow_column(m, list(columns[i]), salt).to_pylist() for i, m in enumerate(mappings)]
     source = {}
@@ -64,10 +63,7 @@ def reconcile(pipeline: TablePipeline, salt: str | None = None, sample: int = 5)
         normed = tuple(_norm(v, m) for v, m in zip(values, mappings, strict=True))
         source[tuple(normed[i] for i in key_idx)] = normed
 
-    deleted = sf_ident("_CDC_DELETED")
-    raw_rows = pipeline.warehouse.execute(
-        f"SELECT {', '.join(sf_ident(n) for n in layout.names)}, COALESCE({deleted}, FALSE) FROM {layout.raw}"
-    )
+    raw_rows = pipeline.warehouse.execute(q.raw_rows(layout))
     raw, n_deleted = {}, 0
     for row in raw_rows:
         if row[-1]:

@@ -1,4 +1,12 @@
-"""The SQL Server side: connection hook and the CDC reader.
+"""The SQL Server side: the one home of the T-SQL the package sends.
+
+``CdcSource`` holds every statement sent to SQL Server, each behind a named method: CDC metadata
+(capture instances, captured columns, max LSN, DDL history, LSN/time mapping), the window's change
+rows and the snapshot's keyset pages, and the lookups of the health checks and the preflight.
+Static statements live as templates in ``include/sql/tsql``; the ones whose names vary are built
+here with ``sql.tsql_ident``. Also ``enable_table_call``, the T-SQL a person runs to enable CDC on
+a table (named in errors). Deciding what to read is ``planner``'s concern, converting rows
+``extract``'s.
 
 The reader speaks T-SQL through the mssql provider's ``MsSqlHook`` connection (pymssql over TDS),
 in production and locally alike: the local SQL Server CDC emulator speaks TDS, so the same driver,
@@ -14,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-from include.cdc_pipeline import lsn as lsnlib
-from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params
+from include.cdc_pipeline.config import TableConfig
+from include.cdc_pipeline.lsn import Lsn
+from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params, tsql_string
 from include.cdc_pipeline.types import SourceColumn
 
 log = logging.getLogger(__name__)
@@ -34,7 +43,7 @@ CDC_META_COLUMNS = {
 @dataclass(frozen=True)
 class CaptureInstance:
     name: str
-    start_lsn: bytes
+    start_lsn: Lsn
     source_schema: str
     source_table: str
     created: datetime | None = None  # cdc.change_tables.create_date
@@ -65,12 +74,25 @@ class CdcSource:
             cursor.close()
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run one read-only statement and return all rows (small results only)."""
+        """Run one ad-hoc read-only statement and return all rows (small results only): for tools,
+        tests and benchmarks. The pipeline itself calls the named methods of this class."""
         return self._all(sql, params)
 
-    def max_lsn(self) -> bytes | None:
+    def rollback(self) -> None:
+        """End a transaction a failed optional lookup left open (pymssql keeps one), so the next
+        statement on this connection runs; a connection with nothing to roll back is fine."""
+        rollback = getattr(self.connection, "rollback", None)
+        if rollback is None:
+            return
+        try:
+            rollback()
+        except Exception:  # nothing to roll back
+            log.debug("rollback after a failed lookup failed", exc_info=True)
+
+    def max_lsn(self) -> Lsn | None:
+        """``sys.fn_cdc_get_max_lsn()``; None when nothing was ever captured."""
         row = self._one(template("tsql/max_lsn.sql"))
-        return bytes(row[0]) if row and row[0] is not None else None
+        return Lsn.from_bytes(row[0]) if row and row[0] is not None else None
 
     def capture_instances(self, schema: str, table: str) -> list[CaptureInstance]:
         """The table's capture instances (at most two), oldest first.
@@ -78,7 +100,7 @@ class CdcSource:
         Ordered by creation, not by start_lsn: the cleanup job raises every instance's start_lsn to
         the same low water mark, after which start_lsn no longer tells the newer instance."""
         found = [
-            CaptureInstance(name, bytes(start), src_schema, src_table, created, object_id or 0)
+            CaptureInstance(name, Lsn.from_bytes(start), src_schema, src_table, created, object_id or 0)
             for name, start, created, object_id, src_schema, src_table in self._all(
                 template("tsql/capture_instances.sql")
             )
@@ -104,41 +126,97 @@ class CdcSource:
         """The source table's current column names (a captured column may have been dropped since)."""
         return [row[0] for row in self._all(template("tsql/table_columns.sql"), (tsql_name(schema, table),))]
 
-    def first_change_after(self, capture_instance: str, after: bytes) -> bytes | None:
+    def first_change_after(self, capture_instance: str, after: Lsn) -> Lsn | None:
         """The first LSN in the change table after ``after``: the cheap 'is there work?' probe."""
         sql = (
             f"SELECT TOP (1) ct.[__$start_lsn] FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct "
             "WHERE ct.[__$start_lsn] > %s ORDER BY ct.[__$start_lsn]"
         )
-        row = self._one(sql, (after,))
-        return bytes(row[0]) if row else None
+        row = self._one(sql, (bytes(after),))
+        return Lsn.from_bytes(row[0]) if row else None
 
-    def ddl_after(self, capture_instance: str, after: bytes) -> list[tuple[str, bytes, datetime]]:
+    def ddl_after(self, capture_instance: str, after: Lsn) -> list[tuple[str, Lsn, datetime]]:
         """DDL recorded in cdc.ddl_history for the instance's table after ``after``."""
-        return [
-            (command, bytes(ddl_lsn), ddl_time)
-            for command, ddl_lsn, ddl_time in self._all(template("tsql/ddl_history.sql"), (capture_instance, after))
-        ]
+        rows = self._all(template("tsql/ddl_history.sql"), (capture_instance, bytes(after)))
+        return [(command, Lsn.from_bytes(ddl_lsn), ddl_time) for command, ddl_lsn, ddl_time in rows]
 
-    def bounded_upper(self, after: bytes, max_transactions: int) -> bytes | None:
-        row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, after))
-        return bytes(row[0]) if row and row[0] is not None else None
+    def bounded_upper(self, after: Lsn, max_transactions: int) -> Lsn | None:
+        """The LSN of the ``max_transactions``-th transaction after ``after`` (or the last one)."""
+        row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, bytes(after)))
+        return Lsn.from_bytes(row[0]) if row and row[0] is not None else None
 
     def row_estimate(self, qualified_name: str) -> int | None:
         """The catalog's approximate row count of a table (``sys.partitions``); None when unknown."""
         row = self._one(template("tsql/row_estimate.sql"), (qualified_name,))
         return int(row[0]) if row and row[0] is not None else None
 
-    def lsn_to_time(self, value: bytes) -> datetime | None:
-        row = self._one(template("tsql/lsn_to_time.sql"), (value,))
+    def lsn_to_time(self, value: Lsn) -> datetime | None:
+        """``sys.fn_cdc_map_lsn_to_time``: the commit time (server clock) of an LSN."""
+        row = self._one(template("tsql/lsn_to_time.sql"), (bytes(value),))
         return row[0] if row else None
 
+    def table_rows(self, schema: str, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Every row of a source table, unordered (reconciliation of small tables; a snapshot reads
+        by keyset pages instead: ``iter_snapshot``)."""
+        select = ", ".join(tsql_ident(name) for name in columns)
+        return self._all(f"SELECT {select} FROM {tsql_ident(schema)}.{tsql_ident(table)}")
+
+    # -- health (health.py) -------------------------------------------------------------------
+    def capture_health(self) -> tuple[Lsn | None, datetime | None, datetime]:
+        """The capture job's position: max LSN, its commit time, and the server's clock."""
+        row = self._all(template("tsql/capture_health.sql"))[0]
+        return (Lsn.from_bytes(row[0]) if row[0] is not None else None), row[1], row[2]
+
+    def last_write(self) -> datetime | None:
+        """The last write to any user table (``sys.dm_db_index_usage_stats``; needs VIEW SERVER
+        STATE, so this may raise: the caller decides what unknown means)."""
+        found = self._all(template("tsql/source_activity.sql"))
+        return found[0][0] if found else None
+
+    def cleanup_retention_minutes(self) -> int | None:
+        """The CDC cleanup job's retention (``msdb.dbo.cdc_jobs``); None when the database has no
+        cleanup job. Raises when msdb is not readable."""
+        rows = self._all(template("tsql/cdc_cleanup_retention.sql"))
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def change_table_rows(self, capture_instance: str) -> int:
+        """Rows in the instance's change table."""
+        return int(self._all(f"SELECT COUNT(*) FROM {tsql_name('cdc', capture_instance + '_CT')}")[0][0])
+
+    # -- preflight (preflight.py) -------------------------------------------------------------
+    def server_identity(self) -> tuple[str, str, str]:
+        """``(@@VERSION, database, login)`` of this connection."""
+        version, database, login = self._all("SELECT @@VERSION, DB_NAME(), SUSER_SNAME()")[0]
+        return str(version), database, login
+
+    def database_cdc_enabled(self) -> bool:
+        (enabled,) = self._all("SELECT is_cdc_enabled FROM sys.databases WHERE name = DB_NAME()")[0]
+        return bool(enabled)
+
+    def login_rights(self) -> tuple[int, int]:
+        """``(IS_SRVROLEMEMBER('sysadmin'), HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT'))``."""
+        sysadmin, cdc_schema = self._all(
+            "SELECT IS_SRVROLEMEMBER('sysadmin'), HAS_PERMS_BY_NAME('cdc', 'SCHEMA', 'SELECT')"
+        )[0]
+        return sysadmin, cdc_schema
+
+    def object_id(self, quoted_name: str) -> int | None:
+        """``OBJECT_ID`` of a quoted multi-part name (``tsql_name``); None when it does not exist."""
+        (found,) = self._all("SELECT OBJECT_ID(%s)", (quoted_name,))[0]
+        return None if found is None else int(found)
+
+    def can_select(self, *quoted_names: str) -> list[bool]:
+        """Whether this login may SELECT each object (``HAS_PERMS_BY_NAME``; quoted names as GRANT takes them)."""
+        checks = ", ".join("HAS_PERMS_BY_NAME(%s, 'OBJECT', 'SELECT')" for _ in quoted_names)
+        return [ok == 1 for ok in self._all(f"SELECT {checks}", quoted_names)[0]]
+
+    # -- change rows --------------------------------------------------------------------------
     def iter_changes(
         self,
         capture_instance: str,
         columns: Sequence[str],
-        after: bytes,
-        upper: bytes,
+        after: Lsn,
+        upper: Lsn,
         chunk_rows: int,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Change rows with ``after < __$start_lsn <= upper``, in apply order, ``chunk_rows`` at a time.
@@ -163,7 +241,7 @@ class CdcSource:
             " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s"
             " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
         )
-        yield from self._stream(sql, (after, upper), chunk_rows)
+        yield from self._stream(sql, (bytes(after), bytes(upper)), chunk_rows)
 
     def iter_snapshot(
         self,
@@ -270,5 +348,10 @@ def _key_param(column: SourceColumn, value: Any) -> Any:
     return value
 
 
-def describe_lsn(value: bytes | None) -> str:
-    return lsnlib.display(value)
+def enable_table_call(table: TableConfig) -> str:
+    """The exact T-SQL that enables CDC on a configured table (named in errors and by the preflight)."""
+    call = (
+        f"EXEC sys.sp_cdc_enable_table @source_schema = {tsql_string(table.source_schema)}, "
+        f"@source_name = {tsql_string(table.table)}, @role_name = NULL, @supports_net_changes = 0"
+    )
+    return call + (f", @capture_instance = {tsql_string(table.capture_instance)}" if table.capture_instance else "")

@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from include.cdc_pipeline.errors import UnsupportedTypeError
+
 
 @dataclass(frozen=True)
 class SourceColumn:
@@ -68,10 +70,6 @@ _INTS = {
 }
 _TEXT = {"char", "varchar", "nchar", "nvarchar", "text", "ntext", "sysname", "xml"}
 _BINARY = {"binary", "varbinary", "image", "timestamp", "rowversion"}
-
-
-class UnsupportedTypeError(TypeError):
-    """A source column type the pipeline does not know how to carry. Names column and type."""
 
 
 def map_column(column: SourceColumn, *, hashed: bool = False) -> ColumnMapping:

@@ -114,8 +114,8 @@ def test_errors_no_retry_can_fix_fail_the_task_at_once(error: str) -> None:
 
 @pytest.mark.parametrize("error", [ConnectionError("server restarting"), TimeoutError("lock timeout")])
 def test_transient_errors_keep_their_retries(error: Exception) -> None:
+    from include.cdc_pipeline.errors import CdcError
     from include.cdc_pipeline.orchestration import tasks
-    from include.cdc_pipeline.pipeline import CdcError
 
     for transient in (error, CdcError("read 10 change rows but COPY loaded 9")):
         with pytest.raises(type(transient)) as caught, tasks.fail_fast():

@@ -13,7 +13,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from include.cdc_pipeline.failpoints import InjectedFailure
+from include.cdc_pipeline.errors import InjectedFailure
 from include.cdc_pipeline.lsn import to_hex
 from tests.integration.conftest import Harness
 

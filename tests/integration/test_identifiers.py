@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from include.cdc_pipeline.errors import TableConfigError
 from include.cdc_pipeline.lsn import to_hex
-from include.cdc_pipeline.pipeline import TableConfigError
 from include.cdc_pipeline.reconcile import reconcile
 from include.cdc_pipeline.sql import sf_ident, sf_table, tsql_ident, tsql_name, tsql_string
 from tests.integration.conftest import SALT, Harness

@@ -15,7 +15,7 @@ import pytest
 
 from dev.mssql_emulator import Engine
 from include.cdc_pipeline.config import SourceConfig
-from include.cdc_pipeline.pipeline import CdcError, SourceRewoundError
+from include.cdc_pipeline.errors import CdcError, SourceRewoundError
 from include.cdc_pipeline.reconcile import reconcile
 from tests.integration.conftest import SALT, Harness
 

@@ -14,14 +14,10 @@ from typing import Any
 import pytest
 
 from dev.mssql_emulator import Engine
-from include.cdc_pipeline.failpoints import POINTS, InjectedFailure
+from include.cdc_pipeline.errors import InjectedFailure, RetentionGapError, SourceRewoundError, TableNotCapturedError
+from include.cdc_pipeline.failpoints import POINTS
 from include.cdc_pipeline.lsn import to_hex
-from include.cdc_pipeline.pipeline import (
-    RetentionGapError,
-    SourceRewoundError,
-    TableNotCapturedError,
-    TablePipeline,
-)
+from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.reconcile import reconcile
 from tests.integration.conftest import SALT, Harness
 from tests.integration.workload import ENABLE_ORDERS, ORDERS_DDL, ORDERS_TABLE, OrdersWorkload

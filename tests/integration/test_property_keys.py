@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dev.mssql_emulator import Engine
+from include.cdc_pipeline.errors import SourceRewoundError
 from include.cdc_pipeline.lsn import to_hex
-from include.cdc_pipeline.pipeline import SourceRewoundError
 from include.cdc_pipeline.reconcile import reconcile
 from tests.emulator.conftest import Sql
 from tests.emulator.test_property_replay import char_statement, run_char_transaction

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from include.cdc_pipeline.errors import SchemaDriftError
 from include.cdc_pipeline.reconcile import reconcile
-from include.cdc_pipeline.warehouse import SchemaDriftError
 from tests.integration.conftest import SALT, Harness
 from tests.integration.test_pipeline import assert_converged, run_until_idle
 

@@ -13,7 +13,8 @@ import pytest
 
 from dev.localpipeline import MemoryHints
 from include.cdc_pipeline import health
-from include.cdc_pipeline.pipeline import TablePipeline, ValueTooLargeError
+from include.cdc_pipeline.errors import ValueTooLargeError
+from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.reconcile import reconcile
 from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.warehouse import Warehouse

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from include.cdc_pipeline.errors import RetentionGapError
 from include.cdc_pipeline.lsn import to_hex
-from include.cdc_pipeline.pipeline import RetentionGapError, TablePipeline
+from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.reconcile import reconcile
 from include.cdc_pipeline.source import CdcSource
 from tests.integration.conftest import SALT, Harness

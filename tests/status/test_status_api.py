@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from include.cdc_pipeline import health
+from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.orchestration import run_record
-from include.cdc_pipeline.pipeline import Batch, Window
+from include.cdc_pipeline.planner import Window
 from include.cdc_pipeline.status import figures as status
 from tests.status.conftest import VariableRecord, page_config, set_variable
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from dev.localpipeline import MemoryHints  # the JSON store the DAG keeps in an Airflow Variable
 from include.cdc_pipeline import health
 from include.cdc_pipeline.config import load_source_config
+from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.orchestration import run_record
-from include.cdc_pipeline.pipeline import Batch, Window
+from include.cdc_pipeline.planner import Window
 from include.cdc_pipeline.status import figures as status
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,7 +28,8 @@ from include.cdc_pipeline.alerts.callbacks import (
     failure_notifier,
     task_failure_notifier,
 )
-from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 DAG_ID = "cdc_health"

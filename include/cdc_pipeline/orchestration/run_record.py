@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from include.cdc_pipeline.pipeline import HintStore as Store  # the same JSON get/set store as the hint
+from include.cdc_pipeline.offsets import HintStore as Store  # the same JSON get/set store as the hint
 
 
 def record_success(store: Store, run_id: str, now: datetime | None = None) -> None:

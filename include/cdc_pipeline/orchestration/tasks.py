@@ -23,21 +23,23 @@ from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-from include.cdc_pipeline.config import ConfigError, SourceConfig, TableConfig, load_source_config
-from include.cdc_pipeline.orchestration import run_record
-from include.cdc_pipeline.pipeline import (
-    Batch,
+from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
+from include.cdc_pipeline.errors import (
+    ConfigError,
     RetentionGapError,
+    SchemaDriftError,
     SourceRewoundError,
     TableConfigError,
     TableNotCapturedError,
-    TablePipeline,
-    Window,
+    UnsupportedTypeError,
 )
+from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.orchestration import run_record
+from include.cdc_pipeline.pipeline import TablePipeline
+from include.cdc_pipeline.planner import Window
 from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.status import figures
-from include.cdc_pipeline.types import UnsupportedTypeError
-from include.cdc_pipeline.warehouse import SchemaDriftError, Warehouse
+from include.cdc_pipeline.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 SALT_VARIABLE = "cdc_hash_salt_secret"

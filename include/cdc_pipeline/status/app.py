@@ -29,7 +29,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
-from include.cdc_pipeline.config import ConfigError, SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config, source_files
+from include.cdc_pipeline.errors import ConfigError
 from include.cdc_pipeline.status import figures as model
 
 log = logging.getLogger(__name__)

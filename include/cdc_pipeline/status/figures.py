@@ -35,7 +35,9 @@ from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.config import SourceConfig, TableConfig
-from include.cdc_pipeline.pipeline import Batch, HintStore, Window
+from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.offsets import HintStore
+from include.cdc_pipeline.planner import Window
 from include.cdc_pipeline.source import CdcSource
 
 log = logging.getLogger(__name__)
@@ -88,8 +90,7 @@ def record_plan(
     ``cdc.lsn_time_mapping`` (two SQL Server lookups when the table has work, none when idle)."""
 
     def lsn_time(value: str) -> datetime | None:
-        lsn = lsnlib.from_hex(value)
-        return source.lsn_to_time(lsn) if lsn else None
+        return source.lsn_to_time(lsnlib.Lsn.from_hex(value))
 
     now = now or datetime.now(UTC)
     record = dict(store.get() or {})

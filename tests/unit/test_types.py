@@ -1,4 +1,4 @@
-"""LSN helpers and the SQL Server → Arrow → Snowflake type mapping (pure functions)."""
+"""The SQL Server → Arrow → Snowflake type mapping, salted hashing and type changes (pure functions)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,9 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from include.cdc_pipeline import lsn
-from include.cdc_pipeline.types import SourceColumn, UnsupportedTypeError, arrow_column, hasher, map_column
-from include.cdc_pipeline.warehouse import type_change
-
-
-def test_lsn_hex_order_equals_byte_order() -> None:
-    values = [bytes([0] * 9 + [1]), bytes([0] * 8 + [1, 0]), bytes([0x2A] + [0] * 9), bytes([0xFF] * 10)]
-    assert sorted(values) == sorted(values, key=lambda v: lsn.to_hex(v))
-    assert lsn.to_hex(values[0]) == "00000000000000000001"
-    assert lsn.from_hex("0x" + lsn.to_hex(values[2])) == values[2]
-
-
-def test_lsn_increment_and_decrement_carry() -> None:
-    value = bytes([0] * 8 + [0, 0xFF])
-    assert lsn.increment(value) == bytes([0] * 8 + [1, 0])
-    assert lsn.decrement(lsn.increment(value)) == value
-    with pytest.raises(ValueError):
-        lsn.decrement(lsn.ZERO_LSN)
-    with pytest.raises(ValueError):
-        lsn.to_hex(b"\x00" * 9)
+from include.cdc_pipeline.errors import UnsupportedTypeError
+from include.cdc_pipeline.snowflake_sql import type_change
+from include.cdc_pipeline.types import SourceColumn, arrow_column, hasher, map_column
 
 
 @pytest.mark.parametrize(
