@@ -348,7 +348,13 @@ class TdsConnection:
                 session.variables.clear()
                 session.variables.update(saved)
         if pending_done is not None and not self._cancelled:
-            # the last statement's DONE becomes the request's final DONE (status/count kept)
+            # the last statement's DONE becomes the request's final DONE (status/count kept); inside
+            # a procedure (RPC) its DONEINPROC is sent too, before RETURNSTATUS and DONEPROC: "a
+            # DONEINPROC token is sent for each executed SQL statement within a stored procedure"
+            # ([MS-TDS] 2.2.7.7, 2.2.2.7); Microsoft's Rust driver (mssql-python's mssql-odbc) fails
+            # on a result set ended by RETURNSTATUS.
+            if in_proc:
+                self.write(pending_done)
             _, status, curcmd, count = struct.unpack("<BHHQ", pending_done)
             self._last_status, self._last_count, self._last_cmd = status & ~DONE_MORE, count, curcmd
 

@@ -8,6 +8,8 @@ dialect of it.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -252,3 +254,58 @@ def test_text_and_binary_edge_values_reach_both_drivers(server: ServerProcess) -
     with _pytds(server) as c, c.cursor() as pcur:
         pcur.execute("SELECT id, t, b FROM dbo.edge ORDER BY id")
         assert [tuple(r) for r in pcur.fetchall()] == expected
+
+
+def _raw_tds(server: ServerProcess) -> tuple[socket.socket, Any, Any]:
+    """A bare TDS client (PRELOGIN without options, LOGIN7 with the SQL login): the socket, a
+    ``send(packet type, payload)`` and a ``reply()`` returning one whole response undecoded."""
+    sock = socket.create_connection((server.host, server.port), timeout=30)
+
+    def send(kind: int, payload: bytes) -> None:
+        sock.sendall(struct.pack(">BBHHBB", kind, 1, len(payload) + 8, 0, 1, 0) + payload)
+
+    def reply() -> bytes:
+        out = b""
+        while True:
+            head = sock.recv(8, socket.MSG_WAITALL)
+            out += sock.recv(struct.unpack(">H", head[2:4])[0] - 8, socket.MSG_WAITALL)
+            if head[1] & 0x01:
+                return out
+
+    send(0x12, b"\xff")
+    reply()
+    fields = ["raw", DEFAULT_LOGIN, DEFAULT_PASSWORD, "raw", "", "", "raw", "", DB]
+    fixed, offsets, data = 94, b"", b""
+    for i, value in enumerate(fields):
+        raw = value.encode("utf-16-le")
+        if i == 2:  # the password's nibbles swapped and XOR 0xA5 ([MS-TDS] 2.2.6.4)
+            raw = bytes((((b << 4) & 0xF0) | (b >> 4)) ^ 0xA5 for b in raw)
+        offsets += struct.pack("<HH", fixed + len(data), len(value))
+        data += raw
+    end = fixed + len(data)
+    offsets += b"\x00" * 6 + struct.pack("<HHHHHHI", end, 0, end, 0, end, 0, 0)
+    head = struct.pack("<IIIIII", end, 0x74000004, 4096, 0, 0, 0) + bytes([0xE0, 3, 0, 0]) + b"\x00" * 8
+    send(0x10, head + offsets + data)
+    assert 0xAD in reply()  # LOGINACK
+    return sock, send, reply
+
+
+def test_a_procedure_ends_each_statement_with_doneinproc(server: ServerProcess) -> None:
+    # [MS-TDS] 2.2.7.7 / 2.2.2.7: inside a procedure (here sp_executesql over RPC) every statement,
+    # the last one too, ends with DONEINPROC; then RETURNSTATUS and DONEPROC close the call.
+    # Microsoft's Rust driver (mssql-python, provider mssql-odbc) reads a result set up to its
+    # DONEINPROC and fails with "Unexpected token ... ReturnStatus" when it is missing.
+    sock, send, reply = _raw_tds(server)
+    stmt = "SELECT 7 AS n UNION ALL SELECT 8".encode("utf-16-le")
+    collation = b"\x09\x04\xd0\x00\x34"
+    rpc = struct.pack("<IIHQI", 22, 18, 2, 0, 1) + struct.pack("<HHH", 0xFFFF, 10, 0)  # sp_executesql
+    rpc += b"\x00\x00" + bytes([0xE7]) + struct.pack("<H", 8000) + collation + struct.pack("<H", len(stmt)) + stmt
+    send(0x03, rpc)
+    tokens = reply()
+    sock.close()
+    doneinproc, returnstatus, doneproc = tokens[-31:-18], tokens[-18:-13], tokens[-13:]
+    assert doneinproc[0] == 0xFF, tokens[-31:].hex()
+    status, _, rows = struct.unpack("<HHQ", doneinproc[1:])
+    assert (status & 0x11, rows) == (0x11, 2)  # DONE_MORE | DONE_COUNT, two rows
+    assert returnstatus == bytes([0x79]) + struct.pack("<i", 0)
+    assert doneproc[0] == 0xFE and struct.unpack("<H", doneproc[1:3])[0] & 0x01 == 0  # final
