@@ -1,15 +1,22 @@
 """Extract benchmark: the change-table read over TDS, by driver, against one emulator server.
 
 One 15-column table (benchmarks/bench_ingestion.py's) with a backlog of N changes; the pipeline's
-window query (CdcSource.iter_changes: change table joined to lsn_time_mapping, op 3 skipped) is
-read to the end by each reader, each in its own spawned process (its own peak RSS):
+window query (CdcSource.iter_changes: change table outer-joined to lsn_time_mapping, update
+before-images included, so N changes are 1.5 N rows) is read to the end by each reader, each in
+its own spawned process (its own peak RSS):
 
   * bare TDS client  - logs in, sends the query, drains the reply without decoding it: the
                        emulator's own serving rate, the ceiling for every driver below;
   * pymssql rows     - CdcSource.iter_changes (fetchmany of chunk_rows), rows only;
   * pymssql → Arrow  - the same plus the pipeline's row → Arrow conversion (what extract does today);
   * connectorx       - Arrow record batches straight from TDS (tiberius), ``arrow_stream`` of
-                       chunk_rows; connectorx runs every query twice (schema, then data).
+                       chunk_rows; connectorx runs every query twice (schema, then data);
+  * mssql-python     - Microsoft's driver (optional: measured only when ``mssql_python`` imports;
+                       not a project dependency), the LSNs as parameters (sp_executesql), per ODBC
+                       provider (``msodbcsql18``: Microsoft ODBC Driver 18, needs the system library
+                       libltdl7; ``mssql-odbc``: the Rust driver): rows (``fetchmany``), the driver's
+                       own Arrow batches (``arrow_batch``), and those batches brought to the pipeline's
+                       Parquet schema (LSNs as hex text, casts), what an Arrow extract would write.
 
 Figures, not assertions: ``python benchmarks/bench_extract.py [--changes 1000000] [--repeat 3]``.
 """
@@ -17,7 +24,9 @@ Figures, not assertions: ``python benchmarks/bench_extract.py [--changes 1000000
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing
+import os
 import socket
 import statistics
 import struct
@@ -29,34 +38,74 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
 from benchmarks.bench_ingestion import _peak_rss_mb, backlog, prepare  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
 TABLE = "t00"
 INSTANCE = f"dbo_{TABLE}"
 CHUNK_ROWS = 20000
+_HEX_PAIRS = np.array([f"{i:02X}".encode() for i in range(256)], dtype="S2")
 
 
-def _window(port: int) -> tuple[list[str], bytes, bytes]:
+def _window(port: int) -> tuple[list[str], bytes, bytes, int]:
+    """The change table's columns, the whole window (0 → max LSN) and how many rows it holds."""
     from dev.localpipeline import open_source
 
     source = open_source(port)
     columns = [c.name for c in source.change_table_columns(INSTANCE)]
     upper = source.max_lsn()
-    source.connection.close()
     assert upper is not None
-    return columns, b"\x00" * 10, bytes(upper)
+    cur = source.connection.cursor()
+    cur.execute(f"SELECT count(*) FROM cdc.[{INSTANCE}_CT] WHERE [__$start_lsn] <= 0x{bytes(upper).hex()}")
+    count = cur.fetchone()[0]
+    source.connection.close()
+    return columns, b"\x00" * 10, bytes(upper), count
 
 
-def _query(columns: list[str], low: bytes, high: bytes) -> str:
-    """CdcSource.iter_changes's statement with the LSNs inlined (as pymssql would send it)."""
+def _query(columns: list[str], low: bytes | None = None, high: bytes | None = None) -> str:
+    """CdcSource.iter_changes's statement, the LSNs inlined (as pymssql sends them) or, without
+    them, as ``?`` parameters."""
     select = ", ".join(f"ct.[{c}]" for c in columns)
+    bounds = (f"0x{low.hex()}", f"0x{high.hex()}") if low is not None and high is not None else ("?", "?")
     return (
-        f"SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, {select}"
-        f" FROM cdc.[{INSTANCE}_CT] AS ct INNER JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
-        f" WHERE ct.[__$start_lsn] > 0x{low.hex()} AND ct.[__$start_lsn] <= 0x{high.hex()}"
-        " AND ct.[__$operation] <> 3 ORDER BY ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation]"
+        "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, ct.[__$command_id],"
+        f" {select} FROM cdc.[{INSTANCE}_CT] AS ct"
+        " LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
+        f" WHERE ct.[__$start_lsn] > {bounds[0]} AND ct.[__$start_lsn] <= {bounds[1]}"
+        " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
     )
+
+
+def _hex_upper(arr: pa.Array, width: int) -> pa.Array:
+    """binary(width) values (LSNs, seqvals: never NULL) → upper-case hex text, as extract.to_arrow writes them."""
+    fixed = arr.cast(pa.binary(width))
+    raw = np.frombuffer(fixed.buffers()[1], np.uint8)[fixed.offset * width : (fixed.offset + len(fixed)) * width]
+    text = _HEX_PAIRS[raw].tobytes()
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * width), len(fixed), [None, pa.py_buffer(text)]).cast(
+        pa.string()
+    )
+
+
+def _to_pipeline_schema(batch: pa.RecordBatch, mappings: list, schema: pa.Schema) -> pa.Table:
+    """mssql-python's Arrow batch (its own types: large_string, large_binary, int32 operation,
+    timestamp[us]) brought to the pipeline's Parquet schema. A column whose mapping converts values
+    (datetimeoffset → text with offset, xml) would take the slow per-value path."""
+    cols = batch.columns
+    arrays = [
+        _hex_upper(cols[0], 10),
+        _hex_upper(cols[1], 10),
+        cols[2].cast(pa.int8()),
+        cols[3].cast(pa.timestamp("ms"), safe=False),
+        cols[4].cast(pa.int32()),
+    ]
+    for m, col in zip(mappings, cols[5:], strict=True):
+        if m.convert is not None and not pa.types.is_large_string(col.type):
+            col = pa.array([m.convert(v) for v in col.to_pylist()], m.arrow_type)
+        arrays.append(col.cast(m.arrow_type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _bare(port: int, sql: str) -> int:
@@ -132,6 +181,8 @@ def reader(args: tuple[str, int, list[str], bytes, bytes]) -> dict:
             rows += len(chunk)
             if method.endswith("Arrow"):
                 to_arrow(chunk, mappings, schema, None)
+    elif method.startswith("mssql-python"):
+        rows = _mssql_python(method, port, columns, low, high)
     else:
         import connectorx as cx
 
@@ -145,7 +196,49 @@ def reader(args: tuple[str, int, list[str], bytes, bytes]) -> dict:
     return {"method": method, "rows": rows, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "extra": extra}
 
 
+def _mssql_python(method: str, port: int, columns: list[str], low: bytes, high: bytes) -> int:
+    """One mssql-python reader; the provider is chosen per process, before the first connection."""
+    provider = method[method.index("(") + 1 : method.index(")")]
+    os.environ["MSSQL_PYTHON_NATIVE_PROVIDER"] = provider
+    import mssql_python
+
+    from dev.localpipeline import open_source
+    from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
+    from include.cdc_pipeline.extract import parquet_schema
+    from include.cdc_pipeline.types import map_column
+
+    source = open_source(port)
+    mappings = [map_column(c) for c in source.change_table_columns(INSTANCE)]
+    source.connection.close()
+    schema = parquet_schema(mappings)
+    conn = mssql_python.connect(
+        f"Server=tcp:127.0.0.1,{port};Database=billing;UID={DEFAULT_LOGIN};PWD={DEFAULT_PASSWORD};"
+        "Encrypt=no;TrustServerCertificate=yes"
+    )
+    assert mssql_python.native_provider == provider, mssql_python.native_provider
+    cur = conn.cursor()
+    cur.execute(_query(columns), (low, high))
+    rows = 0
+    if " rows " in f"{method} ":
+        while chunk := cur.fetchmany(CHUNK_ROWS):
+            rows += len(chunk)
+    else:
+        while (batch := cur.arrow_batch(CHUNK_ROWS)).num_rows:
+            rows += batch.num_rows
+            if "pipeline" in method:
+                _to_pipeline_schema(batch, mappings, schema)
+    conn.close()
+    return rows
+
+
 METHODS = ["bare TDS client", "pymssql rows", "pymssql → Arrow", "connectorx arrow_stream"]
+MSSQL_PYTHON = [
+    f"mssql-python {kind} ({provider})"
+    for provider in ("msodbcsql18", "mssql-odbc")
+    for kind in ("rows", "Arrow", "Arrow → pipeline schema")
+]
+if importlib.util.find_spec("mssql_python") is not None:
+    METHODS += MSSQL_PYTHON
 
 
 def main() -> None:
@@ -163,19 +256,21 @@ def main() -> None:
         backlog(db, [TABLE], args.changes)
         server = start_server(db, capture_interval=0, extra_args=["--database-name", "billing"])
         try:
-            columns, low, high = _window(server.port)
-            print(f"backlog of {args.changes} changes: {args.changes} rows read (update before-images skipped)")
-            print(f"{'reader':<26}{'rows/s':>10}{'seconds':>9}{'peak RSS MB':>13}  runs (rows/s)")
+            columns, low, high, count = _window(server.port)
+            print(f"backlog of {args.changes} changes: {count} change-table rows read (update before-images too)")
+            print(f"{'reader':<52}{'rows/s':>10}{'seconds':>9}{'peak RSS MB':>13}  runs (rows/s)")
             for method in methods:
                 runs = []
                 for _ in range(args.repeat):
                     with SPAWN.Pool(1) as pool:
                         runs.append(pool.apply(reader, ((method, server.port, columns, low, high),)))
-                rows = max(r["rows"] for r in runs) if runs[0]["rows"] >= 0 else args.changes
-                rates = [rows / r["seconds"] for r in runs]
+                short = [r["rows"] for r in runs if r["rows"] not in (-1, count)]
+                if short:
+                    raise SystemExit(f"{method} read {short} rows, not the window's {count}")
+                rates = [count / r["seconds"] for r in runs]
                 med = statistics.median(r["seconds"] for r in runs)
                 print(
-                    f"{method:<26}{rows / med:>10.0f}{med:>9.2f}{max(r['peak_rss_mb'] for r in runs):>13.0f}  "
+                    f"{method:<52}{count / med:>10.0f}{med:>9.2f}{max(r['peak_rss_mb'] for r in runs):>13.0f}  "
                     + ", ".join(f"{x:.0f}" for x in rates)
                     + (f"  ({runs[0]['extra']})" if runs[0]["extra"] else ""),
                     flush=True,
