@@ -48,6 +48,12 @@ class _Handler(socketserver.StreamRequestHandler):
             # a SQL Server client (TDS); the emulator's own protocol starts with a length prefix (0x00)
             serve_connection(self.request, engine, self.server.login, self.server.password)
             return
+        if first and first[0] != 0x00:
+            # Neither TDS 7.x nor the emulator's own protocol (a 4-byte length below 16 MiB): TDS 8.0
+            # (Encrypt=Strict) opens with a TLS ClientHello (0x16), which this server without TLS
+            # cannot answer. Close at once: the client fails its handshake instead of hanging.
+            log.info("closing a connection that starts with byte 0x%02X (TLS or unknown protocol)", first[0])
+            return
         try:
             while True:
                 try:

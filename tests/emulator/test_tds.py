@@ -309,3 +309,12 @@ def test_a_procedure_ends_each_statement_with_doneinproc(server: ServerProcess) 
     assert (status & 0x11, rows) == (0x11, 2)  # DONE_MORE | DONE_COUNT, two rows
     assert returnstatus == bytes([0x79]) + struct.pack("<i", 0)
     assert doneproc[0] == 0xFE and struct.unpack("<H", doneproc[1:3])[0] & 0x01 == 0  # final
+
+
+def test_a_tls_first_client_is_closed_not_left_waiting(server: ServerProcess) -> None:
+    # TDS 8.0 (mssql-python / ODBC Driver 18 with Encrypt=Strict) opens with a TLS ClientHello
+    # (record type 0x16) instead of PRELOGIN; the emulator has no TLS, so it closes the connection
+    # and the driver fails its handshake. (It used to wait for a frame of its own protocol.)
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        sock.sendall(bytes([0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00]))
+        assert sock.recv(1) == b""
