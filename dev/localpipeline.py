@@ -58,8 +58,10 @@ def pipelines(
     snowflake_port: int,
     hints: dict[str, MemoryHints] | None = None,
     salt: str = LOCAL_SALT,
+    database: str = "billing",
 ) -> list[TablePipeline]:
-    """One pipeline per configured table; pass the same ``hints`` dict to keep state across calls."""
+    """One pipeline per configured table; pass the same ``hints`` dict to keep state across calls.
+    ``database``: the source database the emulator serves on ``mssql_port``."""
     source = config if isinstance(config, SourceConfig) else load_source_config(config)
     hints = hints if hints is not None else {}
     result = []
@@ -68,7 +70,7 @@ def pipelines(
             TablePipeline(
                 source,
                 table,
-                lambda: open_source(mssql_port),
+                lambda: open_source(mssql_port, database),
                 lambda: open_warehouse(snowflake_port),
                 hints.setdefault(table.name, MemoryHints()),
                 lambda: salt,

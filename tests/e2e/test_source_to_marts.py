@@ -1,6 +1,12 @@
 """Source → raw → marts, the whole product through Airflow: SQL Server CDC emulator → billing_cdc
 DAG → local Snowflake raw/history → billing_dbt DAG (astronomer-cosmos, dbt build) → marts.
 
+The CDC DAG runs with dag.test() (the same connections and hooks as production, selected by
+connection settings): an initial snapshot, a stream run after each of two rounds of live traffic,
+and an idle run. Every raw table equals its source table, history holds each captured change once,
+the idle run issues no Snowflake query in plan, and the run records and the status page's figures
+(metadata DB) agree with CONTROL.CDC_BATCHES.
+
 The marts are checked against an independent computation on the emulator's own source tables:
 every invoice's status, amount and payments; invoiced and paid per day and currency; each
 account's position today; and open receivables at a past instant, rebuilt by dbt from the CDC
@@ -10,7 +16,7 @@ history, equal to the source state recorded at that instant.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,9 +25,12 @@ from typing import Any
 import pytest
 
 from dev import dbt_local
+from dev.localpipeline import pipelines
 from dev.mssql_emulator import start_server
 from dev.workload.tsql import Workload
-from tests.e2e.conftest import billing_config, connect_airflow, run_cdc_dag, wait_for_capture
+from include.cdc_pipeline.lsn import to_hex
+from include.cdc_pipeline.reconcile import reconcile
+from tests.e2e.conftest import SALT, billing_config, connect_airflow, run_cdc_dag, wait_for_capture
 from tests.fixtures_mssql import pymssql_connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -108,10 +117,18 @@ def marts(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     directory = tmp_path_factory.mktemp("marts_source")
     db, log = directory / f"{SOURCE_DB}.duckdb", directory / "server.log"
     with start_server(db, capture_interval=0.5, log_path=log) as srv:
-        yield _build_marts(srv, local_snowflake, tmp_path_factory)
+        yield _build_marts(srv, local_snowflake, tmp_path_factory) | {"server": srv}
 
 
 def _build_marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from airflow.models.variable import Variable  # the metadata-DB model: delete by key prefix
+    from airflow.utils.session import create_session
+
+    # The status figures and run records of source `billing` are per source and table, not per
+    # target: start from none, whatever other tests of this session ran the billing DAG before.
+    with create_session() as session:
+        for prefix in ("cdc_status__billing__", "cdc_runs__billing__"):
+            session.query(Variable).filter(Variable.key.startswith(prefix)).delete(synchronize_session=False)
     monkeypatch = pytest.MonkeyPatch()
     configs = billing_config(tmp_path_factory.mktemp("marts_configs"), DATABASE)
     connect_airflow(monkeypatch, configs, mssql_server, local_snowflake, DATABASE, SOURCE_DB)
@@ -133,6 +150,7 @@ def _build_marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pyte
         wait_for_capture(conn)
         runs.append(run_cdc_dag(configs))
         books = SourceBooks(conn)
+        idle_run = run_cdc_dag(configs)  # nothing new since the last run
         from include.cdc_pipeline.orchestration.dbt_dag import build_dbt_dag
 
         dbt_run = build_dbt_dag("billing", directory=configs).test()
@@ -140,8 +158,8 @@ def _build_marts(mssql_server: Any, local_snowflake: Any, tmp_path_factory: pyte
         conn.close()
         monkeypatch.undo()
     return {
-        "cdc_runs": runs, "dbt_run": dbt_run, "books": books, "cutoff": cutoff,
-        "books_at_cutoff": books_at_cutoff, "snowflake": local_snowflake,
+        "cdc_runs": runs, "idle_run": idle_run, "dbt_run": dbt_run, "books": books, "cutoff": cutoff,
+        "books_at_cutoff": books_at_cutoff, "snowflake": local_snowflake, "configs": configs,
     }  # fmt: skip
 
 
@@ -162,6 +180,91 @@ def test_every_run_succeeds_and_each_cdc_run_is_published(marts: dict[str, Any])
     assert run.state == "success", {t: s for t, s in states.items() if s != "success"}
     # every model and its tests ran (Cosmos renders one task per node)
     assert {"dbt.fct_invoices.run", "dbt.fct_receivables_ageing.run"} <= set(states)
+
+
+def _pipelines(marts: dict[str, Any]) -> list[Any]:
+    port = marts["server"].port
+    return pipelines(marts["configs"] / "billing.yaml", port, marts["snowflake"].port, salt=SALT, database=SOURCE_DB)
+
+
+def test_raw_equals_the_source_and_history_holds_each_captured_change_once(marts: dict[str, Any]) -> None:
+    for pipeline in _pipelines(marts):
+        result = reconcile(pipeline, salt=SALT)
+        assert result.ok and result.source_rows, result
+        table = pipeline.table
+        layout = pipeline.layout(pipeline.mappings(pipeline.instances()[-1].name))
+        key = ", ".join(k for k in layout.key)
+        history = pipeline.warehouse.execute(
+            f"SELECT _CDC_LSN, _CDC_SEQVAL, _CDC_OPERATION, {key} FROM {layout.history} WHERE _CDC_OPERATION <> 0"
+        )
+        snapshot = pipeline.warehouse.execute(
+            f"SELECT SNAPSHOT_LSN FROM {DATABASE}.CONTROL.CDC_WATERMARKS WHERE TABLE_NAME = %s", (table.name,)
+        )
+        keys = ", ".join(f"[{k}]" for k in table.primary_key)
+        captured = {
+            (to_hex(lsn), to_hex(seq), op, *rest)
+            for lsn, seq, op, *rest in pipeline.source.query(
+                f"SELECT [__$start_lsn], [__$seqval], [__$operation], {keys} FROM cdc.[{table.name}_CT]"
+                " WHERE [__$operation] <> 3"
+            )
+            if to_hex(lsn) > snapshot[0][0]
+        }
+        counted = Counter(tuple(r) for r in history)
+        assert max(counted.values(), default=1) == 1, f"{table.name}: duplicated history"
+        assert set(counted) == captured, f"{table.name}: history differs from the change table"
+
+
+def test_an_idle_run_skips_every_apply_and_records_the_run(marts: dict[str, Any]) -> None:
+    from airflow.models import Variable  # the metadata DB itself: this test runs outside any task
+
+    run = marts["idle_run"]
+    assert run.state == "success"
+    # Nothing new for any table: no Snowflake query in plan, every apply skipped, nothing published.
+    plans = {ti.task_id: ti for ti in run.get_task_instances() if ti.task_id.endswith(".plan")}
+    assert len(plans) == 5 and all(ti.state == "success" for ti in plans.values())
+    applied = [ti for ti in run.get_task_instances() if ti.task_id.endswith(".apply")]
+    assert applied and all(ti.state == "skipped" for ti in applied)
+    # Each table's run record (read by the cdc_health DAG) names this completed run, with no failure streak.
+    for ti in plans.values():
+        table = ti.task_id.removesuffix(".plan")
+        record = Variable.get(f"cdc_runs__billing__{table}", deserialize_json=True)  # noqa: AIR311
+        assert record["succeeded_run"] == run.run_id and record["failed_runs"] == 0, record
+
+
+def test_the_status_page_figures_match_the_batch_log(marts: dict[str, Any]) -> None:
+    from airflow.utils.session import create_session
+
+    from include.cdc_pipeline.config import load_source_config
+    from include.cdc_pipeline.status import figures as status
+    from include.cdc_pipeline.status.app import read_dags, read_last_task_instances, read_records
+
+    idle_run = marts["idle_run"]
+    source = load_source_config(marts["configs"] / "billing.yaml")
+    with create_session() as session:
+        records = read_records(session)
+        dags = read_dags(session, [source.dag_id])
+        last_tis = read_last_task_instances(session, source)
+    view = status.page([source], records, dags, {source.dag_id: last_tis}, {})["sources"][0]
+    warehouse = _pipelines(marts)[0].warehouse
+    logged = {
+        table: (rows, extract_s + apply_s, committed)
+        for table, rows, extract_s, apply_s, committed in warehouse.execute(
+            f"SELECT TABLE_NAME, ROWS_STAGED, EXTRACT_SECONDS, APPLY_SECONDS, UPPER_COMMITTED_AT"
+            f" FROM {DATABASE}.CONTROL.CDC_BATCHES QUALIFY ROW_NUMBER() OVER (PARTITION BY TABLE_NAME"
+            " ORDER BY APPLIED_AT DESC) = 1"
+        )
+    }
+    assert {row["name"] for row in view["tables"]} == set(logged)
+    for row in view["tables"]:
+        rows, seconds, committed = logged[row["name"]]
+        batch = row["last_batch"]
+        assert batch["rows"] == rows and abs(batch["duration_s"] - seconds) < 0.002, (row["name"], batch, rows)
+        assert datetime.fromisoformat(row["applied_through"]) == committed
+        # the last run was idle for every table: lag 0, and the row's log link is that run's plan
+        assert row["lag_s"] == 0.0 and row["last_run"] == idle_run.run_id
+        assert row["links"]["last_task"]["run_id"] == idle_run.run_id
+        assert row["state"] in ("flowing", "idle") and row["failures"]["streak"] == 0
+        assert [p["mode"] for p in row["points"]] == ["snapshot", "stream", "stream", "idle"]
 
 
 def test_invoices_equal_the_source(marts: dict[str, Any]) -> None:
