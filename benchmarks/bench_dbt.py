@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dev import dbt_local, snowflake_local  # noqa: E402
+from dev.localenv import LOCAL_SALT  # noqa: E402
 from dev.workload import timeline  # noqa: E402
 
 PARSE_SNIPPET = """
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     pid = snowflake_local.start(work / "snowflake", port)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     try:
-        data = timeline.generate(salt=dbt_local.HASH_SALT)
+        data = timeline.generate(salt=LOCAL_SALT)
         counts = dbt_local.seed(data, port)
         results["dataset"] = {"changes": counts}
         print(f"dataset: {sum(counts.values())} CDC changes ({counts}); local Snowflake pid {pid} port {port}")

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dev.localenv import LOCAL_SALT
 from dev.workload import schema, timeline
 from dev.workload.cdclog import Dataset
 from include.cdc_pipeline.orchestration import dbt_manifest
@@ -45,7 +46,6 @@ MANIFEST = dbt_manifest.manifest_path(PROJECT)
 DBT = Path(sys.executable).parent / "dbt"
 DATABASE = "ANALYTICS"
 RAW_SCHEMA = "RAW"
-HASH_SALT = "local-dev-salt"  # the local value of the Airflow Variable cdc_hash_salt_secret
 
 # --------------------------------------------------------------------------------------------
 # Loading into the local Snowflake
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print(build_manifest())
         return 0
     if args.command == "seed":
-        data = timeline.generate(seed=args.seed, salt=HASH_SALT)
+        data = timeline.generate(seed=args.seed, salt=LOCAL_SALT)
         counts = seed(data, args.port, database=args.database)
         print(f"seeded {args.database}.{RAW_SCHEMA} (anchor {data.anchor:%Y-%m-%d %H:%M}): "
               + ", ".join(f"{t}={n} changes" for t, n in counts.items()))  # fmt: skip

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from dev import snowflake_local
 
+# The local value of the Airflow Variable cdc_hash_salt_secret (also in airflow_settings.yaml).
+LOCAL_SALT = "local-dev-salt"
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,7 +92,7 @@ class LocalStack:
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "DO_NOT_TRACK": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
-            "AIRFLOW_VAR_CDC_HASH_SALT_SECRET": "local-dev-salt",
+            "AIRFLOW_VAR_CDC_HASH_SALT_SECRET": LOCAL_SALT,
             "CDC_LOCAL_DIR": str(self.state_dir),
             # dbt profile target for the local Snowflake (emulator overrides are active only there).
             "CDC_DBT_TARGET": "local",

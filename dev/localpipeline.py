@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dev.localenv import LOCAL_SALT
 from include.cdc_pipeline.config import SourceConfig, load_source_config
 from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.warehouse import Warehouse
-
-LOCAL_SALT = "local-dev-salt"
 
 
 class MemoryHints:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dev import dbt_local
+from dev.localenv import LOCAL_SALT
 from dev.workload import timeline
 from dev.workload.cdclog import Dataset
 
@@ -94,7 +95,7 @@ def dbt_run(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> I
 
     work = tmp_path_factory.mktemp("dbt_billing")
     anchor = datetime.utcnow().replace(microsecond=0)  # naive UTC, like the contract
-    data = timeline.generate(anchor=anchor, salt=dbt_local.HASH_SALT)
+    data = timeline.generate(anchor=anchor, salt=LOCAL_SALT)
     dbt_local.seed(data, local_snowflake.port, database=DATABASE)
     run = DbtRun(local_snowflake, data, data.anchor.date(), work / "target", work / "logs")
     common = ["--project-dir", str(dbt_local.PROJECT_DIR), "--profiles-dir", str(dbt_local.PROJECT_DIR),
