@@ -8,15 +8,15 @@ its own spawned process (its own peak RSS):
   * bare TDS client  - logs in, sends the query, drains the reply without decoding it: the
                        emulator's own serving rate, the ceiling for every driver below;
   * pymssql rows     - CdcSource.iter_changes (fetchmany of chunk_rows), rows only;
-  * pymssql → Arrow  - the same plus the pipeline's row → Arrow conversion (what extract does today);
+  * pymssql → Arrow  - the same plus the pipeline's row → Arrow conversion (change_reader pymssql);
   * connectorx       - Arrow record batches straight from TDS (tiberius), ``arrow_stream`` of
                        chunk_rows; connectorx runs every query twice (schema, then data);
-  * mssql-python     - Microsoft's driver (optional: measured only when ``mssql_python`` imports;
-                       not a project dependency), the LSNs as parameters (sp_executesql), per ODBC
-                       provider (``msodbcsql18``: Microsoft ODBC Driver 18, needs the system library
-                       libltdl7; ``mssql-odbc``: the Rust driver): rows (``fetchmany``), the driver's
-                       own Arrow batches (``arrow_batch``), and those batches brought to the pipeline's
-                       Parquet schema (LSNs as hex text, casts), what an Arrow extract would write.
+  * mssql-python     - Microsoft's driver (the pipeline's default change reader), the LSNs as
+                       parameters (sp_executesql), per ODBC provider (``msodbcsql18``: Microsoft ODBC
+                       Driver 18, needs the system library libltdl7; ``mssql-odbc``: the Rust driver):
+                       rows (``fetchmany``), the driver's own Arrow batches (``arrow_batch``), and
+                       those batches brought to the pipeline's Parquet schema
+                       (``arrow_changes.batch_to_table``, what the pipeline's Arrow extract writes).
 
 Figures, not assertions: ``python benchmarks/bench_extract.py [--changes 1000000] [--repeat 3]``.
 """
@@ -38,8 +38,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
 
 from benchmarks.bench_ingestion import _peak_rss_mb, backlog, prepare  # noqa: E402
 
@@ -47,7 +45,6 @@ SPAWN = multiprocessing.get_context("spawn")
 TABLE = "t00"
 INSTANCE = f"dbo_{TABLE}"
 CHUNK_ROWS = 20000
-_HEX_PAIRS = np.array([f"{i:02X}".encode() for i in range(256)], dtype="S2")
 
 
 def _window(port: int) -> tuple[list[str], bytes, bytes, int]:
@@ -77,35 +74,6 @@ def _query(columns: list[str], low: bytes | None = None, high: bytes | None = No
         f" WHERE ct.[__$start_lsn] > {bounds[0]} AND ct.[__$start_lsn] <= {bounds[1]}"
         " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
     )
-
-
-def _hex_upper(arr: pa.Array, width: int) -> pa.Array:
-    """binary(width) values (LSNs, seqvals: never NULL) → upper-case hex text, as extract.to_arrow writes them."""
-    fixed = arr.cast(pa.binary(width))
-    raw = np.frombuffer(fixed.buffers()[1], np.uint8)[fixed.offset * width : (fixed.offset + len(fixed)) * width]
-    text = _HEX_PAIRS[raw].tobytes()
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * width), len(fixed), [None, pa.py_buffer(text)]).cast(
-        pa.string()
-    )
-
-
-def _to_pipeline_schema(batch: pa.RecordBatch, mappings: list, schema: pa.Schema) -> pa.Table:
-    """mssql-python's Arrow batch (its own types: large_string, large_binary, int32 operation,
-    timestamp[us]) brought to the pipeline's Parquet schema. A column whose mapping converts values
-    (datetimeoffset → text with offset, xml) would take the slow per-value path."""
-    cols = batch.columns
-    arrays = [
-        _hex_upper(cols[0], 10),
-        _hex_upper(cols[1], 10),
-        cols[2].cast(pa.int8()),
-        cols[3].cast(pa.timestamp("ms"), safe=False),
-        cols[4].cast(pa.int32()),
-    ]
-    for m, col in zip(mappings, cols[5:], strict=True):
-        if m.convert is not None and not pa.types.is_large_string(col.type):
-            col = pa.array([m.convert(v) for v in col.to_pylist()], m.arrow_type)
-        arrays.append(col.cast(m.arrow_type))
-    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _bare(port: int, sql: str) -> int:
@@ -204,6 +172,7 @@ def _mssql_python(method: str, port: int, columns: list[str], low: bytes, high: 
 
     from dev.localpipeline import open_source
     from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
+    from include.cdc_pipeline.arrow_changes import batch_to_table
     from include.cdc_pipeline.extract import parquet_schema
     from include.cdc_pipeline.types import map_column
 
@@ -226,7 +195,7 @@ def _mssql_python(method: str, port: int, columns: list[str], low: bytes, high: 
         while (batch := cur.arrow_batch(CHUNK_ROWS)).num_rows:
             rows += batch.num_rows
             if "pipeline" in method:
-                _to_pipeline_schema(batch, mappings, schema)
+                batch_to_table(batch, mappings, schema, None)
     conn.close()
     return rows
 

@@ -146,7 +146,7 @@ def backlog(db_path: Path, tables: list[str], changes: int) -> None:
     engine.close()
 
 
-def _config(table: str, database: str, chunk_rows: int | None = None):
+def _config(table: str, database: str, chunk_rows: int | None = None, change_reader: str = "auto"):
     from include.cdc_pipeline.config import SourceConfig
 
     return SourceConfig.model_validate(
@@ -155,6 +155,7 @@ def _config(table: str, database: str, chunk_rows: int | None = None):
             "target": {"database": database},
             "alert_emails": ["bench@example.com"],
             "tables": [{"schema": "dbo", "table": table, "primary_key": ["id"]}],
+            "change_reader": change_reader,
             **({"chunk_rows": chunk_rows} if chunk_rows else {}),
         }
     )
@@ -172,16 +173,18 @@ def _peak_rss_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def worker(args: tuple[str, str, int, int, int | None]) -> dict:
-    """One table's pipeline run in its own process; returns its result and peak RSS."""
-    table, database, mssql_port, snowflake_port, chunk_rows = args
+def worker(args: tuple) -> dict:
+    """One table's pipeline run in its own process; returns its result and peak RSS.
+    ``args``: table, database, mssql_port, snowflake_port, chunk_rows[, change_reader]."""
+    table, database, mssql_port, snowflake_port, chunk_rows, *rest = args
+    change_reader = rest[0] if rest else "auto"
     import logging
 
     logging.getLogger("snowflake.connector").setLevel(logging.WARNING)
     from dev.localpipeline import MemoryHints, open_source, open_warehouse
     from include.cdc_pipeline.pipeline import TablePipeline
 
-    config = _config(table, database, chunk_rows)
+    config = _config(table, database, chunk_rows, change_reader)
     hints = MemoryHints()
     pipeline = TablePipeline(
         config, config.tables[0], lambda: open_source(mssql_port), lambda: open_warehouse(snowflake_port), hints

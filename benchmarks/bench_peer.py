@@ -3,12 +3,14 @@
 One 15-column table (benchmarks/bench_ingestion.py's) with a backlog of N changes on one emulator
 server; in the same run, each in its own spawned process (its own peak RSS):
 
-  * pipeline  - the production TablePipeline (pymssql over TDS → Parquet → local Snowflake MERGE),
-                as bench_ingestion's worker runs it; changes/s from plan to applied;
+  * pipeline  - the production TablePipeline (change rows over TDS → Parquet → local Snowflake
+                MERGE), as bench_ingestion's worker runs it, once with each change reader: the
+                default (mssql-python's Arrow batches) and pymssql; changes/s from plan to applied;
   * peer      - dlt 1.31's ``sql_table`` source (pyarrow backend: SQLAlchemy + pymssql, chunks of
                 chunk_rows) reading the same change rows (update before-images skipped), merged
                 on the primary key into a local DuckDB destination;
-  * bare      - a minimal TDS client draining the pipeline's change query undecoded: the rate at
+  * bare      - a minimal TDS client draining the pipeline's change query undecoded: the rate (in
+                changes/s: the reply also holds the update before-images) at
                 which the emulator itself serves these rows (the source's limit).
 
 Figures, not assertions: ``python benchmarks/bench_peer.py [--changes 1000000] [--repeat 3]``
@@ -32,6 +34,7 @@ from benchmarks.bench_extract import _bare, _query  # noqa: E402
 from benchmarks.bench_ingestion import DB_NAME, _peak_rss_mb, backlog, prepare, worker  # noqa: E402
 
 SPAWN = multiprocessing.get_context("spawn")
+READERS = ("mssql-python", "pymssql")  # change_reader of the two pipeline runs (the first: the default's choice)
 TABLE = "t00"
 INSTANCE = f"dbo_{TABLE}_CT"
 CHUNK_ROWS = 20000
@@ -130,7 +133,8 @@ def run_once(changes: int, workdir: Path, snowflake_port: int, attempt: int) -> 
     database = f"BENCH_PEER_{changes}_{attempt}"
     server = start_server(db, capture_interval=0, extra_args=DB_NAME)
     try:
-        _in_process(worker, (TABLE, database, server.port, snowflake_port, None))  # initial snapshot
+        for reader in READERS:  # initial snapshot, one target database per change reader
+            _in_process(worker, (TABLE, f"{database}_{reader.upper()}", server.port, snowflake_port, None))
     finally:
         server.stop()
     backlog(db, [TABLE], changes)
@@ -141,15 +145,22 @@ def run_once(changes: int, workdir: Path, snowflake_port: int, attempt: int) -> 
         upper = source.max_lsn()
         source.connection.close()
         served = _in_process(bare, (server.port, columns, bytes(upper)))
-        ours = _in_process(worker, (TABLE, database, server.port, snowflake_port, None))
+        ours = {
+            reader: _in_process(
+                worker, (TABLE, f"{database}_{reader.upper()}", server.port, snowflake_port, None, reader)
+            )
+            for reader in READERS
+        }
         theirs = _in_process(peer, (server.port, str(workdir / f"peer_{attempt}")))
     finally:
         server.stop()
-    ours_s = ours["ended"] - ours["started"]
+    fast, slow = (ours[reader] for reader in READERS)
     return {
-        "changes": ours["rows"],
-        "pipeline_rate": ours["rows"] / ours_s,
-        "pipeline_rss": ours["peak_rss_mb"],
+        "changes": fast["rows"],
+        "pipeline_rate": fast["rows"] / (fast["ended"] - fast["started"]),
+        "pipeline_rss": fast["peak_rss_mb"],
+        "pymssql_rate": slow["rows"] / (slow["ended"] - slow["started"]),
+        "pymssql_rss": slow["peak_rss_mb"],
         "peer_rate": theirs["rows"] / theirs["seconds"],
         "peer_rows": theirs["rows"],
         "peer_rss": theirs["peak_rss_mb"],
@@ -175,8 +186,8 @@ def main() -> None:
         snowflake_local.start(workdir / "snowflake", port=port)
         try:
             print(
-                f"{'backlog':>9}{'run':>7}{'pipeline ch/s':>15}{'peak MB':>9}{'dlt peer ch/s':>15}{'peak MB':>9}"
-                f"{'ratio':>7}{'bare TDS rows/s':>17}"
+                f"{'backlog':>9}{'run':>7}{'pipeline ch/s':>15}{'peak MB':>9}{'(pymssql) ch/s':>16}{'peak MB':>9}"
+                f"{'dlt peer ch/s':>15}{'peak MB':>9}{'ratio':>7}{'bare TDS ch/s':>17}"
             )
             for changes in [int(c) for c in args.changes.split(",")]:
                 runs = []
@@ -193,7 +204,8 @@ def main() -> None:
 
 def _print(changes: int, label: str, r: dict) -> None:
     print(
-        f"{changes:>9}{label:>7}{r['pipeline_rate']:>15.0f}{r['pipeline_rss']:>9.0f}{r['peer_rate']:>15.0f}"
+        f"{changes:>9}{label:>7}{r['pipeline_rate']:>15.0f}{r['pipeline_rss']:>9.0f}"
+        f"{r['pymssql_rate']:>16.0f}{r['pymssql_rss']:>9.0f}{r['peer_rate']:>15.0f}"
         f"{r['peer_rss']:>9.0f}{r['pipeline_rate'] / r['peer_rate']:>7.2f}{r['bare_rate']:>17.0f}",
         flush=True,
     )

@@ -13,7 +13,7 @@ from typing import Any
 from dev.localenv import LOCAL_SALT
 from include.cdc_pipeline.config import SourceConfig, load_source_config
 from include.cdc_pipeline.pipeline import TablePipeline
-from include.cdc_pipeline.source import CdcSource
+from include.cdc_pipeline.source import CdcSource, mssql_python_connect, odbc_connection_string
 from include.cdc_pipeline.warehouse import Warehouse
 
 
@@ -31,15 +31,18 @@ class MemoryHints:
 
 
 def open_source(mssql_port: int, database: str = "billing") -> CdcSource:
-    """The source reader over pymssql (TDS) to the local emulator, as MsSqlHook would open it."""
+    """The source reader over pymssql (TDS) to the local emulator, as MsSqlHook would open it, and its
+    change-table read over mssql-python (as orchestration.tasks.open_change_reader opens it)."""
     import pymssql
 
     from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD
 
+    text = odbc_connection_string("127.0.0.1", mssql_port, database, DEFAULT_LOGIN, DEFAULT_PASSWORD)
     return CdcSource(
         pymssql.connect(
             server="127.0.0.1", port=str(mssql_port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, database=database
-        )
+        ),
+        lambda: mssql_python_connect(text),
     )
 
 

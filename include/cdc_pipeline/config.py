@@ -88,6 +88,14 @@ class RetentionGapPolicy(StrEnum):
     RESNAPSHOT = "resnapshot"  # reload the table from a fresh snapshot, then stream again
 
 
+class ChangeReader(StrEnum):
+    """Which driver reads the change rows of a stream window (README "Extract driver")."""
+
+    AUTO = "auto"
+    PYMSSQL = "pymssql"
+    MSSQL_PYTHON = "mssql-python"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -292,6 +300,17 @@ class SourceConfig(_Strict):
     source_timezone: str = Field(
         default="UTC",
         description="IANA time zone of the SQL Server's clock (commit times in cdc.lsn_time_mapping, GETDATE()).",
+    )
+    change_reader: ChangeReader = Field(
+        default=ChangeReader.AUTO,
+        description="Driver of the change-table read: auto (mssql-python's Arrow batches for every table whose "
+        "columns it carries exactly, pymssql for the others), pymssql, or mssql-python (refused for a table "
+        "it cannot carry exactly). Control queries and snapshots always use the mssql provider's pymssql.",
+    )
+    change_reader_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra ODBC connection keywords of the mssql-python reader (e.g. TrustServerCertificate: 'no'); "
+        "host, port, database, login, password and encryption come from the mssql connection.",
     )
     tags: list[str] = Field(default_factory=list)
     table_defaults: TableDefaults = TableDefaults()

@@ -27,14 +27,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.cdc_pipeline import snowflake_sql as q
-from include.cdc_pipeline.config import SourceConfig, TableConfig
-from include.cdc_pipeline.errors import CdcError, ValueTooLargeError
+from include.cdc_pipeline.arrow_changes import (
+    OP_UPDATE_AFTER,
+    OP_UPDATE_BEFORE,
+    arrow_key_moves_as_deletes,
+    arrow_unfit,
+    batch_to_table,
+    commit_times_utc,
+)
+from include.cdc_pipeline.config import ChangeReader, SourceConfig, TableConfig
+from include.cdc_pipeline.errors import CdcError, TableConfigError, ValueTooLargeError
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.planner import Planner, Window
@@ -42,6 +50,7 @@ from include.cdc_pipeline.progress import Progress
 from include.cdc_pipeline.snowflake_sql import (
     MAX_BINARY_BYTES,
     MAX_VARCHAR_BYTES,
+    OP_DELETE,
     OP_SNAPSHOT,
     ZERO_SEQVAL,
     TableLayout,
@@ -55,6 +64,7 @@ from include.cdc_pipeline.warehouse import Warehouse
 log = logging.getLogger(__name__)
 
 Rows = Iterator[list[tuple[Any, ...]]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -169,7 +179,7 @@ def extract_snapshot(ctx: ExtractContext, window: Window, instance: CaptureInsta
     chunks = source.iter_snapshot(ctx.table.source_schema, ctx.table.table, selected, key, ctx.cfg.chunk_rows)
     rows = ([(*meta, *widen(row)) for row in chunk] for chunk in chunks)
     estimate = (tsql_name(ctx.table.source_schema, ctx.table.table), "table's row-count estimate")
-    staged = _stage(ctx, window, rows, estimate, started)
+    staged = _stage(ctx, window, _rows_to_arrow(ctx, _prefetch(rows)), estimate, started)
     return _copy(ctx, staged, untimed=set())
 
 
@@ -184,17 +194,27 @@ def extract_stream(
     started = time.monotonic()
     assert window.lower and window.upper
     names = ctx.names
-    key_pos = [META_WIDTH + names.index(m.source.name) for m in ctx.mappings if m.target_name in ctx.layout.key]
-    changes = ctx.source.iter_changes(
-        window.capture_instance, names, Lsn.from_hex(window.lower), Lsn.from_hex(window.upper), ctx.cfg.chunk_rows
-    )
+    bounds = (window.capture_instance, names, Lsn.from_hex(window.lower), Lsn.from_hex(window.upper))
+    if _reads_arrow(ctx):
+        batches = ctx.source.iter_change_batches(*bounds, ctx.cfg.chunk_rows)
+        schema = parquet_schema(ctx.mappings)
+        converted = (
+            batch_to_table(batch, ctx.mappings, schema, ctx.salt, ctx.cfg.source_timezone)
+            for batch in _prefetch(batches)
+        )
+        tables = arrow_key_moves_as_deletes(converted, list(ctx.layout.key))
+    else:
+        key_pos = [META_WIDTH + names.index(m.source.name) for m in ctx.mappings if m.target_name in ctx.layout.key]
+        changes = ctx.source.iter_changes(*bounds, ctx.cfg.chunk_rows)
+        tables = _rows_to_arrow(ctx, _prefetch(_key_moves_as_deletes(changes, key_pos)))
     untimed: set[bytes] = set()  # commit LSNs of changes without a cdc.lsn_time_mapping row
 
-    def note_untimed(chunk: list[tuple[Any, ...]]) -> None:
-        untimed.update(row[0] for row in chunk if row[3] is None)
+    def note_untimed(table: pa.Table) -> None:
+        missing = pc.filter(table["_CDC_LSN"], pc.is_null(table["_CDC_COMMITTED_AT"]))
+        untimed.update(bytes.fromhex(value) for value in missing.to_pylist())
 
     estimate = (tsql_name("cdc", f"{window.capture_instance}_CT"), "change-table size, an upper bound")
-    staged = _stage(ctx, window, _key_moves_as_deletes(changes, key_pos), estimate, started, note_untimed)
+    staged = _stage(ctx, window, tables, estimate, started, note_untimed)
     gap = planner.gap_after_read(window)
     if gap:
         # The rows staged above are incomplete: never load them. By policy the table is
@@ -203,15 +223,44 @@ def extract_stream(
     return _copy(ctx, staged, untimed)
 
 
+def _reads_arrow(ctx: ExtractContext) -> bool:
+    """Whether this window's change rows come as Arrow (mssql-python) or as rows (pymssql)."""
+    choice = ctx.cfg.change_reader
+    if choice == ChangeReader.PYMSSQL:
+        return False
+    unfit = arrow_unfit(ctx.mappings)
+    if choice == ChangeReader.MSSQL_PYTHON and unfit:
+        raise TableConfigError(
+            f"{ctx.label}: change_reader mssql-python cannot carry {'; '.join(unfit)} exactly: "
+            "set change_reader to auto or pymssql"
+        )
+    if not ctx.source.reads_arrow:
+        if choice == ChangeReader.MSSQL_PYTHON:
+            raise TableConfigError(f"{ctx.label}: change_reader mssql-python, but no mssql-python connection")
+        return False
+    if unfit:
+        log.info("%s: change rows read with pymssql: %s", ctx.label, "; ".join(unfit))
+        return False
+    return True
+
+
+def _rows_to_arrow(ctx: ExtractContext, chunks: Rows) -> Iterator[pa.Table]:
+    """Row chunks → Arrow tables of the Parquet schema, one by one (this thread converts chunk n
+    while the reader thread of ``_prefetch`` fetches chunk n+1)."""
+    schema = parquet_schema(ctx.mappings)
+    for chunk in chunks:
+        yield to_arrow(chunk, ctx.mappings, schema, ctx.salt, ctx.cfg.source_timezone)
+
+
 def _stage(
     ctx: ExtractContext,
     window: Window,
-    chunks: Rows,
+    tables: Iterator[pa.Table],
     estimate: tuple[str, str],
     started: float,
-    on_chunk: Callable[[list[tuple[Any, ...]]], None] | None = None,
+    on_chunk: Callable[[pa.Table], None] | None = None,
 ) -> _Staged:
-    """Rows → Parquet chunks (bounded memory) → the stage."""
+    """Arrow chunks of the Parquet schema (bounded memory) → Parquet files → the stage."""
     batch_id = f"{window.capture_instance}:{window.lower or 'snapshot'}-{window.upper}"
     stage_path = f"{ctx.cfg.name}/{ctx.table.name}/{window.lower or 'snapshot'}_{window.upper}"
     t = ctx.cfg.target
@@ -219,7 +268,6 @@ def _stage(
     stage = ctx.stage()
     # Files of an earlier, crashed attempt at this table must not be loaded twice.
     stage.clear(f"{ctx.cfg.name}/{ctx.table.name}/")
-    schema = parquet_schema(ctx.mappings)
     progress = _progress(ctx, window, *estimate)
     rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
     tick = time.monotonic()
@@ -228,11 +276,9 @@ def _stage(
     # memory holds a bounded number of chunks whatever the window's size.
     with _bulk_allocation(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdc-upload") as uploader:
         pending: Future[int] | None = None
-        for index, chunk in enumerate(_prefetch(chunks)):
+        for index, table in enumerate(tables):
             if on_chunk is not None:
-                on_chunk(chunk)
-            table = to_arrow(chunk, ctx.mappings, schema, ctx.salt, ctx.cfg.source_timezone)
-            del chunk
+                on_chunk(table)
             check_sizes(table, ctx.mappings, ctx.table, ctx.label)
             rows += table.num_rows
             arrow_bytes += table.nbytes
@@ -364,7 +410,7 @@ def _bulk_allocation() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _prefetch(chunks: Iterator[list[tuple[Any, ...]]], depth: int = 1) -> Iterator[list[tuple[Any, ...]]]:
+def _prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
     """Fetch the next chunk from the source while this one is converted and uploaded.
 
     A bounded queue: at most ``depth`` + 2 chunks exist at once, so memory stays flat whatever
@@ -406,7 +452,6 @@ def _prefetch(chunks: Iterator[list[tuple[Any, ...]]], depth: int = 1) -> Iterat
 
 # Change rows are (start_lsn, seqval, operation, commit_time, command_id, *columns).
 META_WIDTH = 5
-OP_DELETE, OP_UPDATE_BEFORE, OP_UPDATE_AFTER = 1, 3, 4
 
 
 def _key_moves_as_deletes(
@@ -473,16 +518,8 @@ def to_arrow(
         pa.array(lsns, pa.string()),
         pa.array(seqs, pa.string()),
         pa.array(columns[2], pa.int8()),
-        _commit_times_utc(pa.array(columns[3], pa.timestamp("ms")), source_timezone),
+        commit_times_utc(pa.array(columns[3], pa.timestamp("ms")), source_timezone),
         pa.array(columns[4], pa.int32()),
     ]
     arrays += [arrow_column(m, columns[META_WIDTH + i], salt) for i, m in enumerate(mappings)]
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _commit_times_utc(local: pa.Array, source_timezone: str) -> pa.Array:
-    """Naive source wall-clock times → naive UTC (the earlier instant in a repeated DST hour)."""
-    if source_timezone == "UTC":
-        return local
-    zoned = pc.assume_timezone(local, timezone=source_timezone, ambiguous="earliest", nonexistent="earliest")
-    return zoned.cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("ms"))

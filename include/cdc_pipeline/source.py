@@ -10,17 +10,22 @@ a table (named in errors). Deciding what to read is ``planner``'s concern, conve
 
 The reader speaks T-SQL through the mssql provider's ``MsSqlHook`` connection (pymssql over TDS),
 in production and locally alike: the local SQL Server CDC emulator speaks TDS, so the same driver,
-parameter formatting, type conversions and exceptions are exercised everywhere.
+parameter formatting, type conversions and exceptions are exercised everywhere. The change rows of
+a stream window may instead come as Arrow batches through Microsoft's mssql-python driver
+(``iter_change_batches``, opened by ``mssql_python_connect`` from the same Airflow connection):
+the same statement, several times faster (README "Extract driver").
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
+
+import pyarrow as pa
 
 from include.cdc_pipeline.config import TableConfig
 from include.cdc_pipeline.lsn import Lsn
@@ -51,10 +56,16 @@ class CaptureInstance:
 
 
 class CdcSource:
-    """Reads CDC metadata and change rows over one DB-API connection (pymssql-compatible)."""
+    """Reads CDC metadata and change rows over one DB-API connection (pymssql-compatible), and the
+    change rows as Arrow over a second one when ``arrow_connect`` opens one (mssql-python)."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, arrow_connect: Callable[[], Any] | None = None) -> None:
         self.connection = connection
+        self.arrow_connect = arrow_connect
+
+    @property
+    def reads_arrow(self) -> bool:
+        return self.arrow_connect is not None
 
     def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         cursor = self.connection.cursor()
@@ -232,16 +243,35 @@ class CdcSource:
         commit time (the pipeline fills it in afterwards), instead of vanishing.
         Row shape: (start_lsn, seqval, operation, commit_time, command_id, *columns).
         """
-        select = ", ".join(f"ct.{tsql_ident(c)}" for c in columns)
-        sql = (
-            "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, ct.[__$command_id]"
-            + (f", {select}" if select else "")
-            + f" FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct"
-            " LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
-            " WHERE ct.[__$start_lsn] > %s AND ct.[__$start_lsn] <= %s"
-            " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
-        )
+        sql = _changes_sql(capture_instance, columns, "%s", "%s")
         yield from self._stream(sql, (bytes(after), bytes(upper)), chunk_rows)
+
+    def iter_change_batches(
+        self,
+        capture_instance: str,
+        columns: Sequence[str],
+        after: Lsn,
+        upper: Lsn,
+        chunk_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows of ``iter_changes`` (same statement, same order) as Arrow record batches of up
+        to ``chunk_rows``, over a connection of their own (mssql-python). The two LSNs are
+        written into the statement as binary literals, as pymssql sends them: no parameter marker,
+        so a ``?`` in a quoted column name stays a character."""
+        if self.arrow_connect is None:
+            raise RuntimeError("this CdcSource has no mssql-python connection (arrow_connect)")
+        sql = _changes_sql(capture_instance, columns, f"0x{bytes(after).hex()}", f"0x{bytes(upper).hex()}")
+        connection = self.arrow_connect()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql)
+            while True:
+                batch: pa.RecordBatch = cursor.arrow_batch(chunk_rows)
+                if not batch.num_rows:
+                    return
+                yield batch
+        finally:
+            connection.close()
 
     def iter_snapshot(
         self,
@@ -291,6 +321,69 @@ class CdcSource:
                 yield list(rows)
         finally:
             cursor.close()
+
+
+def _changes_sql(capture_instance: str, columns: Sequence[str], after: str, upper: str) -> str:
+    """The window's change rows in apply order (see ``CdcSource.iter_changes``); ``after`` and
+    ``upper`` are the placeholders or literals of the two LSNs."""
+    select = ", ".join(f"ct.{tsql_ident(c)}" for c in columns)
+    return (
+        "SELECT ct.[__$start_lsn], ct.[__$seqval], ct.[__$operation], m.tran_end_time, ct.[__$command_id]"
+        + (f", {select}" if select else "")
+        + f" FROM cdc.{tsql_ident(capture_instance + '_CT')} AS ct"
+        " LEFT JOIN cdc.lsn_time_mapping AS m ON m.start_lsn = ct.[__$start_lsn]"
+        f" WHERE ct.[__$start_lsn] > {after} AND ct.[__$start_lsn] <= {upper}"
+        " ORDER BY ct.[__$start_lsn], ct.[__$command_id], ct.[__$seqval], ct.[__$operation]"
+    )
+
+
+# pymssql's ``encryption`` (FreeTDS: off / request, its default / require) as ODBC Driver 18
+# keywords with the same effect: FreeTDS never validates the server's certificate unless told to,
+# so neither does this (a deployment that wants validation sets TrustServerCertificate: 'no' in
+# the source's change_reader_options).
+_ENCRYPTION = {
+    "off": {"Encrypt": "no"},
+    "request": {"Encrypt": "no", "TrustServerCertificate": "yes"},
+    "require": {"Encrypt": "yes", "TrustServerCertificate": "yes"},
+}
+
+
+def odbc_connection_string(
+    host: str,
+    port: int | None,
+    database: str,
+    login: str,
+    password: str,
+    encryption: str | None = None,
+    options: Mapping[str, str] | None = None,
+) -> str:
+    """The ODBC connection string of an mssql connection's fields (mssql-python takes ODBC's)."""
+    if (encryption or "request") not in _ENCRYPTION:
+        raise ValueError(f"mssql connection extra encryption={encryption!r}: expected one of {sorted(_ENCRYPTION)}")
+    keywords = {
+        "Server": f"tcp:{host},{port or 1433}",
+        "Database": database,
+        "UID": login,
+        "PWD": password,
+        **_ENCRYPTION[encryption or "request"],
+        **(options or {}),
+    }
+    return ";".join(f"{name}={_odbc_value(str(value))}" for name, value in keywords.items() if value)
+
+
+def _odbc_value(value: str) -> str:
+    """An ODBC attribute value: braced (with ``}`` doubled) when it holds ``;``, braces, ``=`` or
+    blanks at either end, as the ODBC connection-string grammar requires."""
+    if any(c in value for c in ";{}=") or value != value.strip():
+        return "{" + value.replace("}", "}}") + "}"
+    return value
+
+
+def mssql_python_connect(connection_string: str) -> Any:
+    """An mssql-python connection (imported here: the driver loads its native library on import)."""
+    import mssql_python
+
+    return mssql_python.connect(connection_string)
 
 
 def _bound(sql: str, params: Sequence[Any] | None) -> tuple[Any, ...]:

@@ -1,8 +1,9 @@
 """Type mapping SQL Server → Arrow (Parquet) → Snowflake, explicit and in one place.
 
-The reader gets Python values from the DB-API driver (pymssql, or the local emulator which
-returns the same types), builds Arrow arrays of the types below, writes Parquet, and COPY INTO
-loads them into columns of the Snowflake types below. README "Type mapping" shows this table.
+The row path gets Python values from pymssql and builds Arrow arrays of the types below; the
+Arrow path (``arrow_changes``, mssql-python) casts the driver's Arrow arrays to the same types.
+Either writes Parquet, and COPY INTO loads them into columns of the Snowflake types below.
+README "Type mapping" shows this table.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from dev.mssql_emulator import Engine
 from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD, EmulatorTCPServer, serve_in_thread
 from include.cdc_pipeline.config import SourceConfig
 from include.cdc_pipeline.pipeline import TablePipeline
-from include.cdc_pipeline.source import CdcSource
+from include.cdc_pipeline.source import CdcSource, mssql_python_connect, odbc_connection_string
 from include.cdc_pipeline.warehouse import Warehouse
 
 SALT = "test-salt"
@@ -52,6 +52,14 @@ class Harness:
         )
         self._conns.append(conn)
         return conn
+
+    def connect_arrow(self) -> Any:
+        """An mssql-python connection to this test's source (the change-table read's driver)."""
+        if self._server is None:
+            self._server, self._port = serve_in_thread(self.engine)
+        return mssql_python_connect(
+            odbc_connection_string("127.0.0.1", self._port, "", DEFAULT_LOGIN, DEFAULT_PASSWORD)
+        )
 
     def replace_engine(self, engine: Engine) -> None:
         """Swap the database behind the server (a source re-created or restored); new connections see it."""
@@ -119,7 +127,7 @@ class Harness:
         return TablePipeline(
             config,
             spec,
-            lambda: CdcSource(self.connect()),
+            lambda: CdcSource(self.connect(), self.connect_arrow),
             warehouse,
             self.hints.setdefault(spec.name, MemoryHints()),
             lambda: SALT,
