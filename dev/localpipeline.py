@@ -32,7 +32,7 @@ class MemoryHints:
 
 def open_source(mssql_port: int, database: str = "billing") -> CdcSource:
     """The source reader over pymssql (TDS) to the local emulator, as MsSqlHook would open it, and its
-    change-table read over mssql-python (as orchestration.tasks.open_change_reader opens it)."""
+    change-table read over mssql-python (as source.change_reader_connect opens it from the hook)."""
     import pymssql
 
     from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD

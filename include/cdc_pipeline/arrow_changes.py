@@ -32,13 +32,18 @@ META_NAMES = ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION", "_CDC_COMMITTED_AT", 
 # Types whose mssql-python Arrow values equal pymssql's once cast to the mapping's Arrow type
 # (tests/integration/test_change_readers.py compares both readers on every one of them).
 # Left out: datetimeoffset (mssql-python gives the UTC instant and drops the offset the row path
-# keeps as text).
+# keeps as text), and the large-value types below.
 _EXACT = {
     "tinyint", "smallint", "int", "bigint", "bit", "decimal", "numeric", "money", "smallmoney",
-    "float", "real", "char", "varchar", "nchar", "nvarchar", "text", "ntext", "sysname", "xml",
+    "float", "real", "char", "varchar", "nchar", "nvarchar", "sysname",
     "uniqueidentifier", "date", "time", "datetime2", "datetime", "smalldatetime",
-    "binary", "varbinary", "image", "timestamp", "rowversion",
+    "binary", "varbinary", "timestamp", "rowversion",
 }  # fmt: skip
+# Large values ((max) types, text, ntext, image, xml) cannot be bound to a column buffer: ODBC
+# fetches them with SQLGetData, and mssql-python 1.16 holds Python's GIL while that call waits on
+# the network, so every other thread of the task (the Parquet writer, the upload) would stall.
+_LARGE = {"text", "ntext", "image", "xml"}
+_MAX_CAPABLE = {"varchar", "nvarchar", "varbinary"}
 # Hashed columns hash the driver's value as text: these types print the same from both drivers
 # (uniqueidentifier once lower-cased: pymssql returns a uuid.UUID, which prints lower-case).
 _HASHABLE = {"tinyint", "smallint", "int", "bigint", "char", "varchar", "nchar", "nvarchar", "text", "ntext",
@@ -51,7 +56,9 @@ def arrow_unfit(mappings: Sequence[ColumnMapping]) -> list[str]:
     unfit = []
     for m in mappings:
         kind = m.source.type_name.lower()
-        if kind not in _EXACT:
+        if kind in _LARGE or (kind in _MAX_CAPABLE and m.source.max_length == -1):
+            unfit.append(f"large-value column {m.source.name} ({kind}{'(max)' if kind in _MAX_CAPABLE else ''})")
+        elif kind not in _EXACT:
             unfit.append(f"column {m.source.name} ({kind})")
         elif m.hashed and kind not in _HASHABLE:
             unfit.append(f"hashed column {m.source.name} ({kind})")

@@ -448,6 +448,9 @@ def _prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
     finally:
         stop.set()
         reader.join(timeout=30)
+        close = getattr(chunks, "close", None)
+        if close is not None and not reader.is_alive():
+            close()  # the source's generator ends now, closing its connection (not at some later GC)
 
 
 # Change rows are (start_lsn, seqval, operation, commit_time, command_id, *columns).

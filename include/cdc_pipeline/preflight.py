@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.cdc_pipeline.config import SourceConfig, load_source_config, source_files
+from include.cdc_pipeline.config import ChangeReader, SourceConfig, load_source_config, source_files
 from include.cdc_pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -95,6 +95,8 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], CdcSource]) 
             "server accepts connections from the workers",
         )
     findings = [Finding(f"{name} reachable", True, f"database {database} as login {login}; {version[:60]}")]
+    if source.change_reader != ChangeReader.PYMSSQL and src.reads_arrow:
+        findings.append(_check_change_reader(name, source, src))
     cdc_on = src.database_cdc_enabled()
     findings.append(
         Finding(
@@ -158,6 +160,25 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], CdcSource]) 
             )
         )
     return findings
+
+
+def _check_change_reader(name: str, source: SourceConfig, src: CdcSource) -> Finding:
+    """The change-table read's own connection (mssql-python): its native library loads, it logs in."""
+    check = f"{name} change reader (mssql-python) connects"
+    try:
+        connection = src.arrow_connect() if src.arrow_connect is not None else None
+        if connection is not None:
+            connection.close()
+    except Exception as exc:
+        return Finding(
+            check,
+            False,
+            _first_line(exc),
+            "the image needs the OS package libltdl7 (packages.txt); for TLS errors see the connection's "
+            f"extra `encryption` and `change_reader_options` of source {source.name} (README Connections); "
+            "or set change_reader: pymssql",
+        )
+    return Finding(check, True, f"change_reader {source.change_reader.value}")
 
 
 def _no_warehouse() -> Any:
@@ -355,7 +376,7 @@ def run_preflight(
     from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
-    from include.cdc_pipeline.source import CdcSource
+    from include.cdc_pipeline.source import CdcSource, change_reader_connect
     from include.cdc_pipeline.warehouse import Warehouse
 
     findings: list[Finding] = []
@@ -368,7 +389,8 @@ def run_preflight(
     for _, source in sources:
 
         def open_source(s: SourceConfig = source) -> CdcSource:
-            return CdcSource(MsSqlHook(mssql_conn_id=s.mssql_conn_id).get_conn())
+            hook = MsSqlHook(mssql_conn_id=s.mssql_conn_id)
+            return CdcSource(hook.get_conn(), lambda: change_reader_connect(hook, s.change_reader_options))
 
         def open_warehouse(s: SourceConfig = source) -> Warehouse:
             return Warehouse(CdcSnowflakeHook(snowflake_conn_id=s.snowflake_conn_id).get_conn())

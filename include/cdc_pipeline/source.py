@@ -380,10 +380,31 @@ def _odbc_value(value: str) -> str:
 
 
 def mssql_python_connect(connection_string: str) -> Any:
-    """An mssql-python connection (imported here: the driver loads its native library on import)."""
+    """An mssql-python connection (imported here: the driver loads its native library on import).
+
+    Without the driver's connection pool: each window reads over one connection of its own, and a
+    pooled connection outlives ``close()`` until the interpreter exits, where the pool's clean-up
+    aborts the process (exit status 134) when the server already closed the socket."""
     import mssql_python
 
+    mssql_python.pooling(enabled=False)
     return mssql_python.connect(connection_string)
+
+
+def change_reader_connect(hook: Any, options: Mapping[str, str] | None = None) -> Any:
+    """The mssql-python connection of the change-table read, from an ``MsSqlHook``'s own
+    connection (host, port, database, login, password, extra ``encryption``) and ``options``."""
+    conn = hook.connection
+    text = odbc_connection_string(
+        conn.host or "",
+        conn.port,
+        hook.schema or conn.schema or "",
+        conn.login or "",
+        conn.password or "",
+        conn.extra_dejson.get("encryption"),
+        options,
+    )
+    return mssql_python_connect(text)
 
 
 def _bound(sql: str, params: Sequence[Any] | None) -> tuple[Any, ...]:

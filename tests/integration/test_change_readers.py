@@ -5,13 +5,15 @@ batches (``CdcSource.iter_change_batches`` → ``arrow_changes.batch_to_table``)
 same window of one emulator server over TDS, with tiny chunks so update pairs straddle chunk
 boundaries, and compared as Arrow tables of the Parquet schema: every type the Arrow path takes,
 NULLs, salted hashes, deletes and key moves. Then the choice itself: ``auto`` reads a table with a
-``datetimeoffset`` column with pymssql (mssql-python drops the offset), ``mssql-python`` refuses it
-naming the column, and a whole pipeline run through the Arrow path converges.
+``datetimeoffset`` column (mssql-python drops the offset) or a large-value column (fetched while
+the driver holds the GIL) with pymssql, ``mssql-python`` refuses it naming the column, and a whole
+pipeline run through the Arrow path converges.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -27,7 +29,9 @@ from tests.integration.test_type_roundtrip import CASES
 
 pytestmark = pytest.mark.integration
 
-ARROW_CASES = [case for case in CASES if not case[1].startswith("datetimeoffset")]
+LARGE = ("nvarchar(max)", "varbinary(max)", "xml")
+# Every type the Arrow path takes: all but datetimeoffset and the large-value types.
+ARROW_CASES = [case for case in CASES if not case[1].startswith("datetimeoffset") and case[1] not in LARGE]
 HASHED = ["email", "token"]
 
 
@@ -97,26 +101,33 @@ def test_both_drivers_stage_the_same_rows(harness: Harness, chunk_rows: int) -> 
     assert (1, 1) in moves and (4, 16) in moves and (1, 5) in moves
 
 
-def test_auto_reads_a_datetimeoffset_table_with_pymssql_and_mssql_python_refuses_it(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("type_", "literal", "reason"),
+    [
+        ("datetimeoffset(7)", "'2026-06-01T12:00:00.5+05:30'", "column at (datetimeoffset)"),
+        ("nvarchar(max)", "N'a long text'", "large-value column at (nvarchar(max))"),
+    ],
+)
+def test_auto_reads_what_arrow_cannot_carry_with_pymssql_and_mssql_python_refuses_it(
+    harness: Harness, caplog: pytest.LogCaptureFixture, type_: str, literal: str, reason: str
 ) -> None:
     h = harness
     h.sql(
-        "CREATE TABLE dbo.events (id int NOT NULL PRIMARY KEY, at datetimeoffset(7) NULL)",
+        f"CREATE TABLE dbo.events (id int NOT NULL PRIMARY KEY, at {type_} NULL)",
         "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'events', @role_name=NULL",
     )
     h.capture()
     tables = [{"schema": "dbo", "table": "events", "primary_key": ["id"]}]
     h.pipeline(h.source_config(tables)).run_once()
-    h.sql("INSERT INTO dbo.events (id, at) VALUES (1, '2026-06-01T12:00:00.5+05:30')")
+    h.sql(f"INSERT INTO dbo.events (id, at) VALUES (1, {literal})")
     h.capture()
     # With change_reader mssql-python the window is refused, naming the column;
-    with pytest.raises(TableConfigError, match=r"column at \(datetimeoffset\)"):
+    with pytest.raises(TableConfigError, match=re.escape(reason)):
         h.pipeline(h.source_config(tables, change_reader="mssql-python")).run_once()
     # with auto (the default) it is read with pymssql, which says so, and raw equals the source.
     with caplog.at_level(logging.INFO, logger="include.cdc_pipeline.extract"):
         assert h.pipeline(h.source_config(tables)).run_once()["mode"] == "stream"
-    assert "read with pymssql: column at (datetimeoffset)" in caplog.text
+    assert f"read with pymssql: {reason}" in caplog.text
     assert reconcile(h.pipeline(h.source_config(tables)), salt=SALT).ok
 
 

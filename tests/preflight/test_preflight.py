@@ -103,6 +103,7 @@ def test_preflight_dag_passes_on_a_complete_setup(stack: dict[str, Any]) -> None
     assert all(f["ok"] for f in findings), [f for f in findings if not f["ok"]]
     for name in (
         "billing: SQL Server reachable",
+        "billing: SQL Server change reader (mssql-python) connects",
         "billing: SQL Server CDC on database billing",
         "billing: SQL Server login cdc_reader is not sysadmin",
         "billing: SQL Server login cdc_reader can read the cdc schema",
@@ -188,3 +189,18 @@ def test_preflight_refuses_a_sysadmin_login_and_reports_an_unreachable_source(
     assert not findings["billing: SQL Server reachable"]["ok"]
     assert "mssql_billing" in findings["billing: SQL Server reachable"]["fix"]
     assert findings["billing: Snowflake reachable"]["ok"] and findings["SMTP `smtp_default` answers"]["ok"]
+
+
+def test_preflight_names_a_change_reader_that_cannot_connect(stack: dict[str, Any]) -> None:
+    from include.cdc_pipeline import preflight
+    from include.cdc_pipeline.orchestration.preflight_dag import run_preflight
+
+    # Given the change reader told to open with TLS first (TDS 8.0), which the source does not speak,
+    config = stack["configs"] / "billing.yaml"
+    config.write_text(config.read_text() + "\nchange_reader_options: {Encrypt: strict}\n")
+    findings = _by_check(preflight.as_dicts(run_preflight()))
+    # then that check fails naming what to look at, while pymssql's checks of the source still pass.
+    reader = findings["billing: SQL Server change reader (mssql-python) connects"]
+    assert not reader["ok"], reader
+    assert "change_reader_options" in reader["fix"] and "change_reader: pymssql" in reader["fix"]
+    assert findings["billing: SQL Server reachable"]["ok"] and findings["billing: SQL Server table dbo.payments"]["ok"]

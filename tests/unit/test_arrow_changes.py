@@ -72,12 +72,17 @@ def test_lsns_become_the_row_paths_upper_case_hex() -> None:
     assert hex_upper(pa.array(values, pa.binary()).slice(1), 10).to_pylist() == [v.hex().upper() for v in values[1:]]
 
 
-def test_datetimeoffset_and_hashed_dates_stay_on_the_row_path() -> None:
+def test_datetimeoffset_hashed_dates_and_large_values_stay_on_the_row_path() -> None:
     offset = map_column(SourceColumn("at", "datetimeoffset"))
     hashed_date = map_column(SourceColumn("born", "date"), hashed=True)
     hashed_text = map_column(SourceColumn("email", "nvarchar"), hashed=True)
     assert arrow_unfit([*MAPPINGS, hashed_text]) == []
-    assert arrow_unfit([offset, hashed_date]) == ["column at (datetimeoffset)", "hashed column born (date)"]
+    notes = map_column(SourceColumn("notes", "nvarchar", max_length=-1))
+    assert arrow_unfit([offset, hashed_date, notes]) == [
+        "column at (datetimeoffset)",
+        "hashed column born (date)",
+        "large-value column notes (nvarchar(max))",
+    ]
 
 
 def test_connection_string_quotes_what_odbc_would_split_and_maps_encryption() -> None:

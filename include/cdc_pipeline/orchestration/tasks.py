@@ -37,7 +37,7 @@ from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.planner import Window
-from include.cdc_pipeline.source import CdcSource, mssql_python_connect, odbc_connection_string
+from include.cdc_pipeline.source import CdcSource, change_reader_connect
 from include.cdc_pipeline.status import figures
 from include.cdc_pipeline.warehouse import Warehouse
 
@@ -128,7 +128,7 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
 
     def open_source() -> CdcSource:
         hook = MsSqlHook(mssql_conn_id=source.mssql_conn_id)
-        return CdcSource(hook.get_conn(), lambda: open_change_reader(hook, source))
+        return CdcSource(hook.get_conn(), lambda: change_reader_connect(hook, source.change_reader_options))
 
     def open_warehouse() -> Warehouse:
         from include.cdc_pipeline.snowflake import CdcSnowflakeHook
@@ -138,21 +138,6 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
     return TablePipeline(
         source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), read_salt
     )
-
-
-def open_change_reader(hook: MsSqlHook, source: SourceConfig) -> Any:
-    """The mssql-python connection of the change-table read, from the hook's own connection."""
-    conn = hook.connection
-    text = odbc_connection_string(
-        conn.host or "",
-        conn.port,
-        hook.schema or conn.schema or "",
-        conn.login or "",
-        conn.password or "",
-        conn.extra_dejson.get("encryption"),
-        source.change_reader_options,
-    )
-    return mssql_python_connect(text)
 
 
 def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
