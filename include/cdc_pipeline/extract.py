@@ -7,7 +7,9 @@ Two entry points, one per kind of window, sharing the same machinery (rows → A
   (the snapshot → stream handoff);
 * ``extract_stream``: the change table between two LSNs, in apply order, update pairs whose key
   changed turned into deletes, commit times filled in where ``lsn_time_mapping`` has none, and the
-  retention gap checked again once the window was read.
+  retention gap checked again once the window was read. The rows come as Arrow batches through
+  mssql-python when the source config's ``change_reader`` allows it for the table
+  (``arrow_changes``), as pymssql rows otherwise; both end as the same Parquet rows.
 
 Also ``Batch`` (a loaded window, as it travels to the apply task). Deciding the window is
 ``planner``'s concern; applying the batch ``apply``'s; the T-SQL is ``source``'s, the Snowflake SQL
