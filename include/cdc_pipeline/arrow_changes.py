@@ -1,4 +1,4 @@
-"""Change rows that arrive as Arrow: the stream read through mssql-python (README "Extract driver").
+"""Change rows that arrive as Arrow: the stream read through mssql-python (README "Over TDS").
 
 pymssql hands over one Python tuple per row, and turning those into Arrow costs more than the
 source takes to serve them; mssql-python returns the change rows as Arrow record batches. This

@@ -89,7 +89,7 @@ class RetentionGapPolicy(StrEnum):
 
 
 class ChangeReader(StrEnum):
-    """Which driver reads the change rows of a stream window (README "Extract driver")."""
+    """Which driver reads the change rows of a stream window (README "Over TDS")."""
 
     AUTO = "auto"
     PYMSSQL = "pymssql"

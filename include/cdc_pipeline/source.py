@@ -13,7 +13,7 @@ in production and locally alike: the local SQL Server CDC emulator speaks TDS, s
 parameter formatting, type conversions and exceptions are exercised everywhere. The change rows of
 a stream window may instead come as Arrow batches through Microsoft's mssql-python driver
 (``iter_change_batches``, opened by ``mssql_python_connect`` from the same Airflow connection):
-the same statement, several times faster (README "Extract driver").
+the same statement, several times faster (README "Over TDS").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The two drivers of the change-table read stage the same rows (README "Extract driver").
+"""The two drivers of the change-table read stage the same rows (README "Over TDS").
 
 pymssql's rows (``CdcSource.iter_changes`` → ``extract.to_arrow``) and mssql-python's Arrow
 batches (``CdcSource.iter_change_batches`` → ``arrow_changes.batch_to_table``) are read from the
