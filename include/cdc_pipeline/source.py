@@ -12,7 +12,7 @@ The reader speaks T-SQL through the mssql provider's ``MsSqlHook`` connection (p
 in production and locally alike: the local SQL Server CDC emulator speaks TDS, so the same driver,
 parameter formatting, type conversions and exceptions are exercised everywhere. The change rows of
 a stream window may instead come as Arrow batches through Microsoft's mssql-python driver
-(``iter_change_batches``, opened by ``mssql_python_connect`` from the same Airflow connection):
+(``iter_change_batches``, connected by ``change_reader_connect`` from the same Airflow connection):
 the same statement, several times faster (README "Over TDS").
 """
 

@@ -145,3 +145,19 @@ def test_a_stream_read_through_mssql_python_converges(harness: Harness) -> None:
     result = h.pipeline(config).run_once()
     assert result["mode"] == "stream" and result["rows"] == 1 + 1 + 2 + 4 + 1, result
     assert reconcile(h.pipeline(config), salt=SALT).ok
+
+
+def test_question_marks_in_names_are_never_parameter_markers(harness: Harness) -> None:
+    # ODBC takes `?` for a parameter marker; the Arrow read's statement carries no parameters (the
+    # LSNs are literals), so names holding `?` and quotes read as they are.
+    h = harness
+    h.sql(
+        "CREATE TABLE dbo.[q?t] (id int NOT NULL PRIMARY KEY, [a?b] nvarchar(10) NULL, [c'?d] int NULL)",
+        "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_name=N'q?t', @role_name=NULL",
+        "INSERT INTO dbo.[q?t] VALUES (1, N'x?', 5)",
+    )
+    h.capture()
+    config = h.source_config([{"schema": "dbo", "table": "q?t", "primary_key": ["id"]}])
+    rows, arrows = _read_both(h, config, 2)
+    assert arrows.to_pylist() == rows.to_pylist() and rows.num_rows == 1
+    assert (rows["A?B"][0].as_py(), rows["C'?D"][0].as_py()) == ("x?", 5)
