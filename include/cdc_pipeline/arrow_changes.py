@@ -24,10 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.cdc_pipeline.snowflake_sql import OP_DELETE
-from include.cdc_pipeline.types import ColumnMapping, hasher
+from include.cdc_pipeline.types import ColumnMapping, arrow_column
 
 OP_UPDATE_BEFORE, OP_UPDATE_AFTER = 3, 4
-META_NAMES = ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION", "_CDC_COMMITTED_AT", "_CDC_COMMAND_ID")
+# Change rows are (start_lsn, seqval, operation, commit_time, command_id, *columns).
+META_WIDTH = 5
 
 # Types whose mssql-python Arrow values equal pymssql's once cast to the mapping's Arrow type
 # (tests/integration/test_change_readers.py compares both readers on every one of them).
@@ -104,20 +105,17 @@ def batch_to_table(
         commit_times_utc(pc.cast(cols[3], pa.timestamp("ms"), safe=False), source_timezone),
         pc.cast(cols[4], pa.int32()),
     ]
-    arrays += [_column(m, col, salt) for m, col in zip(mappings, cols[len(META_NAMES) :], strict=True)]
+    arrays += [_column(m, col, salt) for m, col in zip(mappings, cols[META_WIDTH:], strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _column(mapping: ColumnMapping, values: pa.Array, salt: str | None) -> pa.Array:
     kind = mapping.source.type_name.lower()
-    if mapping.hashed:
-        if salt is None:
-            raise ValueError(f"column {mapping.source.name} is hashed but no salt was given")
+    if mapping.hashed:  # hashed from the values as pymssql returns them (a uuid prints lower-case)
         texts = values.to_pylist()
         if kind == "uniqueidentifier":
             texts = [None if v is None else v.lower() for v in texts]
-        digest = hasher(salt)
-        return pa.array([digest(v) for v in texts], pa.string())
+        return arrow_column(mapping, texts, salt)
     if kind == "uniqueidentifier":
         return pc.utf8_upper(pc.cast(values, pa.string()))
     # time(7) arrives in nanoseconds, datetime2(7) in microseconds: cut to microseconds as the

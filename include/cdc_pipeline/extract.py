@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from include.cdc_pipeline import snowflake_sql as q
 from include.cdc_pipeline.arrow_changes import (
+    META_WIDTH,
     OP_UPDATE_AFTER,
     OP_UPDATE_BEFORE,
     arrow_key_moves_as_deletes,
@@ -453,10 +454,6 @@ def _prefetch(chunks: Iterator[T], depth: int = 1) -> Iterator[T]:
         close = getattr(chunks, "close", None)
         if close is not None and not reader.is_alive():
             close()  # the source's generator ends now, closing its connection (not at some later GC)
-
-
-# Change rows are (start_lsn, seqval, operation, commit_time, command_id, *columns).
-META_WIDTH = 5
 
 
 def _key_moves_as_deletes(

@@ -95,8 +95,8 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], CdcSource]) 
             "server accepts connections from the workers",
         )
     findings = [Finding(f"{name} reachable", True, f"database {database} as login {login}; {version[:60]}")]
-    if source.change_reader != ChangeReader.PYMSSQL and src.reads_arrow:
-        findings.append(_check_change_reader(name, source, src))
+    if source.change_reader != ChangeReader.PYMSSQL and src.arrow_connect is not None:
+        findings.append(_check_change_reader(name, source, src.arrow_connect))
     cdc_on = src.database_cdc_enabled()
     findings.append(
         Finding(
@@ -162,13 +162,11 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], CdcSource]) 
     return findings
 
 
-def _check_change_reader(name: str, source: SourceConfig, src: CdcSource) -> Finding:
+def _check_change_reader(name: str, source: SourceConfig, connect: Callable[[], Any]) -> Finding:
     """The change-table read's own connection (mssql-python): its native library loads, it logs in."""
     check = f"{name} change reader (mssql-python) connects"
     try:
-        connection = src.arrow_connect() if src.arrow_connect is not None else None
-        if connection is not None:
-            connection.close()
+        connect().close()
     except Exception as exc:
         return Finding(
             check,

@@ -43,23 +43,24 @@ class Harness:
     _port: int = 0
     _conns: list[Any] = field(default_factory=list)
 
-    def connect(self) -> Any:
-        """A pymssql connection to this test's source (TDS, as MsSqlHook opens it)."""
+    @property
+    def port(self) -> int:
+        """The TDS port of this test's source (served from a thread of the test process)."""
         if self._server is None:
             self._server, self._port = serve_in_thread(self.engine)
+        return self._port
+
+    def connect(self) -> Any:
+        """A pymssql connection to this test's source (TDS, as MsSqlHook opens it)."""
         conn = pymssql.connect(
-            server="127.0.0.1", port=str(self._port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, autocommit=False
+            server="127.0.0.1", port=str(self.port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, autocommit=False
         )
         self._conns.append(conn)
         return conn
 
     def connect_arrow(self) -> Any:
         """An mssql-python connection to this test's source (the change-table read's driver)."""
-        if self._server is None:
-            self._server, self._port = serve_in_thread(self.engine)
-        return mssql_python_connect(
-            odbc_connection_string("127.0.0.1", self._port, "", DEFAULT_LOGIN, DEFAULT_PASSWORD)
-        )
+        return mssql_python_connect(odbc_connection_string("127.0.0.1", self.port, "", DEFAULT_LOGIN, DEFAULT_PASSWORD))
 
     def replace_engine(self, engine: Engine) -> None:
         """Swap the database behind the server (a source re-created or restored); new connections see it."""
