@@ -2,7 +2,11 @@
 # Everything runs from a project-local virtualenv (.venv) built from requirements-dev.txt.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-PY_SYS ?= python3
+# The interpreter of .venv: the Astro Runtime image's Python minor version (3.12) when the machine
+# has it, so the tests run on what production runs (dev/runtime_python.py); else python3, warned.
+ifeq ($(origin PY_SYS),undefined)
+PY_SYS := $(shell python3 dev/runtime_python.py)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -27,7 +31,15 @@ $(AZURITE):
 	@mkdir -p $(VENV)/azurite
 	cd $(VENV)/azurite && npm install --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 
-setup: $(STAMP) $(AZURITE) ## Create .venv and install everything (idempotent)
+# 1. The Debian packages the code's native libraries load (packages.txt, which the Astro image
+#    installs too): apt-get when one is missing (tests/unit/test_native_libraries.py checks them).
+# 2. A .venv built with another Python minor than PY_SYS is rebuilt (e.g. one made before 3.12).
+# 3. The Python packages and Azurite, when their inputs changed.
+setup: ## Create .venv and install everything, the OS packages of packages.txt included (idempotent)
+	@dev/os_packages.sh packages.txt
+	@if test -x $(PY) && [ "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" != "$$($(PY_SYS) -c 'import sys; print(sys.version_info[:2])')" ]; then \
+		echo "rebuilding $(VENV) with $(PY_SYS)"; rm -rf $(VENV); fi
+	@$(MAKE) --no-print-directory PY_SYS=$(PY_SYS) $(STAMP) $(AZURITE)
 
 demo: setup manifest ## Start the local stack and run the whole pipeline once, end to end; print a summary
 	$(PY) -m dev.stack demo
@@ -47,19 +59,19 @@ mail: setup ## Print the alert e-mails the local SMTP sink captured (.local/mail
 status: setup ## Show which local services are running
 	$(PY) -m dev.stack status
 
-test: setup manifest ## The test suite CI runs (unit, integration and one full end-to-end run)
-	$(PY) -m pytest -m "not slow" -p no:cacheprovider
+# pytest-xdist: one worker per core (each starts its own servers and Airflow home); a module's tests
+# stay on one worker (--dist loadscope), so a module-scoped server starts once.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+test: setup manifest ## The test suite CI runs (unit, integration and one full end-to-end run), on every core
+	$(PY) -m pytest -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
 
 test-all: setup manifest browser ## Everything, including slow suites (property tests at scale, failure matrix, browser)
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
 
 # The browser tests drive Debian's Chromium with Playwright (from PyPI, in requirements-dev.txt);
 # Playwright never downloads a browser of its own.
-CHROMIUM := /usr/bin/chromium
-$(CHROMIUM):
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-
-browser: setup $(CHROMIUM) ## Debian's Chromium for the browser tests (apt-get, when missing)
+browser: setup ## Debian's Chromium for the browser tests (apt-get, when missing)
+	@dev/os_packages.sh -p chromium
 
 lint: setup ## ruff (with Airflow AIR rules), ruff format check, mypy (include/), no import cycles (import-linter), sqlfluff
 	$(VENV)/bin/ruff check .

@@ -48,3 +48,8 @@ class ConfigError(ValueError):
 
 class InjectedFailure(RuntimeError):
     """Raised by an armed failpoint (failpoints.py): a crash drill, never a real problem."""
+
+
+class DriverLoadError(CdcError):
+    """A SQL Server driver cannot load its native library (an OS package is missing): no retry
+    can fix it. The message names the library, its Debian package and the fix."""

@@ -45,7 +45,7 @@ from include.cdc_pipeline.arrow_changes import (
     commit_times_utc,
 )
 from include.cdc_pipeline.config import ChangeReader, SourceConfig, TableConfig
-from include.cdc_pipeline.errors import CdcError, TableConfigError, ValueTooLargeError
+from include.cdc_pipeline.errors import CdcError, DriverLoadError, TableConfigError, ValueTooLargeError
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.planner import Planner, Window
@@ -81,6 +81,8 @@ class Batch:
     columns: list[dict[str, Any]]
     upper_committed_at: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # the driver that read the rows: "mssql-python", "pymssql" or "pymssql (fallback: <why>)"
+    reader: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -183,7 +185,9 @@ def extract_snapshot(ctx: ExtractContext, window: Window, instance: CaptureInsta
     rows = ([(*meta, *widen(row)) for row in chunk] for chunk in chunks)
     estimate = (tsql_name(ctx.table.source_schema, ctx.table.table), "table's row-count estimate")
     staged = _stage(ctx, window, _rows_to_arrow(ctx, _prefetch(rows)), estimate, started)
-    return _copy(ctx, staged, untimed=set())
+    batch = _copy(ctx, staged, untimed=set())
+    batch.reader = "pymssql"  # snapshots read keyset pages with typed parameters (README "Over TDS")
+    return batch
 
 
 def extract_stream(
@@ -198,8 +202,9 @@ def extract_stream(
     assert window.lower and window.upper
     names = ctx.names
     bounds = (window.capture_instance, names, Lsn.from_hex(window.lower), Lsn.from_hex(window.upper))
-    if _reads_arrow(ctx):
-        batches = ctx.source.iter_change_batches(*bounds, ctx.cfg.chunk_rows)
+    reader = _open_change_reader(ctx)
+    if reader is not None:
+        batches = ctx.source.iter_change_batches(*bounds, ctx.cfg.chunk_rows, connection=reader)
         schema = parquet_schema(ctx.mappings)
         converted = (
             batch_to_table(batch, ctx.mappings, schema, ctx.salt, ctx.cfg.source_timezone)
@@ -223,7 +228,43 @@ def extract_stream(
         # The rows staged above are incomplete: never load them. By policy the table is
         # re-snapshotted right away (stage.clear drops this attempt's files first).
         return resnapshot(planner.on_retention_gap(gap, planner.instances()[-1]))
-    return _copy(ctx, staged, untimed)
+    batch = _copy(ctx, staged, untimed)
+    batch.reader = "mssql-python" if reader is not None else _pymssql_reader(ctx)
+    return batch
+
+
+# The driver problem that made ``change_reader: auto`` fall back to pymssql in this process (a task
+# runs in a process of its own): said once in the task log, then every further window of the task
+# (catch-up batches) reads with pymssql without trying the driver again.
+_fallback: dict[str, str] = {}
+
+
+def _pymssql_reader(ctx: ExtractContext) -> str:
+    problem = _fallback.get("mssql-python")
+    return f"pymssql (fallback: {problem})" if problem and ctx.cfg.change_reader == ChangeReader.AUTO else "pymssql"
+
+
+def _open_change_reader(ctx: ExtractContext) -> Any:
+    """The open mssql-python connection that reads this window as Arrow, or None for pymssql rows.
+
+    A driver that cannot load is no transient error: under ``change_reader: mssql-python`` it
+    raises ``DriverLoadError`` (the task fails in its first try, naming the missing library);
+    under ``auto`` the window is read with pymssql instead, slower but complete, and the task log,
+    the batch record and the status page say so."""
+    if not _reads_arrow(ctx):
+        return None
+    if ctx.cfg.change_reader == ChangeReader.AUTO and "mssql-python" in _fallback:
+        return None
+    try:
+        return ctx.source.open_change_reader()
+    except DriverLoadError as exc:
+        if ctx.cfg.change_reader != ChangeReader.AUTO:
+            raise
+        _fallback["mssql-python"] = str(exc)
+        log.warning(
+            "%s: change rows read with pymssql instead of mssql-python (change_reader auto): %s", ctx.label, exc
+        )
+        return None
 
 
 def _reads_arrow(ctx: ExtractContext) -> bool:

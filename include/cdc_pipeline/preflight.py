@@ -53,6 +53,8 @@ class Finding:
     ok: bool
     detail: str
     fix: str = ""
+    # passed, but something runs degraded (e.g. the change reader fell back to pymssql): reported, not failed
+    warning: bool = False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -163,18 +165,33 @@ def check_sqlserver(source: SourceConfig, open_source: Callable[[], CdcSource]) 
 
 
 def _check_change_reader(name: str, source: SourceConfig, connect: Callable[[], Any]) -> Finding:
-    """The change-table read's own connection (mssql-python): its native library loads, it logs in."""
+    """The change-table read's own connection (mssql-python): its native library loads, it logs in.
+
+    A driver that cannot load fails the check under ``change_reader: mssql-python`` (every stream
+    window would fail) and is a warning under ``auto`` (windows are read with pymssql: slower,
+    nothing stops)."""
+    from include.cdc_pipeline.errors import DriverLoadError
+
     check = f"{name} change reader (mssql-python) connects"
     try:
         connect().close()
+    except DriverLoadError as exc:
+        auto = source.change_reader == ChangeReader.AUTO
+        return Finding(
+            check,
+            auto,
+            (f"change_reader auto reads with pymssql instead (slower): {exc}" if auto else str(exc)),
+            "install the OS packages of packages.txt (the image installs them; locally `make setup`), "
+            "or set change_reader: pymssql",
+            warning=auto,
+        )
     except Exception as exc:
         return Finding(
             check,
             False,
             _first_line(exc),
-            "the image needs the OS package libltdl7 (packages.txt); for TLS errors see the connection's "
-            f"extra `encryption` and `change_reader_options` of source {source.name} (README Connections); "
-            "or set change_reader: pymssql",
+            f"for TLS errors see the connection's extra `encryption` and `change_reader_options` of source "
+            f"{source.name} (README Connections); or set change_reader: pymssql",
         )
     return Finding(check, True, f"change_reader {source.change_reader.value}")
 
@@ -406,12 +423,14 @@ def report(findings: Sequence[Finding]) -> str:
     """A plain-text report: one line per check, the fix under each failure, a verdict last."""
     lines = []
     for f in findings:
-        lines.append(f"{'ok  ' if f.ok else 'FAIL'}  {f.check}: {f.detail}")
-        if not f.ok and f.fix:
+        lines.append(f"{'FAIL' if not f.ok else 'WARN' if f.warning else 'ok  '}  {f.check}: {f.detail}")
+        if (not f.ok or f.warning) and f.fix:
             lines.append(f"      fix: {f.fix}")
     failed = [f for f in findings if not f.ok]
+    warned = [f for f in findings if f.ok and f.warning]
     lines.append(
         f"preflight: {len(findings) - len(failed)} of {len(findings)} checks passed"
+        + (f" ({len(warned)} with a warning: {', '.join(f.check for f in warned)})" if warned else "")
         + (f"; FAILED: {', '.join(f.check for f in failed)}" if failed else "")
     )
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from include.cdc_pipeline import native
 from include.cdc_pipeline.config import TableConfig
 from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.sql import template, tsql_ident, tsql_name, tsql_params, tsql_string
@@ -66,6 +67,13 @@ class CdcSource:
     @property
     def reads_arrow(self) -> bool:
         return self.arrow_connect is not None
+
+    def open_change_reader(self) -> Any:
+        """The mssql-python connection of ``iter_change_batches`` (``DriverLoadError`` when its
+        native driver cannot load: see ``mssql_python_connect``)."""
+        if self.arrow_connect is None:
+            raise RuntimeError("this CdcSource has no mssql-python connection (arrow_connect)")
+        return self.arrow_connect()
 
     def _one(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         cursor = self.connection.cursor()
@@ -253,15 +261,15 @@ class CdcSource:
         after: Lsn,
         upper: Lsn,
         chunk_rows: int,
+        connection: Any = None,
     ) -> Iterator[pa.RecordBatch]:
         """The rows of ``iter_changes`` (same statement, same order) as Arrow record batches of up
-        to ``chunk_rows``, over a connection of their own (mssql-python). The two LSNs are
+        to ``chunk_rows``, over a connection of their own (mssql-python): ``connection`` when the
+        caller opened it already (``open_change_reader``), closed at the end. The two LSNs are
         written into the statement as binary literals, as pymssql sends them: no parameter marker,
         so a ``?`` in a quoted column name stays a character."""
-        if self.arrow_connect is None:
-            raise RuntimeError("this CdcSource has no mssql-python connection (arrow_connect)")
         sql = _changes_sql(capture_instance, columns, f"0x{bytes(after).hex()}", f"0x{bytes(upper).hex()}")
-        connection = self.arrow_connect()
+        connection = connection or self.open_change_reader()
         try:
             cursor = connection.cursor()
             cursor.execute(sql)
@@ -384,11 +392,19 @@ def mssql_python_connect(connection_string: str) -> Any:
 
     Without the driver's connection pool: each window reads over one connection of its own, and a
     pooled connection outlives ``close()`` until the interpreter exits, where the pool's clean-up
-    aborts the process (exit status 134) when the server already closed the socket."""
-    import mssql_python
+    aborts the process (exit status 134) when the server already closed the socket.
 
-    mssql_python.pooling(enabled=False)
-    return mssql_python.connect(connection_string)
+    A driver that cannot load raises ``DriverLoadError`` naming the missing OS library (``native``):
+    no retry fixes that, and ``change_reader: auto`` reads with pymssql instead."""
+    try:
+        import mssql_python
+
+        mssql_python.pooling(enabled=False)
+        return mssql_python.connect(connection_string)
+    except Exception as exc:
+        if native.is_driver_load_failure(exc):
+            raise native.driver_load_error(exc) from exc
+        raise
 
 
 def change_reader_connect(hook: Any, options: Mapping[str, str] | None = None) -> Any:

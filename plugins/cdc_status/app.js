@@ -146,7 +146,16 @@ function batchCell(b) {
   if (!b) return `<td data-field="last-batch" class="small">no batch yet</td>`;
   return `<td class="num" data-field="last-batch" data-rows="${b.rows}" data-duration-s="${b.duration_s}" data-batch-id="${esc(b.batch_id)}">` +
     `<span data-field="rows">${fmtNumber(b.rows)}</span> rows · <span data-field="duration">${esc(fmtDuration(b.duration_s))}</span>` +
-    `<div class="small">${b.rows_per_s === null ? "—" : fmtNumber(b.rows_per_s, 1)} rows/s · ${esc(b.mode)} · ${esc(fmtTime(b.applied_at))}</div></td>`;
+    `<div class="small">${b.rows_per_s === null ? "—" : fmtNumber(b.rows_per_s, 1)} rows/s · ${esc(b.mode)} · ${esc(fmtTime(b.applied_at))}</div>` +
+    readerLine(b.reader) + `</td>`;
+}
+
+// Which driver read the batch; a fallback (change_reader auto, mssql-python's driver not loading) is a warning.
+function readerLine(reader) {
+  if (!reader) return "";
+  const fallback = reader.startsWith("pymssql (fallback");
+  const shown = fallback ? "pymssql (fallback)" : reader;
+  return `<div class="small${fallback ? " warn" : ""}" data-field="reader" data-value="${esc(reader)}" title="${esc(reader)}">read with ${esc(shown)}</div>`;
 }
 
 function freshnessCell(f) {

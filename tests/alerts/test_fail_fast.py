@@ -96,6 +96,7 @@ def test_table_not_captured_fails_in_one_try_with_one_mail(
         "TableNotCapturedError",
         "TableConfigError",
         "ConfigError",
+        "DriverLoadError",
     ],
 )
 def test_errors_no_retry_can_fix_fail_the_task_at_once(error: str) -> None:

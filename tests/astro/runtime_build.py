@@ -44,6 +44,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from dev import runtime_python
+
 ROOT = Path(__file__).resolve().parents[2]
 PINS_DIR = Path(__file__).resolve().parent
 CACHE_DIR = ROOT / ".cache" / "astro-runtime"
@@ -141,22 +143,15 @@ def requirement_names(requirements: str) -> set[str]:
 
 
 def find_python(version: str) -> str:
-    """An interpreter of the Runtime's Python version (``$CDC_RUNTIME_PYTHON`` overrides)."""
-    candidates = [os.environ.get("CDC_RUNTIME_PYTHON"), shutil.which(f"python{version}")]
-    candidates += sorted(str(p) for p in Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            check=False,
+    """An interpreter of the Runtime's Python version (``$CDC_RUNTIME_PYTHON`` overrides): the same
+    search ``make setup`` runs for the local .venv (``dev/runtime_python.py``)."""
+    found = runtime_python.find(version)
+    if found is None:
+        raise RuntimeBuildError(
+            f"no Python {version} (the Runtime's) found: install one (`uv python install {version}`) "
+            "or point CDC_RUNTIME_PYTHON at it"
         )
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-    raise RuntimeBuildError(
-        f"no Python {version} (the Runtime's) found: install one (`uv python install {version}`) "
-        "or point CDC_RUNTIME_PYTHON at it"
-    )
+    return found
 
 
 def uv() -> str:

@@ -66,11 +66,18 @@ def _pytds(server: ServerProcess) -> pytds.Connection:
 
 
 def _insert_rows(server: ServerProcess) -> tuple[bytes, bytes]:
-    """Insert ROWS in one transaction through pymssql; returns the LSN range holding them."""
+    """Insert ROWS in one transaction through pymssql; returns the LSN range holding them.
+
+    ``sys.fn_cdc_get_max_lsn()`` is "the maximum LSN from the start_lsn column in the
+    cdc.lsn_time_mapping system table" (https://learn.microsoft.com/en-us/sql/relational-databases/
+    system-functions/sys-fn-cdc-get-max-lsn-transact-sql): NULL until the capture job has written
+    a row there, which it may not have done yet when this runs first (SQL Server's capture job,
+    like the emulator's, runs on its own schedule). NULL then means "nothing captured": every
+    change row lies above the zero LSN."""
     conn = _pymssql(server)
     cur = conn.cursor()
     cur.execute("SELECT sys.fn_cdc_get_max_lsn()")
-    before = cur.fetchone()[0]
+    before = cur.fetchone()[0] or bytes(10)
     for row in ROWS:
         cur.execute("INSERT INTO dbo.items VALUES (%s, %s, %s, %s, %s, %s)", row)
     conn.commit()

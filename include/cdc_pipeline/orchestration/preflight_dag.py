@@ -79,8 +79,9 @@ def run_task() -> list[dict[str, Any]]:
 
     findings = run_preflight()
     text = preflight.report(findings)
-    for line in text.splitlines():
-        logging.getLogger(__name__).info("%s", line)
+    log = logging.getLogger(__name__)
+    for line in text.splitlines():  # a warning (e.g. the change reader's fallback) stands out in the task log
+        log.log(logging.WARNING if line.startswith("WARN") else logging.INFO, "%s", line)
     failed = [f for f in findings if not f.ok]
     if failed:
         raise AirflowFailException(text.splitlines()[-1] + "\n" + "\n".join(f"{f.check}: {f.fix}" for f in failed))

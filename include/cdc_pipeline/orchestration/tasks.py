@@ -26,6 +26,7 @@ from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.errors import (
     ConfigError,
+    DriverLoadError,
     RetentionGapError,
     SchemaDriftError,
     SourceRewoundError,
@@ -56,6 +57,7 @@ NOT_RETRYABLE: tuple[type[Exception], ...] = (
     TableNotCapturedError,
     TableConfigError,
     ConfigError,
+    DriverLoadError,  # a native library is missing (change_reader: mssql-python; auto falls back to pymssql)
 )
 NOT_RETRYABLE_NOTE = "not retryable: a retry cannot fix this"
 

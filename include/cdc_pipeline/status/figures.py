@@ -155,6 +155,7 @@ def record_apply(
             "duration_s": duration,
             "rows_per_s": round(batch.rows / duration, 3) if duration else None,
             "upper_committed_at": applied,
+            "reader": batch.reader or None,  # the driver that read it (a fallback says why)
         },
     )
     point = {"at": now.isoformat(), "rows": batch.rows, "duration_s": duration, "mode": batch.window.mode}
