@@ -96,6 +96,20 @@ class ChangeReader(StrEnum):
     MSSQL_PYTHON = "mssql-python"
 
 
+class PiiCategory(StrEnum):
+    """What kind of personal data a column holds: the value of its Snowflake ``PII`` tag
+    (README "Snowflake access, PII and cost guards")."""
+
+    NAME = "name"
+    EMAIL = "email"
+    PHONE = "phone"
+    ADDRESS = "address"
+    BIRTH_DATE = "birth_date"
+    NATIONAL_ID = "national_id"
+    FINANCIAL = "financial"
+    OTHER = "other"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -129,6 +143,11 @@ class TableConfig(_Strict):
     primary_key: list[Identifier] = Field(min_length=1)
     exclude_columns: list[Identifier] = Field(default_factory=list)
     hash_columns: list[Identifier] = Field(default_factory=list)
+    pii_columns: dict[Identifier, PiiCategory] = Field(
+        default_factory=dict,
+        description="Personal data, column -> category: tagged PII in Snowflake (raw and history) and masked "
+        "except for the PII reader role. hash_columns stays for data no one may ever read (a column may be both).",
+    )
     target_table: SnowflakeName | None = Field(
         default=None, description="Snowflake table name instead of the upper-cased source table name."
     )
@@ -150,10 +169,14 @@ class TableConfig(_Strict):
         key = {c.lower() for c in self.primary_key}
         if len(key) != len(self.primary_key):
             raise ValueError("primary_key lists a column twice")
-        for field in ("exclude_columns", "hash_columns"):
+        # A masked key would break the loader's MERGE (it matches on the key and may not see PII).
+        for field in ("exclude_columns", "hash_columns", "pii_columns"):
             clash = key & {c.lower() for c in getattr(self, field)}
             if clash:
                 raise ValueError(f"{field} must not contain primary key column(s) {sorted(clash)}")
+        excluded_pii = {c.lower() for c in self.exclude_columns} & {c.lower() for c in self.pii_columns}
+        if excluded_pii:
+            raise ValueError(f"pii_columns lists column(s) {sorted(excluded_pii)} that exclude_columns leaves out")
         both = {c.lower() for c in self.exclude_columns} & {c.lower() for c in self.hash_columns}
         if both:
             raise ValueError(f"column(s) {sorted(both)} are both excluded and hashed")
