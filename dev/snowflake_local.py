@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dev import procs
+from dev import snowflake_access as access
 from dev import snowflake_strict as strict
 from dev.procs import alive as pid_alive
 
@@ -506,6 +507,8 @@ def _stage_path_command(match: re.Match[str], conn: Any) -> tuple[list[dict[str,
 
 # Session token -> the role the session acts as (see dev/snowflake_strict.py: CREATE DATABASE).
 _session_roles: dict[str, str] = {}
+# Roles, grants, tags and masking (dev/snowflake_access.py); build_app loads it from the data directory.
+_access = access.AccessModel()
 
 
 def _error_response(errno: int, sqlstate: str, msg: str) -> Any:
@@ -587,6 +590,24 @@ async def _query_request(request: Any) -> Any:
         _session_roles[token] = role  # and fakesnow accepts the statement
     if denied := strict.create_database_denied(sql, _session_roles.get(token, strict.normalise_role(None)), ACCOUNT):
         return _error_response(**denied)
+    session = access.Session(_session_roles.get(token, strict.normalise_role(None)), conn.database, conn.schema)
+    answer = await run_in_threadpool(_access.handle, sql, session, conn)
+    if answer is not None and answer.error is not None:
+        errno, sqlstate, msg = answer.error
+        return _error_response(errno, sqlstate, msg)
+    if answer is not None and answer.sql is None:
+        rows = [[None if v is None else str(v) for v in row] for row in answer.rows]
+        return _rows_response(conn, [_text_column(c) for c in answer.columns], rows)
+    if answer is not None:  # masked columns: fakesnow runs the rewritten statement
+        payload = json.loads(raw)
+        payload["sqlText"] = answer.sql
+        data = json.dumps(payload).encode()
+        request._body = gzip.compress(data) if request.headers.get("Content-Encoding") == "gzip" else data
+    if access.creates_object(sql):
+        response = await fs_server.query_request(request)
+        if json.loads(bytes(response.body)).get("success"):
+            _access.created(sql, session)
+        return response
     if (zone := strict.session_timezone(sql)) is not None:
         try:
             await run_in_threadpool(conn._duck_conn.execute, f"SET TimeZone = '{zone}'")
@@ -693,6 +714,8 @@ def build_app(db_dir: Path | str) -> Any:
     _patch_quoted_names()
     strict.install_copy_rules()
     strict.install_sysdate_in_merge()
+    global _access
+    _access = access.AccessModel(db_dir)
     fs_server.shared_fs = _make_fakesnow(db_dir)
     return _build_starlette(fs_server.app)
 
