@@ -16,7 +16,9 @@ Per source config (``include/config/sources/*.yaml``):
 * Snowflake reachable (``snowflake_conn_id``), a warehouse in use, and the role can create and
   insert in the target schemas (a probe table is created, written and dropped in each);
 * SMTP answers (``smtp_conn_id``);
-* the salt Variable ``cdc_hash_salt_secret`` (or its secrets-backend entry) when a table hashes columns.
+* the salt Variable ``cdc_hash_salt_secret`` (or its secrets-backend entry) when a table hashes columns;
+* the account's roles, grants, users, warehouses, monitors and PII tags against ``include/config/access.yaml``
+  (once, with the first source's Snowflake connection; every difference named as the statement that fixes it).
 
 Across the DAGs: every pool a task uses exists and has slots. Airflow 3 tasks have no metadata-DB
 access, so from a worker the pools are read through Airflow's REST API (connection ``airflow_api``:
@@ -264,6 +266,14 @@ def check_snowflake(source: SourceConfig, open_warehouse: Callable[[], Any]) -> 
     return findings
 
 
+def check_access(sources: Sequence[SourceConfig], open_connection: Callable[[], Any]) -> Finding:
+    """The account against the access spec (include/cdc_pipeline/governance/check.py)."""
+    from include.cdc_pipeline.governance.check import check_access as compare
+
+    found = compare(sources, open_connection)
+    return Finding(found.check, found.ok, found.detail, found.fix)
+
+
 # -- SMTP, salt ------------------------------------------------------------------------------------
 def check_smtp(conn_id: str) -> Finding:
     from airflow.providers.smtp.hooks.smtp import SmtpHook
@@ -412,6 +422,8 @@ def run_preflight(
 
         findings += check_sqlserver(source, open_source)
         findings += check_snowflake(source, open_warehouse)
+    if sources:  # roles, grants, PII tags against include/config/access.yaml (account-wide: once)
+        findings.append(check_access([s for _, s in sources], lambda s=sources[0][1]: open_warehouse(s).connection))
     for conn_id in dict.fromkeys(s.smtp_conn_id for _, s in sources):
         findings.append(check_smtp(conn_id))
     findings.append(check_salt([s for _, s in sources], get_salt, salt_variable))
