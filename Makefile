@@ -16,7 +16,7 @@ AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup demo airflow preflight stop status mail test test-all browser lint format manifest bench clean
+.PHONY: help setup demo airflow preflight stop status mail test test-all browser lint audit format manifest bench clean access-plan access-apply
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,13 +73,25 @@ test-all: setup manifest browser ## Everything, including slow suites (property 
 browser: setup ## Debian's Chromium for the browser tests (apt-get, when missing)
 	@dev/os_packages.sh -p chromium
 
-lint: setup ## ruff (with Airflow AIR rules), ruff format check, mypy (include/), no import cycles (import-linter), sqlfluff
+lint: setup audit ## ruff (with Airflow AIR rules), ruff format check, mypy (include/), no import cycles (import-linter), sqlfluff, audit
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy   # include/, configured in pyproject.toml [tool.mypy]
 	$(VENV)/bin/lint-imports --no-cache   # no import cycles in dev/ or include/ (.importlinter)
 	cd include/sql/tsql && $(CURDIR)/$(VENV)/bin/sqlfluff lint .   # T-SQL (own .sqlfluff: tsql, %s params)
 	$(VENV)/bin/sqlfluff lint include/dbt/billing/models include/dbt/billing/tests include/dbt/billing/analyses
+
+audit: setup ## Known vulnerabilities of the installed, pinned packages (pip-audit; .ci/audit-accepted.txt)
+	$(PY) -m dev.audit_deps
+
+# The Snowflake access spec (include/config/access.yaml + the source YAMLs): the local Snowflake of the
+# stack, or a real account with ACCESS_CONN=<Airflow connection id> (README "Snowflake access, PII and cost guards").
+ACCESS_CONN ?=
+access-plan: setup ## Print the statements that bring Snowflake to the access spec (ACCESS_CONN=<conn id> for a real account)
+	$(PY) -m dev.access_local plan $(if $(ACCESS_CONN),--conn-id $(ACCESS_CONN))
+
+access-apply: setup ## Run them (as SECURITYADMIN / SYSADMIN / ACCOUNTADMIN); fails unless the next plan is empty
+	$(PY) -m dev.access_local apply $(if $(ACCESS_CONN),--conn-id $(ACCESS_CONN))
 
 format: setup ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
