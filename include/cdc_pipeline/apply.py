@@ -23,6 +23,7 @@ from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.errors import CdcError
 from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.failpoints import failpoint
+from include.cdc_pipeline.governance.credits import batch_credits
 from include.cdc_pipeline.offsets import TableWatermark, TargetHints, Watermark, log_batch
 from include.cdc_pipeline.snowflake_sql import ZERO_SEQVAL, TableLayout
 from include.cdc_pipeline.stages import Stage
@@ -47,6 +48,7 @@ class BatchApplier:
         """MERGE into raw, append history, then (last) advance the watermark and clean up."""
         started = time.monotonic()
         wh = self.warehouse()
+        first_query = len(wh.query_ids)
         t = self.cfg.target
         added = wh.ensure_target_tables(layout)
         if added:
@@ -94,6 +96,7 @@ class BatchApplier:
         wh.execute(q.drop_staging(layout))
         self.stage().clear(batch.stage_path + "/")
         apply_s = round(time.monotonic() - started, 3)
+        credits = batch_credits(wh, [*batch.timings.get("query_ids", []), *wh.query_ids[first_query:]])
         log_batch(
             wh,
             t.database,
@@ -112,6 +115,7 @@ class BatchApplier:
                 "extract_seconds": batch.timings.get("total_s"),
                 "apply_seconds": apply_s,
                 "upper_committed_at": committed,
+                "credits_used": credits,
             },
         )
         now = datetime.now(UTC).isoformat()
@@ -124,7 +128,7 @@ class BatchApplier:
                 "persisted_at": now,
             }
         )
-        return self._applied(batch, added, merged, appended, deleted, apply_s)
+        return self._applied(batch, added, merged, appended, deleted, apply_s) | {"credits_used": credits}
 
     def _applied(
         self,

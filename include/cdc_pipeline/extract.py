@@ -348,6 +348,7 @@ def _copy(ctx: ExtractContext, staged: _Staged, untimed: set[bytes]) -> Batch:
     failpoint("after_put", ctx.label)
     tick = time.monotonic()
     wh, layout, window, rows = ctx.warehouse(), ctx.layout, staged.window, staged.rows
+    first_query = len(wh.query_ids)
     wh.execute(q.create_staging(layout))
     loaded = 0
     if rows:
@@ -369,6 +370,7 @@ def _copy(ctx: ExtractContext, staged: _Staged, untimed: set[bytes]) -> Batch:
             "read_s": staged.timings["read_s"],
             "put_s": staged.timings["put_s"],
             "copy_s": time.monotonic() - tick,
+            "query_ids": wh.query_ids[first_query:],  # the batch's credits (governance/credits.py)
             "parquet_bytes": staged.timings["parquet_bytes"],
             "arrow_bytes": staged.timings["arrow_bytes"],
             "total_s": time.monotonic() - staged.started,

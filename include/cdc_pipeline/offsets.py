@@ -216,6 +216,9 @@ BATCH_LOG_COLUMNS = [
     ("APPLY_SECONDS", "FLOAT"),
     ("UPPER_COMMITTED_AT", "TIMESTAMP_NTZ(3)"),
     ("APPLIED_AT", "TIMESTAMP_NTZ(6)"),
+    # Snowflake credits of the batch's queries, approximated from the query history; NULL when the
+    # role may not read it (include/cdc_pipeline/governance/credits.py). Added to older tables.
+    ("CREDITS_USED", "FLOAT"),
 ]
 
 
@@ -227,6 +230,9 @@ def log_batch(wh: Warehouse, database: str, schema: str, row: dict[str, Any], *,
     """
     table = sf_table(database, schema, "CDC_BATCHES")
     wh.execute(create_table(table, BATCH_LOG_COLUMNS))
+    if (added := f"{table}.CREDITS_USED") not in wh._present:  # a log created before the column existed
+        wh.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS CREDITS_USED FLOAT")
+        wh._present.add(added)
     names = [name for name, _ in BATCH_LOG_COLUMNS if name != "APPLIED_AT"]
     values = ", ".join(f"%({n.lower()})s AS {n}" for n in names)
     update = (

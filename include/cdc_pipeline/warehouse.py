@@ -27,6 +27,7 @@ class Warehouse:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self.queries = 0
+        self.query_ids: list[str] = []  # Snowflake's id of each statement (credits per batch: governance/credits.py)
         self._present: set[str] = set()  # objects found or created on this connection
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -37,6 +38,8 @@ class Warehouse:
         cursor = self.connection.cursor()
         try:
             cursor.execute(sql, params)
+            if qid := getattr(cursor, "sfqid", None):
+                self.query_ids.append(qid)
             return list(cursor.fetchall()) if cursor.description else []
         finally:
             cursor.close()

@@ -147,7 +147,9 @@ function batchCell(b) {
   return `<td class="num" data-field="last-batch" data-rows="${b.rows}" data-duration-s="${b.duration_s}" data-batch-id="${esc(b.batch_id)}">` +
     `<span data-field="rows">${fmtNumber(b.rows)}</span> rows · <span data-field="duration">${esc(fmtDuration(b.duration_s))}</span>` +
     `<div class="small">${b.rows_per_s === null ? "—" : fmtNumber(b.rows_per_s, 1)} rows/s · ${esc(b.mode)} · ${esc(fmtTime(b.applied_at))}</div>` +
-    readerLine(b.reader) + `</td>`;
+    readerLine(b.reader) +
+    // Snowflake credits of the batch (CDC_BATCHES.CREDITS_USED, approximated; none when the history is not readable)
+    `<div class="small" data-field="credits" data-value="${b.credits ?? ""}">${b.credits == null ? "credits n/a" : fmtNumber(b.credits, 4) + " credits"}</div></td>`;
 }
 
 // Which driver read the batch; a fallback (change_reader auto, mssql-python's driver not loading) is a warning.

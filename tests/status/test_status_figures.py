@@ -50,12 +50,15 @@ def test_recorded_figures_match_the_source_clock_and_cdc_batches(harness) -> Non
     batch = pipeline.extract_load(window)
     applied = status.record_apply(store, batch, pipeline.apply(batch), "run2")
     # and after the batch the last-batch figures are those CONTROL.CDC_BATCHES logged for it,
-    [(rows, extract_s, apply_s, committed)] = h.snowflake_rows(
-        f"SELECT ROWS_STAGED, EXTRACT_SECONDS, APPLY_SECONDS, UPPER_COMMITTED_AT FROM {h.database}.CONTROL.CDC_BATCHES"
+    [(rows, extract_s, apply_s, committed, credits)] = h.snowflake_rows(
+        "SELECT ROWS_STAGED, EXTRACT_SECONDS, APPLY_SECONDS, UPPER_COMMITTED_AT, CREDITS_USED"
+        f" FROM {h.database}.CONTROL.CDC_BATCHES"
         f" WHERE BATCH_ID = '{applied['last_batch']['batch_id']}'"
     )
     last = applied["last_batch"]
     assert last["rows"] == rows == 2
+    # (credits: the local Snowflake has no query history to read, so NULL there and None here)
+    assert last["credits"] is credits is None
     assert last["duration_s"] == pytest.approx(extract_s + apply_s, abs=0.002)
     assert last["rows_per_s"] == pytest.approx(rows / (extract_s + apply_s), rel=0.01)
     assert datetime.fromisoformat(applied["applied_through"]) == committed == datetime(2026, 3, 1, 8, 10)

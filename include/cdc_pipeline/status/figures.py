@@ -154,11 +154,13 @@ def record_apply(
             "apply_s": apply_s,
             "duration_s": duration,
             "rows_per_s": round(batch.rows / duration, 3) if duration else None,
+            "credits": result.get("credits_used"),  # CDC_BATCHES.CREDITS_USED (None: history not readable)
             "upper_committed_at": applied,
             "reader": batch.reader or None,  # the driver that read it (a fallback says why)
         },
     )
-    point = {"at": now.isoformat(), "rows": batch.rows, "duration_s": duration, "mode": batch.window.mode}
+    point = {"at": now.isoformat(), "rows": batch.rows, "duration_s": duration, "mode": batch.window.mode,
+             "credits": result.get("credits_used")}  # fmt: skip
     if batch.window.mode == "snapshot":
         point["lag_s"] = None  # a first load has no earlier position to lag behind
     record["points"] = _with_point(record, run_id, point, now)
