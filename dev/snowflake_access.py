@@ -151,7 +151,7 @@ _STMTS: list[tuple[str, re.Pattern[str]]] = [
     ("show_users", _rx(r"SHOW\s+USERS(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
     ("show_warehouses", _rx(r"SHOW\s+WAREHOUSES(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
     ("show_monitors", _rx(r"SHOW\s+RESOURCE\s+MONITORS(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
-    ("show_tags", _rx(rf"SHOW\s+TAGS(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+SCHEMA\s+(?P<schema>{_QN})")),
+    ("show_tags", _rx(rf"SHOW\s+TAGS(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+(?P<level>SCHEMA|DATABASE)\s+(?P<schema>{_QN})")),
     ("show_policies", _rx(rf"SHOW\s+MASKING\s+POLICIES(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+SCHEMA\s+(?P<schema>{_QN})")),
     (
         "tag_references",
@@ -174,6 +174,8 @@ _POLICY_TYPE = {"TEXT": "STRING", "VARCHAR": "STRING", "STRING": "STRING", "NUMB
                 "BINARY": "BINARY", "BOOLEAN": "BOOLEAN"}  # fmt: skip
 
 
+# Comments before or after a statement (not inside it: string literals may hold anything).
+_COMMENTS = re.compile(r"^(?:\s*(?:/\*.*?\*/|--[^\n]*\n))+|(?:\s*(?:/\*.*?\*/|--[^\n]*))+\s*$", re.DOTALL)
 _CREATE_OBJECT = re.compile(
     r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:LOCAL|GLOBAL)\s+)?(?:TRANSIENT\s+|TEMPORARY\s+|TEMP\s+|SECURE\s+)*"
     rf"(?P<kind>TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_QN})",
@@ -181,9 +183,18 @@ _CREATE_OBJECT = re.compile(
 )
 
 
+def strip_comments(sql: str) -> str:
+    """The statement without the comments (and ``;``) before and after it."""
+    while True:
+        stripped = _COMMENTS.sub("", sql.strip().rstrip(";").strip())
+        if stripped == sql:
+            return sql
+        sql = stripped
+
+
 def creates_object(sql: str) -> bool:
     """A CREATE TABLE / VIEW statement (its owner and future grants are recorded once it ran)."""
-    return _CREATE_OBJECT.match(sql) is not None
+    return _CREATE_OBJECT.match(strip_comments(sql)) is not None
 
 
 def _props(text: str) -> dict[str, str]:
@@ -294,6 +305,7 @@ class AccessModel:
     # -- entry points -----------------------------------------------------------------------
     def handle(self, sql: str, session: Session, conn: Any) -> Answer | None:
         """Answer, refuse or rewrite one statement; None: let fakesnow run it unchanged."""
+        sql = strip_comments(sql)  # dbt adds a /* query comment */ to every statement
         with self.lock:
             for name, pattern in _STMTS:
                 if m := pattern.match(sql):
@@ -312,7 +324,7 @@ class AccessModel:
 
     def created(self, sql: str, session: Session) -> None:
         """After fakesnow ran a statement: a new table or view gets its owner and future grants."""
-        m = _CREATE_OBJECT.match(sql)
+        m = _CREATE_OBJECT.match(strip_comments(sql))
         if not m or not session.database:
             return
         with self.lock:
@@ -667,11 +679,12 @@ class AccessModel:
         return Answer(cols, tuple(rows))
 
     def _show_tags(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
-        schema = self.qualify(m["schema"], s, 2)
+        database = m["level"].upper() == "DATABASE"
+        schema = split_name(m["schema"])[:1] if database else self.qualify(m["schema"], s, 2)
         rows = []
         for key, allowed in sorted(self.tags.items()):
             parts = key.split("\x1f")
-            if parts[:2] == schema and _like(m["like"], parts[2]):
+            if parts[: len(schema)] == schema and _like(m["like"], parts[2]):
                 rows.append((CREATED_ON, parts[2], parts[0], parts[1], "ACCOUNTADMIN", "", json.dumps(allowed) if allowed else None, "ROLE"))
         return Answer(("created_on", "name", "database_name", "schema_name", "owner", "comment", "allowed_values", "owner_role_type"), tuple(rows))
 
