@@ -2,8 +2,9 @@
 
 Returns plain :class:`AccessFinding` values (the preflight turns them into its own findings): one
 per compared database set, listing each statement the plan would run — a missing grant reads as
-the GRANT that restores it. An account where none of the spec's roles exists has not adopted the
-spec: that is reported as such, not as a failure (``make access-apply`` adopts it).
+the GRANT that restores it. An account that has not adopted the spec for the sources' databases (no
+PII tag there and no grant of the spec's roles on them) is reported as such, not as a failure
+(``make access-apply`` adopts it).
 """
 
 from __future__ import annotations
@@ -49,13 +50,17 @@ def check_access(
             "the preflight reads SHOW GRANTS / SHOW USERS / SHOW RESOURCE MONITORS: give its connection a role that "
             "may (e.g. a dedicated auditor role with MANAGE GRANTS and MONITOR USAGE), or fix the access file named",
         )
-    if not live.roles:
+    if not live.tags and not any(g.name.split(".")[0] in wanted.databases for g in live.grants):
         return AccessFinding(
-            check, True, f"not adopted: none of the roles {', '.join(wanted.managed_roles)} exists; {APPLY_HINT} adopts it"
+            check,
+            True,
+            f"not adopted: no PII tag and no grant of the spec's roles in {databases}; {APPLY_HINT} adopts it",
         )
     plan = make_plan(wanted, live)
     if plan.empty:
-        return AccessFinding(check, True, "roles, grants, future grants, users, warehouses, monitors and PII tags match")
+        return AccessFinding(
+            check, True, "roles, grants, future grants, users, warehouses, monitors and PII tags match"
+        )
     found = differences(plan)
     return AccessFinding(
         check,

@@ -7,8 +7,9 @@ SECURITYADMIN for roles, users and grants, SYSADMIN for databases, schemas, stag
 warehouses, ACCOUNTADMIN for resource monitors, the PII tag and masking policies, which need
 account-level privileges); :func:`apply` switches with ``USE ROLE``.
 
-The managed roles are owned by the spec: a privilege, future grant or role membership they hold
-that the spec does not list is revoked, as is a role granted to a spec user other than its own.
+The managed roles are owned by the spec: a privilege or future grant they hold on its databases or
+warehouses, or a role membership, that the spec does not list is revoked, as is a role granted to a
+spec user other than its own.
 Roles granted to people (e.g. PII_READER to an analyst) are left alone.
 """
 
@@ -143,7 +144,9 @@ def _warehouses(plan: Plan, wanted: State, live: State) -> None:
                 f" AUTO_SUSPEND = {wh.auto_suspend} AUTO_RESUME = TRUE INITIALLY_SUSPENDED = TRUE",
             )
         elif (have.size, have.auto_suspend) != (wh.size, wh.auto_suspend):
-            plan.add(SYSADMIN, f"ALTER WAREHOUSE {_id(name)} SET WAREHOUSE_SIZE = {wh.size} AUTO_SUSPEND = {wh.auto_suspend}")
+            plan.add(
+                SYSADMIN, f"ALTER WAREHOUSE {_id(name)} SET WAREHOUSE_SIZE = {wh.size} AUTO_SUSPEND = {wh.auto_suspend}"
+            )
     for name, m in sorted(wanted.monitors.items()):
         triggers = (
             f"TRIGGERS ON {m.notify} PERCENT DO NOTIFY ON {m.suspend} PERCENT DO SUSPEND"
@@ -181,10 +184,10 @@ def _governance_objects(plan: Plan, wanted: State, live: State) -> None:
             )
         elif " ".join(have.body.split()) != " ".join(policy.body.split()):
             plan.add(ACCOUNTADMIN, f"ALTER MASKING POLICY {_q(name)} SET BODY -> {policy.body}")
-    for tag, policy in sorted(live.tag_policies - wanted.tag_policies):
-        plan.add(ACCOUNTADMIN, f"ALTER TAG {_q(tag)} UNSET MASKING POLICY {_q(policy)}")
-    for tag, policy in sorted(wanted.tag_policies - live.tag_policies):
-        plan.add(ACCOUNTADMIN, f"ALTER TAG {_q(tag)} SET MASKING POLICY {_q(policy)}")
+    for tag, bound in sorted(live.tag_policies - wanted.tag_policies):
+        plan.add(ACCOUNTADMIN, f"ALTER TAG {_q(tag)} UNSET MASKING POLICY {_q(bound)}")
+    for tag, bound in sorted(wanted.tag_policies - live.tag_policies):
+        plan.add(ACCOUNTADMIN, f"ALTER TAG {_q(tag)} SET MASKING POLICY {_q(bound)}")
 
 
 def _existing_without(f: FutureGrant, live: State) -> bool:
@@ -229,12 +232,20 @@ def _column_tags(plan: Plan, wanted: State, live: State) -> None:
             plan.add(ACCOUNTADMIN, f"ALTER TABLE {table} MODIFY COLUMN {sf_ident(c.column)} UNSET TAG {_q(tag)}")
 
 
+def _in_scope(g: Grant, wanted: State) -> bool:
+    """An object of the spec: in one of its databases, or one of its warehouses (other databases'
+    grants of the same roles belong to whoever manages those)."""
+    if g.on == "WAREHOUSE":
+        return g.name in wanted.warehouses
+    return g.name.split(".")[0] in wanted.databases
+
+
 def _revokes(plan: Plan, wanted: State, live: State) -> None:
     for g in sorted(live.grants):
-        if g.role in wanted.managed_roles and not _covered(g, wanted):
+        if g.role in wanted.managed_roles and _in_scope(g, wanted) and not _covered(g, wanted):
             plan.add(SECURITYADMIN, f"REVOKE {g.privilege} ON {g.on} {_q(g.name)} FROM ROLE {_id(g.role)}")
     for f in sorted(live.future_grants - wanted.future_grants):
-        if f.role in wanted.managed_roles:
+        if f.role in wanted.managed_roles and f.schema.split(".")[0] in wanted.databases:
             scope = f"FUTURE {f.object_type}S IN SCHEMA {_q(f.schema)}"
             plan.add(SECURITYADMIN, f"REVOKE {f.privilege} ON {scope} FROM ROLE {_id(f.role)}")
     for rg in sorted(live.role_grants - wanted.role_grants):
