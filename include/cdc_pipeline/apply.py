@@ -96,7 +96,7 @@ class BatchApplier:
         wh.execute(q.drop_staging(layout))
         self.stage().clear(batch.stage_path + "/")
         apply_s = round(time.monotonic() - started, 3)
-        credits = batch_credits(wh, [*batch.timings.get("query_ids", []), *wh.query_ids[first_query:]])
+        credits = batch_credits(wh, [*batch.query_ids, *wh.query_ids[first_query:]])
         log_batch(
             wh,
             t.database,

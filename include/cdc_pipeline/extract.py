@@ -83,6 +83,8 @@ class Batch:
     timings: dict[str, float] = field(default_factory=dict)
     # the driver that read the rows: "mssql-python", "pymssql" or "pymssql (fallback: <why>)"
     reader: str = ""
+    # Snowflake ids of the COPY step's statements: the batch's credits (governance/credits.py)
+    query_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -366,11 +368,11 @@ def _copy(ctx: ExtractContext, staged: _Staged, untimed: set[bytes]) -> Batch:
         rows=rows,
         columns=[asdict(m.source) | {"hashed": m.hashed} for m in ctx.mappings],
         upper_committed_at=committed.isoformat() if isinstance(committed, datetime) else None,
+        query_ids=wh.query_ids[first_query:],
         timings={
             "read_s": staged.timings["read_s"],
             "put_s": staged.timings["put_s"],
             "copy_s": time.monotonic() - tick,
-            "query_ids": wh.query_ids[first_query:],  # the batch's credits (governance/credits.py)
             "parquet_bytes": staged.timings["parquet_bytes"],
             "arrow_bytes": staged.timings["arrow_bytes"],
             "total_s": time.monotonic() - staged.started,

@@ -423,7 +423,8 @@ def run_preflight(
         findings += check_sqlserver(source, open_source)
         findings += check_snowflake(source, open_warehouse)
     if sources:  # roles, grants, PII tags against include/config/access.yaml (account-wide: once)
-        findings.append(check_access([s for _, s in sources], lambda s=sources[0][1]: open_warehouse(s).connection))
+        first: SourceConfig = sources[0][1]
+        findings.append(check_access([s for _, s in sources], lambda: open_warehouse(first).connection))
     for conn_id in dict.fromkeys(s.smtp_conn_id for _, s in sources):
         findings.append(check_smtp(conn_id))
     findings.append(check_salt([s for _, s in sources], get_salt, salt_variable))
