@@ -81,7 +81,8 @@ def verdict(report: dict, ci: bool) -> tuple[int, list[str]]:
     if deps and len(skipped) == len(deps):
         lines.append(
             "NOT AUDITED: the vulnerability service answered for no package (unreachable from here: "
-            f"{skipped[0]['skip_reason']})" + ("; failing under CI" if ci else "; run `make audit` where it is reachable")
+            f"{skipped[0]['skip_reason']})"
+            + ("; failing under CI" if ci else "; run `make audit` where it is reachable")
         )
         return (1 if ci else 0), lines
     if skipped:

@@ -114,52 +114,90 @@ _STMTS: list[tuple[str, re.Pattern[str]]] = [
     ("revoke_role", _rx(rf"REVOKE\s+ROLE\s+(?P<role>{_N})\s+FROM\s+(?P<kind>ROLE|USER)\s+(?P<grantee>{_N})")),
     (
         "grant_ownership",
-        _rx(rf"GRANT\s+OWNERSHIP\s+ON\s+(?P<on>SCHEMA|TABLE|VIEW)\s+(?P<name>{_QN})\s+TO\s+ROLE\s+(?P<role>{_N})(?:\s+(?:COPY|REVOKE)\s+CURRENT\s+GRANTS)?"),
+        _rx(
+            rf"GRANT\s+OWNERSHIP\s+ON\s+(?P<on>SCHEMA|TABLE|VIEW)\s+(?P<name>{_QN})\s+TO\s+ROLE\s+(?P<role>{_N})(?:\s+(?:COPY|REVOKE)\s+CURRENT\s+GRANTS)?"
+        ),
     ),
     (
         "grant_scope",
-        _rx(rf"(?P<verb>GRANT|REVOKE)\s+(?P<privs>{_PRIVS})\s+ON\s+(?P<scope>ALL|FUTURE)\s+(?P<kind>TABLES|VIEWS)\s+IN\s+SCHEMA\s+(?P<schema>{_QN})\s+(?:TO|FROM)\s+ROLE\s+(?P<role>{_N})"),
+        _rx(
+            rf"(?P<verb>GRANT|REVOKE)\s+(?P<privs>{_PRIVS})\s+ON\s+(?P<scope>ALL|FUTURE)\s+(?P<kind>TABLES|VIEWS)\s+IN\s+SCHEMA\s+(?P<schema>{_QN})\s+(?:TO|FROM)\s+ROLE\s+(?P<role>{_N})"
+        ),
     ),
     (
         "grant",
-        _rx(rf"(?P<verb>GRANT|REVOKE)\s+(?P<privs>{_PRIVS})\s+ON\s+(?P<on>DATABASE|SCHEMA|WAREHOUSE|STAGE|TAG|TABLE|VIEW)\s+(?P<name>{_QN})\s+(?:TO|FROM)\s+ROLE\s+(?P<role>{_N})"),
+        _rx(
+            rf"(?P<verb>GRANT|REVOKE)\s+(?P<privs>{_PRIVS})\s+ON\s+(?P<on>DATABASE|SCHEMA|WAREHOUSE|STAGE|TAG|TABLE|VIEW)\s+(?P<name>{_QN})\s+(?:TO|FROM)\s+ROLE\s+(?P<role>{_N})"
+        ),
     ),
     ("create_user", _rx(rf"CREATE\s+(?:OR\s+REPLACE\s+)?USER\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_N})(?P<props>.*)")),
     ("alter_user", _rx(rf"ALTER\s+USER\s+(?:IF\s+EXISTS\s+)?(?P<name>{_N})\s+SET\s+(?P<props>.*)")),
-    ("create_warehouse", _rx(rf"CREATE\s+(?:OR\s+REPLACE\s+)?WAREHOUSE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_N})(?:\s+WITH)?(?P<props>.*)")),
+    (
+        "create_warehouse",
+        _rx(
+            rf"CREATE\s+(?:OR\s+REPLACE\s+)?WAREHOUSE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_N})(?:\s+WITH)?(?P<props>.*)"
+        ),
+    ),
     ("alter_warehouse", _rx(rf"ALTER\s+WAREHOUSE\s+(?:IF\s+EXISTS\s+)?(?P<name>{_N})\s+SET\s+(?P<props>.*)")),
-    ("create_monitor", _rx(rf"CREATE\s+(?:OR\s+REPLACE\s+)?RESOURCE\s+MONITOR\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_N})(?:\s+WITH)?(?P<props>.*)")),
+    (
+        "create_monitor",
+        _rx(
+            rf"CREATE\s+(?:OR\s+REPLACE\s+)?RESOURCE\s+MONITOR\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_N})(?:\s+WITH)?(?P<props>.*)"
+        ),
+    ),
     ("alter_monitor", _rx(rf"ALTER\s+RESOURCE\s+MONITOR\s+(?:IF\s+EXISTS\s+)?(?P<name>{_N})\s+SET\s+(?P<props>.*)")),
-    ("create_tag", _rx(rf"CREATE\s+(?:OR\s+REPLACE\s+)?TAG\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_QN})(?:\s+ALLOWED_VALUES\s+(?P<values>.*))?")),
+    (
+        "create_tag",
+        _rx(
+            rf"CREATE\s+(?:OR\s+REPLACE\s+)?TAG\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_QN})(?:\s+ALLOWED_VALUES\s+(?P<values>.*))?"
+        ),
+    ),
     ("tag_values", _rx(rf"ALTER\s+TAG\s+(?P<name>{_QN})\s+ADD\s+ALLOWED_VALUES\s+(?P<values>.*)")),
     ("tag_policy", _rx(rf"ALTER\s+TAG\s+(?P<name>{_QN})\s+(?P<verb>SET|UNSET)\s+MASKING\s+POLICY\s+(?P<policy>{_QN})")),
     (
         "create_policy",
-        _rx(rf"CREATE\s+(?:OR\s+REPLACE\s+)?MASKING\s+POLICY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_QN})\s+AS\s*\(\s*(?P<arg>{_N})\s+(?P<type>[A-Za-z_]+)\s*\)\s+RETURNS\s+(?P<rtype>[A-Za-z_]+)\s*->\s*(?P<body>.*)"),
+        _rx(
+            rf"CREATE\s+(?:OR\s+REPLACE\s+)?MASKING\s+POLICY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{_QN})\s+AS\s*\(\s*(?P<arg>{_N})\s+(?P<type>[A-Za-z_]+)\s*\)\s+RETURNS\s+(?P<rtype>[A-Za-z_]+)\s*->\s*(?P<body>.*)"
+        ),
     ),
     ("alter_policy", _rx(rf"ALTER\s+MASKING\s+POLICY\s+(?P<name>{_QN})\s+SET\s+BODY\s*->\s*(?P<body>.*)")),
     ("describe_policy", _rx(rf"DESC(?:RIBE)?\s+MASKING\s+POLICY\s+(?P<name>{_QN})")),
     (
         "column_tag",
-        _rx(rf"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<table>{_QN})\s+(?:MODIFY|ALTER)\s+(?:COLUMN\s+)?(?P<column>{_N})\s+(?P<verb>SET|UNSET)\s+TAG\s+(?P<tag>{_QN})(?:\s*=\s*'(?P<value>(?:[^']|'')*)')?"),
+        _rx(
+            rf"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?P<table>{_QN})\s+(?:MODIFY|ALTER)\s+(?:COLUMN\s+)?(?P<column>{_N})\s+(?P<verb>SET|UNSET)\s+TAG\s+(?P<tag>{_QN})(?:\s*=\s*'(?P<value>(?:[^']|'')*)')?"
+        ),
     ),
     ("show_roles", _rx(r"SHOW\s+ROLES(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
     ("show_grants_to_role", _rx(rf"SHOW\s+GRANTS\s+TO\s+ROLE\s+(?P<name>{_N})")),
-    ("show_future_grants", _rx(rf"SHOW\s+FUTURE\s+GRANTS\s+(?:TO\s+ROLE\s+(?P<role>{_N})|IN\s+SCHEMA\s+(?P<schema>{_QN}))")),
+    (
+        "show_future_grants",
+        _rx(rf"SHOW\s+FUTURE\s+GRANTS\s+(?:TO\s+ROLE\s+(?P<role>{_N})|IN\s+SCHEMA\s+(?P<schema>{_QN}))"),
+    ),
     ("show_grants_of_role", _rx(rf"SHOW\s+GRANTS\s+OF\s+ROLE\s+(?P<name>{_N})")),
     ("show_grants_to_user", _rx(rf"SHOW\s+GRANTS\s+TO\s+USER\s+(?P<name>{_N})")),
     ("show_users", _rx(r"SHOW\s+USERS(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
     ("show_warehouses", _rx(r"SHOW\s+WAREHOUSES(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
     ("show_monitors", _rx(r"SHOW\s+RESOURCE\s+MONITORS(?:\s+LIKE\s+'(?P<like>[^']*)')?")),
-    ("show_tags", _rx(rf"SHOW\s+TAGS(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+(?P<level>SCHEMA|DATABASE)\s+(?P<schema>{_QN})")),
-    ("show_policies", _rx(rf"SHOW\s+MASKING\s+POLICIES(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+SCHEMA\s+(?P<schema>{_QN})")),
+    (
+        "show_tags",
+        _rx(rf"SHOW\s+TAGS(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+(?P<level>SCHEMA|DATABASE)\s+(?P<schema>{_QN})"),
+    ),
+    (
+        "show_policies",
+        _rx(rf"SHOW\s+MASKING\s+POLICIES(?:\s+LIKE\s+'(?P<like>[^']*)')?\s+IN\s+SCHEMA\s+(?P<schema>{_QN})"),
+    ),
     (
         "tag_references",
-        _rx(rf"SELECT\s+(?P<cols>.+?)\s+FROM\s+TABLE\s*\(\s*(?:{_N}\s*\.\s*)?INFORMATION_SCHEMA\s*\.\s*TAG_REFERENCES_ALL_COLUMNS\s*\(\s*'(?P<table>(?:[^']|'')*)'\s*,\s*'table'\s*\)\s*\)"),
+        _rx(
+            rf"SELECT\s+(?P<cols>.+?)\s+FROM\s+TABLE\s*\(\s*(?:{_N}\s*\.\s*)?INFORMATION_SCHEMA\s*\.\s*TAG_REFERENCES_ALL_COLUMNS\s*\(\s*'(?P<table>(?:[^']|'')*)'\s*,\s*'table'\s*\)\s*\)"
+        ),
     ),
     (
         "policy_references",
-        _rx(rf"SELECT\s+(?P<cols>.+?)\s+FROM\s+TABLE\s*\(\s*(?:{_N}\s*\.\s*)?INFORMATION_SCHEMA\s*\.\s*POLICY_REFERENCES\s*\(\s*REF_ENTITY_NAME\s*=>\s*'(?P<name>(?:[^']|'')*)'\s*,\s*REF_ENTITY_DOMAIN\s*=>\s*'tag'\s*\)\s*\)"),
+        _rx(
+            rf"SELECT\s+(?P<cols>.+?)\s+FROM\s+TABLE\s*\(\s*(?:{_N}\s*\.\s*)?INFORMATION_SCHEMA\s*\.\s*POLICY_REFERENCES\s*\(\s*REF_ENTITY_NAME\s*=>\s*'(?P<name>(?:[^']|'')*)'\s*,\s*REF_ENTITY_DOMAIN\s*=>\s*'tag'\s*\)\s*\)"
+        ),
     ),
 ]
 _PROP = re.compile(r"(?P<key>[A-Za-z_]+)\s*=\s*(?P<value>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[^\s,]+)", re.IGNORECASE)
@@ -201,10 +239,7 @@ def _props(text: str) -> dict[str, str]:
     out = {}
     for m in _PROP.finditer(text or ""):
         value = m["value"]
-        if value[0] in "'\"":
-            value = value[1:-1].replace(value[0] * 2, value[0])
-        else:
-            value = value.upper()
+        value = value[1:-1].replace(value[0] * 2, value[0]) if value[0] in "'\"" else value.upper()
         out[m["key"].upper()] = value
     return out
 
@@ -318,9 +353,7 @@ class AccessModel:
 
     def _names_tagged_table(self, sql: str) -> bool:
         text = sql.upper()
-        return any(
-            key.split("\x1f")[2].upper() in text for key, tags in self.column_tags.items() if tags
-        )
+        return any(key.split("\x1f")[2].upper() in text for key, tags in self.column_tags.items() if tags)
 
     def created(self, sql: str, session: Session) -> None:
         """After fakesnow ran a statement: a new table or view gets its owner and future grants."""
@@ -419,7 +452,8 @@ class AccessModel:
         try:
             types = ("VIEW",) if kind == "VIEW" else ("BASE TABLE", "LOCAL TEMPORARY")
             rows = cur.execute(
-                "SELECT table_name, table_type FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ?",
+                "SELECT table_name, table_type FROM information_schema.tables"
+                " WHERE table_catalog = ? AND table_schema = ?",
                 [schema[0], schema[1]],
             ).fetchall()
         finally:
@@ -482,7 +516,9 @@ class AccessModel:
             return _not_authorized("Resource monitor", name)
         props = self._monitor_props(m["props"])
         if "TRIGGERS" in m["props"].upper():  # TRIGGERS replaces the whole list
-            self.monitors[name] = {k: v for k, v in self.monitors[name].items() if k not in ("NOTIFY", "SUSPEND", "SUSPEND_IMMEDIATE")}
+            self.monitors[name] = {
+                k: v for k, v in self.monitors[name].items() if k not in ("NOTIFY", "SUSPEND", "SUSPEND_IMMEDIATE")
+            }
         self.monitors[name].update(props)
         self._save()
         return Answer.ok()
@@ -538,7 +574,9 @@ class AccessModel:
         else:
             type_ = self.policies[policy]["type"]
             if any(t == tag and self.policies[p]["type"] == type_ and p != policy for t, p in self.tag_policies):
-                return _error(3050, "42601", f"SQL compilation error:\nTag already has a masking policy of data type {type_}")
+                return _error(
+                    3050, "42601", f"SQL compilation error:\nTag already has a masking policy of data type {type_}"
+                )
             self.tag_policies.add((tag, policy))
         self._save()
         return Answer.ok()
@@ -551,7 +589,9 @@ class AccessModel:
         if self.enforced(s.role) and not self.has(s.role, "APPLY", "TAG", tag.split("\x1f")):
             return _insufficient("tag", tag.replace("\x1f", "."))
         if column not in self._columns(conn, table):
-            return _error(904, "42000", f"SQL compilation error: error line 0 at position -1\ninvalid identifier '{column}'")
+            return _error(
+                904, "42000", f"SQL compilation error: error line 0 at position -1\ninvalid identifier '{column}'"
+            )
         key = f"{self.key(table)}\x1f{column}"
         if m["verb"].upper() == "SET":
             value = (m["value"] or "").replace("''", "'")
@@ -606,8 +646,32 @@ class AccessModel:
                 granted_to = sum(1 for r, k, _ in self.role_grants if r == name and k == "ROLE")
                 granted = sum(1 for _, k, g in self.role_grants if g == name and k == "ROLE")
                 users = sum(1 for r, k, _ in self.role_grants if r == name and k == "USER")
-                rows.append((CREATED_ON, name, "N", "Y" if name == s.role else "N", "N", str(users), str(granted_to), str(granted), "SECURITYADMIN", ""))
-        cols = ("created_on", "name", "is_default", "is_current", "is_inherited", "assigned_to_users", "granted_to_roles", "granted_roles", "owner", "comment")
+                rows.append(
+                    (
+                        CREATED_ON,
+                        name,
+                        "N",
+                        "Y" if name == s.role else "N",
+                        "N",
+                        str(users),
+                        str(granted_to),
+                        str(granted),
+                        "SECURITYADMIN",
+                        "",
+                    )
+                )
+        cols = (
+            "created_on",
+            "name",
+            "is_default",
+            "is_current",
+            "is_inherited",
+            "assigned_to_users",
+            "granted_to_roles",
+            "granted_roles",
+            "owner",
+            "comment",
+        )
         return Answer(cols, tuple(rows))
 
     def _show_grants_to_role(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
@@ -615,7 +679,9 @@ class AccessModel:
         rows = []
         for privilege, on, key, r in sorted(self.grants):
             if r == role:
-                rows.append((CREATED_ON, privilege, on, show_name(key.split("\x1f")), "ROLE", role, "false", "SECURITYADMIN"))
+                rows.append(
+                    (CREATED_ON, privilege, on, show_name(key.split("\x1f")), "ROLE", role, "false", "SECURITYADMIN")
+                )
         for owned, owner in sorted(self.owners.items()):
             if owner == role:
                 on, _, key = owned.partition("\x1f")
@@ -623,7 +689,16 @@ class AccessModel:
         for child, kind, grantee in sorted(self.role_grants):
             if kind == "ROLE" and grantee == role:
                 rows.append((CREATED_ON, "USAGE", "ROLE", child, "ROLE", role, "false", "SECURITYADMIN"))
-        cols = ("created_on", "privilege", "granted_on", "name", "granted_to", "grantee_name", "grant_option", "granted_by")
+        cols = (
+            "created_on",
+            "privilege",
+            "granted_on",
+            "name",
+            "granted_to",
+            "grantee_name",
+            "grant_option",
+            "granted_by",
+        )
         return Answer(cols, tuple(rows))
 
     def _show_future_grants(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
@@ -634,25 +709,55 @@ class AccessModel:
             for privilege, on, container, r in sorted(self.future)
             if (role is None or r == role) and (schema is None or container == schema)
         ]
-        return Answer(("created_on", "privilege", "grant_on", "name", "grant_to", "grantee_name", "grant_option"), tuple(rows))
+        return Answer(
+            ("created_on", "privilege", "grant_on", "name", "grant_to", "grantee_name", "grant_option"), tuple(rows)
+        )
 
     def _show_grants_of_role(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
         role = split_name(m["name"])[0]
-        rows = [(CREATED_ON, role, kind, grantee, "SECURITYADMIN") for r, kind, grantee in sorted(self.role_grants) if r == role]
+        rows = [
+            (CREATED_ON, role, kind, grantee, "SECURITYADMIN")
+            for r, kind, grantee in sorted(self.role_grants)
+            if r == role
+        ]
         return Answer(("created_on", "role", "granted_to", "grantee_name", "granted_by"), tuple(rows))
 
     def _show_grants_to_user(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
         user = split_name(m["name"])[0]
-        rows = [(CREATED_ON, r, "USER", user, "SECURITYADMIN") for r, kind, g in sorted(self.role_grants) if kind == "USER" and g == user]
+        rows = [
+            (CREATED_ON, r, "USER", user, "SECURITYADMIN")
+            for r, kind, g in sorted(self.role_grants)
+            if kind == "USER" and g == user
+        ]
         return Answer(("created_on", "role", "granted_to", "grantee_name", "granted_by"), tuple(rows))
 
     def _show_users(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
         rows = [
-            (name, CREATED_ON, name, name, p.get("DEFAULT_WAREHOUSE", ""), p.get("DEFAULT_ROLE", ""), p.get("TYPE", "PERSON"), "false", "USERADMIN")
+            (
+                name,
+                CREATED_ON,
+                name,
+                name,
+                p.get("DEFAULT_WAREHOUSE", ""),
+                p.get("DEFAULT_ROLE", ""),
+                p.get("TYPE", "PERSON"),
+                "false",
+                "USERADMIN",
+            )
             for name, p in sorted(self.users.items())
             if _like(m["like"], name)
         ]
-        cols = ("name", "created_on", "login_name", "display_name", "default_warehouse", "default_role", "type", "disabled", "owner")
+        cols = (
+            "name",
+            "created_on",
+            "login_name",
+            "display_name",
+            "default_warehouse",
+            "default_role",
+            "type",
+            "disabled",
+            "owner",
+        )
         return Answer(cols, tuple(rows))
 
     def _show_warehouses(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
@@ -662,8 +767,30 @@ class AccessModel:
             if _like(m["like"], name):
                 size = sizes.get(p.get("WAREHOUSE_SIZE", "XSMALL").replace("-", ""), p.get("WAREHOUSE_SIZE", ""))
                 monitor = p.get("RESOURCE_MONITOR", "null")
-                rows.append((name, "SUSPENDED", "STANDARD", size, p.get("AUTO_SUSPEND", ""), p.get("AUTO_RESUME", "TRUE").lower(), monitor, CREATED_ON, "SYSADMIN"))
-        cols = ("name", "state", "type", "size", "auto_suspend", "auto_resume", "resource_monitor", "created_on", "owner")
+                rows.append(
+                    (
+                        name,
+                        "SUSPENDED",
+                        "STANDARD",
+                        size,
+                        p.get("AUTO_SUSPEND", ""),
+                        p.get("AUTO_RESUME", "TRUE").lower(),
+                        monitor,
+                        CREATED_ON,
+                        "SYSADMIN",
+                    )
+                )
+        cols = (
+            "name",
+            "state",
+            "type",
+            "size",
+            "auto_suspend",
+            "auto_resume",
+            "resource_monitor",
+            "created_on",
+            "owner",
+        )
         return Answer(cols, tuple(rows))
 
     def _show_monitors(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
@@ -672,10 +799,14 @@ class AccessModel:
             if _like(m["like"], name):
                 quota = float(p.get("CREDIT_QUOTA", "0"))
                 pct = {k: f"{p[k]}%" if k in p else "" for k in ("NOTIFY", "SUSPEND", "SUSPEND_IMMEDIATE")}
-                rows.append((name, f"{quota:.2f}", "0.00", f"{quota:.2f}", "WAREHOUSE", p.get("FREQUENCY", "MONTHLY"), CREATED_ON, "",
-                             pct["NOTIFY"], pct["SUSPEND"], pct["SUSPEND_IMMEDIATE"], CREATED_ON, "ACCOUNTADMIN", ""))  # fmt: skip
-        cols = ("name", "credit_quota", "used_credits", "remaining_credits", "level", "frequency", "start_time", "end_time",
-                "notify_at", "suspend_at", "suspend_immediately_at", "created_on", "owner", "comment")  # fmt: skip
+                quotas = (f"{quota:.2f}", "0.00", f"{quota:.2f}")
+                when = ("WAREHOUSE", p.get("FREQUENCY", "MONTHLY"), CREATED_ON, "")
+                triggers = (pct["NOTIFY"], pct["SUSPEND"], pct["SUSPEND_IMMEDIATE"])
+                rows.append((name, *quotas, *when, *triggers, CREATED_ON, "ACCOUNTADMIN", ""))
+        cols = (
+            *("name", "credit_quota", "used_credits", "remaining_credits", "level", "frequency", "start_time"),
+            *("end_time", "notify_at", "suspend_at", "suspend_immediately_at", "created_on", "owner", "comment"),
+        )
         return Answer(cols, tuple(rows))
 
     def _show_tags(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
@@ -685,8 +816,31 @@ class AccessModel:
         for key, allowed in sorted(self.tags.items()):
             parts = key.split("\x1f")
             if parts[: len(schema)] == schema and _like(m["like"], parts[2]):
-                rows.append((CREATED_ON, parts[2], parts[0], parts[1], "ACCOUNTADMIN", "", json.dumps(allowed) if allowed else None, "ROLE"))
-        return Answer(("created_on", "name", "database_name", "schema_name", "owner", "comment", "allowed_values", "owner_role_type"), tuple(rows))
+                rows.append(
+                    (
+                        CREATED_ON,
+                        parts[2],
+                        parts[0],
+                        parts[1],
+                        "ACCOUNTADMIN",
+                        "",
+                        json.dumps(allowed) if allowed else None,
+                        "ROLE",
+                    )
+                )
+        return Answer(
+            (
+                "created_on",
+                "name",
+                "database_name",
+                "schema_name",
+                "owner",
+                "comment",
+                "allowed_values",
+                "owner_role_type",
+            ),
+            tuple(rows),
+        )
 
     def _show_policies(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
         schema = self.qualify(m["schema"], s, 2)
@@ -694,8 +848,23 @@ class AccessModel:
         for key in sorted(self.policies):
             parts = key.split("\x1f")
             if parts[:2] == schema and _like(m["like"], parts[2]):
-                rows.append((CREATED_ON, parts[2], parts[0], parts[1], "MASKING_POLICY", "ACCOUNTADMIN", "", "ROLE", ""))
-        return Answer(("created_on", "name", "database_name", "schema_name", "kind", "owner", "comment", "owner_role_type", "options"), tuple(rows))
+                rows.append(
+                    (CREATED_ON, parts[2], parts[0], parts[1], "MASKING_POLICY", "ACCOUNTADMIN", "", "ROLE", "")
+                )
+        return Answer(
+            (
+                "created_on",
+                "name",
+                "database_name",
+                "schema_name",
+                "kind",
+                "owner",
+                "comment",
+                "owner_role_type",
+                "options",
+            ),
+            tuple(rows),
+        )
 
     def _tag_references(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
         table = self.qualify(m["table"].replace("''", "'"), s, 3)
@@ -705,8 +874,21 @@ class AccessModel:
             if key.startswith(prefix):
                 for tag, value in sorted(tags.items()):
                     t = tag.split("\x1f")
-                    rows.append((t[0], t[1], t[2], value, "COLUMN", table[0], table[1], table[2], "COLUMN", key[len(prefix) :]))
-        cols = ("TAG_DATABASE", "TAG_SCHEMA", "TAG_NAME", "TAG_VALUE", "LEVEL", "OBJECT_DATABASE", "OBJECT_SCHEMA", "OBJECT_NAME", "DOMAIN", "COLUMN_NAME")
+                    rows.append(
+                        (t[0], t[1], t[2], value, "COLUMN", table[0], table[1], table[2], "COLUMN", key[len(prefix) :])
+                    )
+        cols = (
+            "TAG_DATABASE",
+            "TAG_SCHEMA",
+            "TAG_NAME",
+            "TAG_VALUE",
+            "LEVEL",
+            "OBJECT_DATABASE",
+            "OBJECT_SCHEMA",
+            "OBJECT_NAME",
+            "DOMAIN",
+            "COLUMN_NAME",
+        )
         return self._project(m["cols"], cols, rows)
 
     def _policy_references(self, m: re.Match[str], s: Session, conn: Any) -> Answer:
@@ -716,7 +898,17 @@ class AccessModel:
             if t == tag:
                 p, tp = policy.split("\x1f"), t.split("\x1f")
                 rows.append((p[0], p[1], p[2], "MASKING_POLICY", tp[0], tp[1], tp[2], "TAG", "ACTIVE"))
-        cols = ("POLICY_DB", "POLICY_SCHEMA", "POLICY_NAME", "POLICY_KIND", "REF_DATABASE_NAME", "REF_SCHEMA_NAME", "REF_ENTITY_NAME", "REF_ENTITY_DOMAIN", "POLICY_STATUS")
+        cols = (
+            "POLICY_DB",
+            "POLICY_SCHEMA",
+            "POLICY_NAME",
+            "POLICY_KIND",
+            "REF_DATABASE_NAME",
+            "REF_SCHEMA_NAME",
+            "REF_ENTITY_NAME",
+            "REF_ENTITY_DOMAIN",
+            "POLICY_STATUS",
+        )
         return self._project(m["cols"], cols, rows)
 
     @staticmethod
@@ -759,8 +951,10 @@ class AccessModel:
         def table_of(node: Any) -> Any:
             return node if isinstance(node, exp.Table) else node.find(exp.Table) if node is not None else None
 
-        kind = {exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE", exp.Merge: "MERGE",
-                exp.Copy: "INSERT", exp.Drop: "OWNERSHIP", exp.Alter: "OWNERSHIP", exp.TruncateTable: "TRUNCATE"}  # fmt: skip
+        kind = {
+            **{exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE", exp.Merge: "MERGE"},
+            **{exp.Copy: "INSERT", exp.Drop: "OWNERSHIP", exp.Alter: "OWNERSHIP", exp.TruncateTable: "TRUNCATE"},
+        }
         if isinstance(tree, exp.Create):
             kind_name = str(tree.args.get("kind", "")).upper()
             target = table_of(tree.this)
@@ -772,7 +966,9 @@ class AccessModel:
                 target = table_of(tree.this)
                 if action == "MERGE" and target is not None:
                     whens = tree.sql(dialect="snowflake").upper()
-                    return [(target, "INSERT"), (target, "UPDATE")] + ([(target, "DELETE")] if " THEN DELETE" in whens else [])
+                    return [(target, "INSERT"), (target, "UPDATE")] + (
+                        [(target, "DELETE")] if " THEN DELETE" in whens else []
+                    )
                 return [(target, action)] if target is not None else []
         return []
 
@@ -799,7 +995,6 @@ class AccessModel:
         if not self.has(s.role, "USAGE", "SCHEMA", schema):
             return _not_authorized("Schema", ".".join(schema))
         if action.startswith("CREATE "):
-            kind = action.split()[1]
             if not self.has(s.role, action, "SCHEMA", schema):
                 return _insufficient("schema", schema[1])
             return None
@@ -844,7 +1039,9 @@ class AccessModel:
             source.set("alias", None)
             # The subquery answers to the same name: the table's alias, else its own (unqualified) name.
             alias = table.args["alias"].this.copy() if table.args.get("alias") else table.this.copy()
-            sub = sqlglot.parse_one(f"SELECT * REPLACE ({replace}) FROM {source.sql(dialect='snowflake')}", read="snowflake")
+            sub = sqlglot.parse_one(
+                f"SELECT * REPLACE ({replace}) FROM {source.sql(dialect='snowflake')}", read="snowflake"
+            )
             table.replace(exp.Subquery(this=sub, alias=exp.TableAlias(this=alias)))
             changed = True
         return Answer(sql=tree.sql(dialect="snowflake")) if changed else None

@@ -40,10 +40,14 @@ def governed(local_snowflake: LocalSnowflake) -> Iterator[dict[str, Any]]:
     apply(admin, plans[0].statements)
     plans.append(make_plan(wanted, read_state(admin, wanted)))
     loader = local_snowflake.connect(database=DB, schema="RAW", role="LOADER")
-    run(loader, "CREATE TABLE RAW.ACCOUNTS (ACCOUNT_ID NUMBER(10,0), ACCOUNT_NAME VARCHAR, EMAIL VARCHAR(64), COUNTRY VARCHAR(2))")
-    run(loader, "CREATE TABLE RAW.ACCOUNTS_HISTORY (ACCOUNT_ID NUMBER(10,0), ACCOUNT_NAME VARCHAR, EMAIL VARCHAR(64), COUNTRY VARCHAR(2))")
+    columns = "ACCOUNT_ID NUMBER(10,0), ACCOUNT_NAME VARCHAR, EMAIL VARCHAR(64), COUNTRY VARCHAR(2)"
     for table in ("ACCOUNTS", "ACCOUNTS_HISTORY"):
-        run(loader, f"INSERT INTO RAW.{table} VALUES (1, 'Ada Lovelace', 'a1b2', 'GB'), (2, 'Alan Turing', 'c3d4', 'GB')")
+        run(loader, f"CREATE TABLE RAW.{table} ({columns})")
+    for table in ("ACCOUNTS", "ACCOUNTS_HISTORY"):
+        run(
+            loader,
+            f"INSERT INTO RAW.{table} VALUES (1, 'Ada Lovelace', 'a1b2', 'GB'), (2, 'Alan Turing', 'c3d4', 'GB')",
+        )
     # The raw tables exist now: the next plan tags their PII columns, the one after is empty.
     plans.append(make_plan(wanted, read_state(admin, wanted)))
     apply(admin, plans[-1].statements)
@@ -88,9 +92,9 @@ def test_applying_twice_changes_nothing(governed: dict[str, Any]) -> None:
     assert last.statements == []
     admin = governed["admin"]
     monitors = {r["name"]: r for r in query(admin, "SHOW RESOURCE MONITORS LIKE '%_MONITOR'")}
-    assert {(m["credit_quota"], m["notify_at"], m["suspend_at"], m["suspend_immediately_at"]) for m in monitors.values()} >= {
-        ("30.00", "75%", "90%", "100%")
-    }
+    assert {
+        (m["credit_quota"], m["notify_at"], m["suspend_at"], m["suspend_immediately_at"]) for m in monitors.values()
+    } >= {("30.00", "75%", "90%", "100%")}
     warehouses = {r["name"]: r for r in query(admin, "SHOW WAREHOUSES LIKE 'CDC_LOADING'")}
     assert (warehouses["CDC_LOADING"]["auto_suspend"], warehouses["CDC_LOADING"]["resource_monitor"]) == (
         "60",
@@ -162,12 +166,12 @@ def test_preflight_names_a_grant_missing_from_the_account(governed: dict[str, An
     admin = governed["admin"]
     assert check_access(governed["sources"], lambda: admin).ok
     run(admin, f"REVOKE SELECT ON FUTURE TABLES IN SCHEMA {DB}.RAW FROM ROLE TRANSFORMER")
-    run(admin, f"GRANT ROLE PII_READER TO ROLE SYSADMIN")  # not in the spec: revoked by the plan
+    run(admin, "GRANT ROLE PII_READER TO ROLE SYSADMIN")  # not in the spec: revoked by the plan
     try:
         finding = check_access(governed["sources"], lambda: admin)
         assert not finding.ok
         assert f"GRANT SELECT ON FUTURE TABLES IN SCHEMA {DB}.RAW TO ROLE TRANSFORMER" in finding.detail
-        assert 'REVOKE ROLE PII_READER FROM ROLE SYSADMIN' in finding.detail
+        assert "REVOKE ROLE PII_READER FROM ROLE SYSADMIN" in finding.detail
         assert finding.detail.startswith("2 difference(s)")
     finally:
         wanted: State = governed["wanted"]

@@ -14,7 +14,9 @@ from tests.fixtures_snowflake import LocalSnowflake
 pytestmark = pytest.mark.integration
 
 
-def test_an_older_batch_log_gains_the_credits_column(local_snowflake: LocalSnowflake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_batch_log_gains_the_credits_column(
+    local_snowflake: LocalSnowflake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(credits, "_warned", False)
     conn = local_snowflake.connect()
     try:

@@ -48,6 +48,10 @@ def test_marts_keep_the_pii_tag_and_readers_see_it_masked(local_snowflake: Local
     assert names["READER"] and {(n, e) for _, n, e in names["READER"]} == {("***MASKED***", "***MASKED***")}
     with local_snowflake.connect(database=DB, role="TRANSFORMER") as conn:
         raw = {r["account_name"] for r in query(conn, "SELECT DISTINCT ACCOUNT_NAME FROM RAW.ACCOUNTS_HISTORY")}
-        tags = query(conn, f"SELECT COLUMN_NAME, TAG_VALUE FROM TABLE({DB}.INFORMATION_SCHEMA.TAG_REFERENCES_ALL_COLUMNS('{DB}.MARTS.DIM_ACCOUNTS', 'table'))")
+        tags = query(
+            conn,
+            f"SELECT COLUMN_NAME, TAG_VALUE FROM TABLE({DB}.INFORMATION_SCHEMA.TAG_REFERENCES_ALL_COLUMNS("
+            f"'{DB}.MARTS.DIM_ACCOUNTS', 'table'))",
+        )
     assert {n for _, n, _ in names["PII_READER"]} <= raw and "***MASKED***" not in raw
     assert {(t["column_name"], t["tag_value"]) for t in tags} == {("ACCOUNT_NAME", "name"), ("EMAIL_HASH", "email")}

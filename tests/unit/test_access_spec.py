@@ -57,7 +57,9 @@ def test_roles_get_only_what_the_issue_allows() -> None:
         RoleGrant("TRANSFORMER", "USER", "DBT_TRANSFORMER"),
     }
     assert {(m.credit_quota, m.notify, m.suspend, m.suspend_immediate) for m in s.monitors.values()} == {
-        (30, 75, 90, 100), (40, 75, 90, 100), (20, 75, 90, 100)
+        (30, 75, 90, 100),
+        (40, 75, 90, 100),
+        (20, 75, 90, 100),
     }
 
 

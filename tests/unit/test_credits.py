@@ -12,7 +12,7 @@ from include.cdc_pipeline.governance import credits
 
 class FakeWarehouse:
     def __init__(self, rows: list[tuple[Any, ...]] | Exception) -> None:
-        self.rows, self.sql = rows, [] 
+        self.rows, self.sql = rows, []
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         self.sql.append((sql, params))
@@ -30,12 +30,14 @@ def test_credits_are_execution_time_at_the_warehouse_rate_plus_cloud_services() 
 def test_a_batch_reads_only_its_own_queries() -> None:
     wh = FakeWarehouse([(3_600_000, "Small", 0)])
     assert credits.batch_credits(wh, ["q2", "q1", "q1", ""]) == 2.0
-    (sql, params), = wh.sql
+    ((sql, params),) = wh.sql
     assert "INFORMATION_SCHEMA.QUERY_HISTORY(" in sql and "QUERY_ID IN (%(q0)s, %(q1)s)" in sql
     assert params == {"q0": "q1", "q1": "q2"}
 
 
-def test_an_unreadable_history_records_none_and_warns_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreadable_history_records_none_and_warns_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(credits, "_warned", False)
     wh = FakeWarehouse(RuntimeError("002003 (02000): SQL compilation error:\nInsufficient privileges"))
     with caplog.at_level(logging.WARNING, logger=credits.__name__):

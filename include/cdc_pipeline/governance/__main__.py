@@ -38,7 +38,9 @@ def connect(conn_id: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.cdc_pipeline.governance", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m include.cdc_pipeline.governance", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["plan", "apply"])
     parser.add_argument("--conn-id", default=DEFAULT_CONN_ID, help=f"Airflow connection (default {DEFAULT_CONN_ID})")
     parser.add_argument("--offline", action="store_true", help="plan: against an empty account, no connection")

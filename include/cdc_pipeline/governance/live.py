@@ -82,7 +82,10 @@ def read_state(connection: Any, wanted: State) -> State:
             if row["name"] == name:
                 monitor = row.get("resource_monitor")
                 live.warehouses[name] = Warehouse(
-                    name, _size(row["size"]), int(row["auto_suspend"] or 0), None if monitor in (None, "", "null") else monitor
+                    name,
+                    _size(row["size"]),
+                    int(row["auto_suspend"] or 0),
+                    None if monitor in (None, "", "null") else monitor,
                 )
     for name in sorted(wanted.monitors):
         for row in query(connection, f"SHOW RESOURCE MONITORS LIKE {_literal(name)}"):
@@ -115,7 +118,9 @@ def _read_role(connection: Any, live: State, role: str) -> None:
     for row in query(connection, f"SHOW FUTURE GRANTS TO ROLE {sf_ident(role)}"):
         # name: DB.SCHEMA.<TABLE> for a schema-level future grant
         container = unquote_name(str(row["name"])).rsplit(".", 1)[0]
-        live.future_grants.add(FutureGrant(str(row["privilege"]).upper(), str(row["grant_on"]).upper(), container, role))
+        live.future_grants.add(
+            FutureGrant(str(row["privilege"]).upper(), str(row["grant_on"]).upper(), container, role)
+        )
     for row in query(connection, f"SHOW GRANTS OF ROLE {sf_ident(role)}"):
         live.role_grants.add(RoleGrant(role, str(row["granted_to"]).upper(), str(row["grantee_name"])))
 

@@ -253,7 +253,9 @@ class State:
     # Not compared as facts: what the state was derived from, and (live) the tables found.
     managed_roles: tuple[str, ...] = ()
     tables: set[tuple[str, str, str, str]] = field(default_factory=set)  # (db, schema, name, TABLE | VIEW)
-    pii_tables: dict[tuple[str, str, str], dict[str, str]] = field(default_factory=dict)  # (db, schema, table) -> column -> value
+    pii_tables: dict[tuple[str, str, str], dict[str, str]] = field(
+        default_factory=dict
+    )  # (db, schema, table) -> column -> value
 
 
 def pii_tag(database: str, spec: AccessSpec) -> str:
@@ -314,7 +316,7 @@ def _by_database(sources: Iterable[SourceConfig]) -> dict[str, list[SourceConfig
 
 def _database_facts(s: State, spec: AccessSpec, db: str, sources: list[SourceConfig]) -> None:
     r = spec.roles
-    loader, transformer, reader, pii_reader = (r.name(k) for k in RoleKey)
+    loader, transformer, reader = (r.name(k) for k in (RoleKey.LOADER, RoleKey.TRANSFORMER, RoleKey.READER))
     governance = f"{db}.{spec.governance_schema.upper()}"
     marts = f"{db}.{spec.marts_schema.upper()}"
     s.databases.add(db)
