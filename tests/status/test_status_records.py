@@ -44,6 +44,7 @@ def test_apply_records_the_batch_as_logged_in_cdc_batches() -> None:
         "duration_s": 2.0,
         "rows_per_s": 150.0,
         "credits": None,  # the apply's credits_used: none when the query history is not readable
+        "reader": None,  # no driver named by this batch (figures.record_apply: batch.reader or None)
         "upper_committed_at": "2026-12-01T07:59:30",
     }
     # and with nothing captured beyond the batch, the lag it leaves is 0.
