@@ -217,7 +217,7 @@ def _column_tags(plan: Plan, wanted: State, live: State) -> None:
         if (db, schema, table, "TABLE") not in live.tables:
             plan.notes.append(
                 f"{db}.{schema}.{table} does not exist yet: its PII columns are tagged by the first plan after "
-                "the first load (until then nothing of it is readable)"
+                "the first load (until then they are not masked for the roles that read RAW: LOADER, SYSADMIN)"
             )
             continue
         for column, value in sorted(columns.items()):
