@@ -105,9 +105,13 @@ class Planner:
         watermarks: WatermarkStore,
         hints: HintStore,
         label: str,
+        persist_idle: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg, self.table, self.reader = cfg, table, reader
         self.watermarks, self.hints, self.label = watermarks, hints, label
+        # Whether an idle poll whose position is due for the control table may write it now
+        # (source_plan spreads those writes of many idle tables over runs); default: always.
+        self.persist_idle = persist_idle or (lambda: True)
 
     # -- plan ---------------------------------------------------------------------------------
     def instances(self) -> list[CaptureInstance]:
@@ -313,7 +317,8 @@ class Planner:
             checked_at=now.isoformat(),
         )
         persisted = hint.get("persisted_at")
-        if persisted is None or now - datetime.fromisoformat(persisted) > IDLE_PERSIST_EVERY or switched:
+        due = persisted is None or now - datetime.fromisoformat(persisted) > IDLE_PERSIST_EVERY
+        if switched or (due and self.persist_idle()):
             # Advance the durable position across the idle stretch now and then, so that a quiet
             # table never falls behind the retention window (Airbyte issue #37772) -- only from
             # the watermark Snowflake still holds (a conditional update, rows affected checked).

@@ -56,6 +56,11 @@ class CaptureInstance:
     object_id: int = 0  # the change table's object id (tie-break of equal create dates)
 
 
+# Probes of ``first_changes_after`` per statement: a statement of 100 scalar subqueries compiles in
+# milliseconds; thousands in one would make SQL Server's optimiser the slow part.
+PROBES_PER_STATEMENT = 100
+
+
 class CdcSource:
     """Reads CDC metadata and change rows over one DB-API connection (pymssql-compatible), and the
     change rows as Arrow over a second one when ``arrow_connect`` opens one (mssql-python)."""
@@ -118,14 +123,18 @@ class CdcSource:
 
         Ordered by creation, not by start_lsn: the cleanup job raises every instance's start_lsn to
         the same low water mark, after which start_lsn no longer tells the newer instance."""
-        found = [
-            CaptureInstance(name, Lsn.from_bytes(start), src_schema, src_table, created, object_id or 0)
-            for name, start, created, object_id, src_schema, src_table in self._all(
-                template("tsql/capture_instances.sql")
-            )
-            if (src_schema or "").lower() == schema.lower() and (src_table or "").lower() == table.lower()
-        ]
-        return sorted(found, key=lambda ci: (ci.created or datetime.min, ci.start_lsn, ci.object_id))
+        return self.all_capture_instances().get((schema.lower(), table.lower()), [])
+
+    def all_capture_instances(self) -> dict[tuple[str, str], list[CaptureInstance]]:
+        """Every capture instance of the database in one query, by source (schema, table) in lower
+        case, each table's oldest first (see ``capture_instances``)."""
+        found: dict[tuple[str, str], list[CaptureInstance]] = {}
+        for name, start, created, object_id, src_schema, src_table in self._all(template("tsql/capture_instances.sql")):
+            instance = CaptureInstance(name, Lsn.from_bytes(start), src_schema, src_table, created, object_id or 0)
+            found.setdefault(((src_schema or "").lower(), (src_table or "").lower()), []).append(instance)
+        for instances in found.values():
+            instances.sort(key=lambda ci: (ci.created or datetime.min, ci.start_lsn, ci.object_id))
+        return found
 
     def change_table_columns(self, capture_instance: str) -> list[SourceColumn]:
         """Captured columns of an instance with their exact SQL Server types (CDC columns removed)."""
@@ -153,6 +162,39 @@ class CdcSource:
         )
         row = self._one(sql, (bytes(after),))
         return Lsn.from_bytes(row[0]) if row else None
+
+    def first_changes_after(
+        self, probes: Sequence[tuple[str, Lsn]], per_statement: int = PROBES_PER_STATEMENT
+    ) -> dict[tuple[str, Lsn], Lsn | None]:
+        """``first_change_after`` for many (capture instance, position) pairs in a few round trips.
+
+        One statement per ``per_statement`` probes, a ``UNION ALL`` of one scalar subquery each:
+        ``MIN(__$start_lsn)`` above the position. A change table's clustered index leads with
+        ``__$start_lsn`` (README "Many tables"), so each probe is one index seek whatever the table's
+        size, and a database with 1,000 capture instances costs ten statements, not 1,000 round
+        trips. A group whose names pymssql cannot carry in one statement (``sql.tsql_params``) is
+        probed one by one."""
+        found: dict[tuple[str, Lsn], Lsn | None] = {}
+        unique = list(dict.fromkeys((ci, after) for ci, after in probes))
+        for start in range(0, len(unique), per_statement):
+            group = unique[start : start + per_statement]
+            branches = [
+                "SELECT %s AS probe, (SELECT MIN(ct.[__$start_lsn]) FROM cdc."
+                f"{tsql_ident(ci + '_CT')} AS ct WHERE ct.[__$start_lsn] > %s) AS first_lsn"
+                for ci, _ in group
+            ]
+            params: list[Any] = [value for i, (_, after) in enumerate(group) for value in (i, bytes(after))]
+            try:
+                rows = self._all(" UNION ALL ".join(branches), params)
+            except ValueError:  # quoted names holding both '%s' and '%(' (pymssql): one by one
+                rows = [(i, self._first_lsn_bytes(ci, after)) for i, (ci, after) in enumerate(group)]
+            for i, first in rows:
+                found[group[int(i)]] = Lsn.from_bytes(first) if first is not None else None
+        return found
+
+    def _first_lsn_bytes(self, capture_instance: str, after: Lsn) -> bytes | None:
+        first = self.first_change_after(capture_instance, after)
+        return bytes(first) if first is not None else None
 
     def ddl_after(self, capture_instance: str, after: Lsn) -> list[tuple[str, Lsn, datetime]]:
         """DDL recorded in cdc.ddl_history for the instance's table after ``after``."""

@@ -179,11 +179,16 @@ function streakCell(f) {
     `<span class="${cls}">${f.streak}</span><div class="small">since ${esc(fmtTime(f.since))}</div></td>`;
 }
 
+// A mapped table task by its name in the grid: tables.extract_load[dbo_payments]; plan serves every table.
+function taskLabel(ti, table) {
+  return ti.map_index !== undefined && ti.map_index !== null && ti.map_index >= 0 ? `${ti.task_id}[${table}]` : ti.task_id;
+}
+
 function linksCell(l) {
   const log = l.last_log
-    ? `<a target="_top" href="${esc(l.last_log)}" data-link="log" title="${esc(l.last_task.task_id)} try ${esc(l.last_task.try_number)} (${esc(l.last_task.state)})">last log</a>`
+    ? `<a target="_top" href="${esc(l.last_log)}" data-link="log" title="${esc(taskLabel(l.last_task, l.table))} try ${esc(l.last_task.try_number)} (${esc(l.last_task.state)})">last log</a>`
     : `<span class="small">no log yet</span>`;
-  return `<td class="small"><a target="_top" href="${esc(l.task_group)}" data-link="task-group">task group</a><br>${log}<br>` +
+  return `<td class="small"><a target="_top" href="${esc(l.task_group)}" data-link="task-group">table tasks</a><br>${log}<br>` +
     `<a href="${esc(l.runbook)}" data-link="runbook">runbook</a></td>`;
 }
 

@@ -1,4 +1,5 @@
-"""Small DAGs shaped like the CDC DAG (``<table>.plan`` → ``<table>.apply``) using the project's notifiers.
+"""Small DAGs shaped like the CDC DAG (``plan`` → mapped ``tables.apply`` named by table) using the
+project's notifiers.
 
 dag.test() runs only DAGs it can find in a DAG bundle: tests write a DAG file that calls `build`
 into a temporary dags folder (fixture ``alert_dags``).
@@ -24,8 +25,11 @@ LOWER, UPPER = "00" * 9 + "0A", "00" * 9 + "2A"
 
 
 def build(dag_id: str, failing_tables: list[str]) -> Any:
-    """A small DAG shaped like the CDC DAG (``<table>.plan`` → ``<table>.apply``) with the project's notifiers."""
-    from airflow.sdk import DAG, TaskGroup, task
+    """A small DAG shaped like the CDC DAG (``plan`` → mapped ``tables.apply``, one instance per
+    table named by it, the window in its input) with the project's notifiers."""
+    from airflow.sdk import DAG, task, task_group
+
+    from include.cdc_pipeline.orchestration.cdc_dag import MAP_INDEX_TEMPLATE
 
     with DAG(
         dag_id=dag_id,
@@ -41,17 +45,23 @@ def build(dag_id: str, failing_tables: list[str]) -> Any:
         on_failure_callback=run_failure_summary(SOURCE),
         tags=["test"],
     ) as dag:
-        for name in ["dbo_accounts", "dbo_invoices", "dbo_payments"]:
-            with TaskGroup(group_id=name):
 
-                @task(task_id="plan")
-                def plan() -> dict[str, Any]:
-                    return {"mode": "stream", "capture_instance": "dbo_x", "lower": LOWER, "upper": UPPER}
+        @task(task_id="plan")
+        def plan() -> list[dict[str, Any]]:
+            window = {"mode": "stream", "capture_instance": "dbo_x", "lower": LOWER, "upper": UPPER}
+            return [{"table": name, "window": window} for name in ["dbo_accounts", "dbo_invoices", "dbo_payments"]]
 
-                @task(task_id="apply")
-                def apply(window: dict[str, Any], fail: bool) -> None:
-                    if fail:
-                        raise RuntimeError("injected failure: MERGE exploded")
+        @task_group(group_id="tables")
+        def tables(item: dict[str, Any]) -> Any:
+            @task(task_id="apply", map_index_template=MAP_INDEX_TEMPLATE)
+            def apply(item: dict[str, Any]) -> None:
+                from include.cdc_pipeline.orchestration.tasks import _name_map_index
 
-                apply(plan(), name in failing_tables)
+                _name_map_index(item["table"], item["window"])
+                if item["table"] in failing_tables:
+                    raise RuntimeError("injected failure: MERGE exploded")
+
+            return apply(item)
+
+        tables.expand(item=plan())
     return dag

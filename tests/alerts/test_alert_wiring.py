@@ -46,6 +46,8 @@ def test_deadline_alert_mails_through_the_smtp_notifier() -> None:
 
 
 def test_summary_lists_tables() -> None:
-    subject, body = summary_mail("billing_cdc", "r1", ["dbo_a.apply", "dbo_b.plan"], "task_failure")
-    assert subject == "[CDC RUN FAILED] billing_cdc: 2 task(s) failed (dbo_a, dbo_b)"
-    assert "dbo_b.plan" in body
+    subject, body = summary_mail(
+        "billing_cdc", "r1", ["tables.apply[dbo_a]", "tables.extract_load[dbo_b]", "plan"], "task_failure"
+    )
+    assert subject == "[CDC RUN FAILED] billing_cdc: 3 task(s) failed (dbo_a, dbo_b)"
+    assert "tables.extract_load[dbo_b]" in body

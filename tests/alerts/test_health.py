@@ -175,10 +175,11 @@ def test_cdc_tasks_record_their_failures_and_successes(harness, monkeypatch, tmp
         "name: src\nmssql_conn_id: no_such_connection\ntarget: {database: HEALTH}\n"
         "alert_emails: [oncall@example.com]\ntables: [{schema: dbo, table: orders, primary_key: [id]}]\n"
     )
-    # when plan fails in two tries of one run,
+    # when the table's task (planning it itself: the plan task could not) fails in two tries of one run,
+    item = {"table": "dbo_orders", "window": None, "error": "planning failed", "cut": None}
     for _ in range(2):
         with pytest.raises(Exception, match="no_such_connection"):
-            tasks.plan_table(str(config), "dbo_orders", {"run_id": "manual__1"}, cut=None)
+            tasks.extract_load_item(str(config), item, {"run_id": "manual__1"})
     # then the run record holds one failed run naming the error.
     assert store.value is not None
     assert store.value["failed_runs"] == 1 and store.value["failed_run"] == "manual__1"

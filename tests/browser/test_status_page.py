@@ -85,9 +85,9 @@ def test_page_shows_every_table_with_figures_matching_cdc_batches(running, brows
     assert source.locator("[data-summary='billing']").inner_text().startswith("Tables")
     if os.environ.get("CDC_STATUS_SCREENSHOT"):
         page.screenshot(path=os.environ["CDC_STATUS_SCREENSHOT"].replace(".png", "-after-demo.png"), full_page=True)
-    # A table's task-group link opens the DAG's task group in the UI (out of the page's frame).
+    # A table's task link opens the DAG's mapped table tasks in the UI (out of the page's frame).
     frame.locator("tr[data-table='dbo_invoices'] a[data-link='task-group']").click()
-    page.wait_for_url("**/dags/billing_cdc/tasks/group/dbo_invoices**")
+    page.wait_for_url("**/dags/billing_cdc/tasks/group/tables**")
     page.context.close()
 
 
@@ -95,7 +95,7 @@ def test_a_failing_table_shows_as_failing_with_its_streak(running, browser) -> N
     stack, airflow = running
     # Given payments loses its capture instance on the source,
     stack.disable_capture(FAILING)
-    # when the scheduler runs the (unpaused) DAG, the table's plan fails (its first try already counts),
+    # when the scheduler runs the (unpaused) DAG, the table's task fails (its first try already counts),
     code, _ = airflow.call("PATCH", "/api/v2/dags/billing_cdc", {"is_paused": False})
     assert code == 200
     code, body = airflow.call("POST", "/api/v2/dags/billing_cdc/dagRuns", {"logical_date": None})
@@ -116,7 +116,7 @@ def test_a_failing_table_shows_as_failing_with_its_streak(running, browser) -> N
     streak = shown.locator("[data-field='streak']")
     assert int(streak.get_attribute("data-streak")) == row["failures"]["streak"] >= 1
     assert "TableNotCapturedError" in streak.get_attribute("title")
-    assert f"dbo_{FAILING}.plan" in shown.locator("a[data-link='log']").get_attribute("title")
+    assert f"tables.extract_load[dbo_{FAILING}]" in shown.locator("a[data-link='log']").get_attribute("title")
     # The state filter narrows the rows to the failing table.
     frame.locator("#filter-state").select_option("failing")
     assert frame.locator("tr[data-table]").count() == 1

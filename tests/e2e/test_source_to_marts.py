@@ -38,6 +38,7 @@ DATABASE = "E2E_MARTS"
 SOURCE_DB = "billing_marts"
 BILLED = ("issued", "paid", "refunded")
 ZERO = Decimal("0.00")
+TABLES = ("dbo_accounts", "dbo_products", "dbo_invoices", "dbo_invoice_lines", "dbo_payments")
 
 
 def _rows(conn: Any, sql: str) -> list[dict[str, Any]]:
@@ -214,21 +215,30 @@ def test_raw_equals_the_source_and_history_holds_each_captured_change_once(marts
         assert set(counted) == captured, f"{table.name}: history differs from the change table"
 
 
-def test_an_idle_run_skips_every_apply_and_records_the_run(marts: dict[str, Any]) -> None:
+def test_an_idle_run_is_one_plan_task_and_records_every_table(marts: dict[str, Any]) -> None:
     from airflow.models import Variable  # the metadata DB itself: this test runs outside any task
+
+    from include.cdc_pipeline.status.figures import with_source_plan
 
     run = marts["idle_run"]
     assert run.state == "success"
-    # Nothing new for any table: no Snowflake query in plan, every apply skipped, nothing published.
-    plans = {ti.task_id: ti for ti in run.get_task_instances() if ti.task_id.endswith(".plan")}
-    assert len(plans) == 5 and all(ti.state == "success" for ti in plans.values())
-    applied = [ti for ti in run.get_task_instances() if ti.task_id.endswith(".apply")]
-    assert applied and all(ti.state == "skipped" for ti in applied)
-    # Each table's run record (read by the cdc_health DAG) names this completed run, with no failure streak.
-    for ti in plans.values():
-        table = ti.task_id.removesuffix(".plan")
-        record = Variable.get(f"cdc_runs__billing__{table}", deserialize_json=True)  # noqa: AIR311
-        assert record["succeeded_run"] == run.run_id and record["failed_runs"] == 0, record
+    # Nothing new for any table: the plan task ran, and no table got a task instance of its own
+    # (the mapped group expanded to nothing), nothing was published.
+    tis = run.get_task_instances()
+    assert [ti.task_id for ti in tis if ti.state == "success"] == ["plan"]
+    assert not [ti for ti in tis if ti.map_index >= 0], [(ti.task_id, ti.map_index) for ti in tis]
+    assert {ti.task_id: ti.state for ti in tis if ti.task_id != "plan"} == {
+        "tables.extract_load": "skipped", "tables.apply": "skipped", "publish": "skipped",
+    }  # fmt: skip
+    # The plan of the source names every table idle in this run (one Variable for the source)...
+    plan = Variable.get("cdc_status__billing", deserialize_json=True)  # noqa: AIR311
+    assert plan["run_id"] == run.run_id and sorted(plan["idle"]) == sorted(TABLES) and not plan["work"]
+    # ...so each table's run record (as cdc_health and the status page read it) names this
+    # completed run, with no failure streak.
+    for table in TABLES:
+        own = Variable.get(f"cdc_runs__billing__{table}", deserialize_json=True)  # noqa: AIR311
+        record = with_source_plan(table, None, own, plan)[1]
+        assert record and record["succeeded_run"] == run.run_id and record["failed_runs"] == 0, record
 
 
 def test_the_status_page_figures_match_the_batch_log(marts: dict[str, Any]) -> None:
@@ -263,8 +273,10 @@ def test_the_status_page_figures_match_the_batch_log(marts: dict[str, Any]) -> N
         # the last run was idle for every table: lag 0, and the row's log link is that run's plan
         assert row["lag_s"] == 0.0 and row["last_run"] == idle_run.run_id
         assert row["links"]["last_task"]["run_id"] == idle_run.run_id
+        assert row["links"]["last_task"]["task_id"] == "plan"
         assert row["state"] in ("flowing", "idle") and row["failures"]["streak"] == 0
-        assert [p["mode"] for p in row["points"]] == ["snapshot", "stream", "stream", "idle"]
+        # one point per run with work (an idle run writes nothing per table)
+        assert [p["mode"] for p in row["points"]] == ["snapshot", "stream", "stream"]
 
 
 def test_invoices_equal_the_source(marts: dict[str, Any]) -> None:

@@ -117,9 +117,7 @@ def test_preflight_dag_passes_on_a_complete_setup(stack: dict[str, Any]) -> None
         "pool `cdc_snowflake` exists with slots",
     ):
         assert name in checks, (name, sorted(checks))
-    assert (
-        "8 slots; used by billing_cdc.dbo_accounts.apply" in checks["pool `cdc_snowflake` exists with slots"]["detail"]
-    )
+    assert "8 slots; used by billing_cdc.tables.apply" in checks["pool `cdc_snowflake` exists with slots"]["detail"]
 
 
 def test_preflight_names_every_failure_with_its_fix(

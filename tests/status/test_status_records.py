@@ -136,7 +136,7 @@ def test_table_states_from_the_records() -> None:
     }
     assert rows["dbo_invoices"]["links"]["runbook"] == "runbook#task-failed-cdc-failed"
     assert rows["dbo_invoice_lines"]["links"]["runbook"] == "runbook#table-stuck-stuck_run-warn"
-    assert rows["dbo_payments"]["links"]["task_group"] == "../dags/billing_cdc/tasks/group/dbo_payments"
+    assert rows["dbo_payments"]["links"]["task_group"] == "../dags/billing_cdc/tasks/group/tables"  # mapped by table
     assert rows["dbo_payments"]["last_batch"]["rows"] == 5
     # A paused DAG stops every table that is not failing.
     paused = {r["name"]: r["state"] for r in _view(records, {"is_paused": True})["tables"]}

@@ -1,7 +1,7 @@
 """The Airflow UI in a real browser: Playwright driving Debian's Chromium (never a downloaded one).
 
 ``check_ui`` logs in to a running Airflow (``make airflow``), sees the DAGs with no import errors,
-one task group per configured table in ``billing_cdc``, and — after a CDC run that changed data —
+the plan task, the mapped ``tables`` group and publish in ``billing_cdc``, and — after a CDC run that changed data —
 an asset-triggered ``billing_dbt`` run. Used by tests/ui/test_browser.py (a fresh stack) and by hand:
 
     python -m tests.ui.browser_check http://localhost:8080 admin <password>
@@ -28,7 +28,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DAGS = ["billing_cdc", "billing_dbt", "cdc_health", "cdc_preflight"]
-TABLE_GROUPS = ["dbo_accounts", "dbo_invoice_lines", "dbo_invoices", "dbo_payments", "dbo_products"]
+# billing_cdc's graph: one plan task, the mapped table group (an instance per table with work), publish
+TABLE_GROUPS = ["plan", "tables", "publish"]
 
 
 def airflow_cli(env: Mapping[str, str], *args: str) -> str:
@@ -71,7 +72,7 @@ def check_ui(
             text = page.inner_text("body")
             assert "Import Error" not in text, text
             seen["dags"] = [d for d in DAGS if d in text]
-            # billing_cdc: one task group per table, plus cut and publish.
+            # billing_cdc: one plan, the mapped tables group, publish (the shape does not grow with tables).
             page.goto(f"{base_url}/dags/billing_cdc")
             for group in TABLE_GROUPS:
                 page.get_by_text(group, exact=True).first.wait_for()

@@ -20,6 +20,7 @@ from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.offsets import Watermark
 from include.cdc_pipeline.planner import Planner, Window
 from include.cdc_pipeline.source import CaptureInstance
+from include.cdc_pipeline.source_plan import BatchedReader, SourcePlanner
 
 
 def at(n: int) -> Lsn:
@@ -101,7 +102,66 @@ class DictHints:
         self.value = dict(value)
 
 
-def planner(reader: FakeReader, watermarks: FakeWatermarks, hints: DictHints | None = None, **table: Any) -> Planner:
+class FakeSource:
+    """What ``source_plan.BatchedReader`` asks of a ``CdcSource``, answered by the fake reader:
+    the batched forms (every capture instance, many probes at once) over the same data."""
+
+    def __init__(self, reader: FakeReader) -> None:
+        self.reader = reader
+
+    def all_capture_instances(self) -> dict[tuple[str, str], list[CaptureInstance]]:
+        self.reader.questions.append("capture_instances")
+        found: dict[tuple[str, str], list[CaptureInstance]] = {}
+        for ci in self.reader.instances:
+            found.setdefault((ci.source_schema.lower(), ci.source_table.lower()), []).append(ci)
+        return found
+
+    def first_changes_after(self, probes: list[tuple[str, Lsn]]) -> dict[tuple[str, Lsn], Lsn | None]:
+        return {(ci, after): self.reader.first_change_after(ci, after) for ci, after in probes}
+
+    def __getattr__(self, name: str) -> Any:  # max_lsn, first_change_after, bounded_upper, ddl_after
+        return getattr(self.reader, name)
+
+
+class SourcePlanning:
+    """The same table planned by ``source_plan.SourcePlanner`` (the DAG's one planning step for
+    every table of a source): its two passes and batched probe must decide exactly as ``Planner``."""
+
+    def __init__(self, config: SourceConfig, reader: FakeReader, watermarks: FakeWatermarks, hints: DictHints) -> None:
+        self.planner = SourcePlanner(
+            config,
+            BatchedReader(FakeSource(reader)),
+            lambda _: watermarks,
+            lambda _: hints,  # type: ignore[arg-type]
+        )
+
+    def plan(self, resnapshot: bool = False, cut: str | None = None) -> Window:
+        (result,) = self.planner.plan(cut, lambda _: resnapshot).tables
+        if result.exception is not None:
+            raise result.exception
+        assert result.window is not None
+        return result.window
+
+
+@pytest.fixture(params=["table", "source"])
+def planning(request: pytest.FixtureRequest) -> str:
+    """Every test runs twice: the per-table ``Planner``, and the source-wide ``SourcePlanner``."""
+    return str(request.param)
+
+
+_PLANNING = ["table"]
+
+
+@pytest.fixture(autouse=True)
+def _planning_mode(planning: str) -> Any:
+    _PLANNING[0] = planning
+    yield
+    _PLANNING[0] = "table"
+
+
+def planner(
+    reader: FakeReader, watermarks: FakeWatermarks, hints: DictHints | None = None, **table: Any
+) -> Planner | SourcePlanning:
     config = SourceConfig.model_validate(
         {
             "name": "src",
@@ -110,6 +170,8 @@ def planner(reader: FakeReader, watermarks: FakeWatermarks, hints: DictHints | N
             "tables": [{"schema": "dbo", "table": "orders", "primary_key": ["id"], **table}],
         }
     )
+    if _PLANNING[0] == "source":
+        return SourcePlanning(config, reader, watermarks, hints or DictHints())
     return Planner(config, config.tables[0], lambda: reader, watermarks, hints or DictHints(), "src.dbo.orders")
 
 

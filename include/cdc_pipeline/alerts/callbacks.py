@@ -96,11 +96,12 @@ def _failed_tasks(dag_id: str, run_id: str) -> list[str] | None:
 
         with create_session() as session:
             rows = (
-                session.query(TaskInstance.task_id)
+                session.query(TaskInstance.task_id, TaskInstance.map_index, TaskInstance._rendered_map_index)
                 .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.state == "failed")
                 .all()
             )
-        return sorted(r[0] for r in rows)
+        # a mapped instance by its name: tables.extract_load[dbo_invoices]
+        return sorted(task if index < 0 else f"{task}[{name or index}]" for task, index, name in rows)
     except Exception as exc:
         log.warning("cannot list the failed tasks of %s %s: %s", dag_id, run_id, exc)
         return None

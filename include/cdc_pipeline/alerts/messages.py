@@ -1,7 +1,7 @@
 """What an alert says: the subjects and HTML bodies of the failure, run-summary and Deadline
 mails, the plain-text form of an alert for a chat webhook, and the failure details read from an
-Airflow callback context (DAG, task, table, LSN window from the table's ``plan`` XCom, try, error,
-log URL).
+Airflow callback context (DAG, task, table, LSN window from the mapped table task's input, try,
+error, log URL).
 
 Texts only: sending lives in ``alerts.channels``, the Airflow callbacks that decide when to send
 in ``alerts.callbacks``.
@@ -31,21 +31,24 @@ def _link_row(name: str, url: str | None) -> str:
     return f'<tr><td><b>{name}</b></td><td><a href="{safe}">{safe}</a></td></tr>'
 
 
-def _table_of(task_id: str) -> str | None:
-    """Task ids of the CDC DAG are ``<schema>_<table>.<step>``: the group is the table."""
-    return task_id.split(".", 1)[0] if "." in task_id else None
+def _table_of(context: dict[str, Any], ti: Any) -> str | None:
+    """The table a task of the CDC DAG works on: its mapped instance is named by table (the task
+    sets ``cdc_table`` in its context; the rendered map index keeps it)."""
+    named = context.get("cdc_table") or getattr(ti, "rendered_map_index", None)
+    return str(named) if named else None
 
 
-def _window_of(ti: Any, table: str | None) -> dict[str, Any] | None:
-    """The table's plan XCom (mode, capture instance, lower/upper LSN) of this run, if there is one."""
-    if ti is None or table is None:
-        return None
-    try:
-        window = ti.xcom_pull(task_ids=f"{table}.plan")
-    except Exception as exc:  # the plan task itself may be the one that failed
-        log.info("no plan XCom for %s: %s", table, exc)
-        return None
-    return window if isinstance(window, dict) else None
+def _table_in(task: str) -> str | None:
+    """The table of a failed-task label ``tables.extract_load[dbo_x]`` (mapped instances are listed
+    with their name in brackets; ``plan`` and ``publish`` serve every table)."""
+    return task[task.index("[") + 1 : -1] if task.endswith("]") and "[" in task else None
+
+
+def _window_of(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The table's planned window (mode, capture instance, lower/upper LSN): the table task puts
+    it in its context (``cdc_window``) as soon as it knows it."""
+    window = context.get("cdc_window")
+    return dict(window) if isinstance(window, dict) else None
 
 
 def failure_details(context: dict[str, Any]) -> dict[str, Any]:
@@ -53,8 +56,8 @@ def failure_details(context: dict[str, Any]) -> dict[str, Any]:
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
     task_id = getattr(ti, "task_id", None) or "?"
-    table = (context.get("params") or {}).get("cdc_table") or _table_of(task_id)
-    window = _window_of(ti, table)
+    table = (context.get("params") or {}).get("cdc_table") or _table_of(context, ti)
+    window = _window_of(context)
     lsn_window = None
     if window:
         lsn_window = f"({window.get('lower') or 'start'}, {window.get('upper') or '?'}] {window.get('mode', '')}"
@@ -108,7 +111,7 @@ def failure_mail(details: dict[str, Any]) -> tuple[str, str]:
 
 def summary_mail(dag_id: str, run_id: str, failed: Sequence[str] | None, reason: str | None) -> tuple[str, str]:
     """Subject and HTML body of the run summary: the failed tasks (None: unknown) and their tables."""
-    tables = sorted({_table_of(t) or t for t in failed or []})
+    tables = sorted({name for t in failed or [] if (name := _table_in(t))})
     subject = f"[CDC RUN FAILED] {dag_id}: {len(failed or [])} task(s) failed" + (
         f" ({', '.join(tables)})" if tables else ""
     )

@@ -1,6 +1,8 @@
-"""Build the CDC DAG of a source config file: ``cut`` → per table (a task group) ``plan`` →
-``extract_load`` → ``apply`` → ``publish``; its params, pools, retries, callbacks and Assets (one
-per raw table, and the source's *published* Asset the dbt DAG is scheduled on).
+"""Build the CDC DAG of a source config file: ``plan`` (one task: the LSN cut and every table's
+decision) → per table with work, a mapped task group ``tables`` of ``extract_load`` → ``apply``
+(named by table in the grid) → ``publish``; its params, pools, retries, callbacks and Assets (one
+per raw table, through the source's asset alias, and the source's *published* Asset the dbt DAG
+is scheduled on). An idle table costs no task instance: an idle run is one ``plan`` process.
 
 The task bodies live in ``orchestration.tasks``, the callbacks in ``alerts.callbacks``.
 
@@ -14,56 +16,19 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from airflow.sdk import DAG, Asset, Param, TaskGroup, TriggerRule, task
+from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
 from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
-from include.cdc_pipeline.config import SourceConfig, TableConfig, config_dir, load_source_config
+from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
+from include.cdc_pipeline.orchestration.assets import published_asset, raw_alias, raw_asset, snowflake_namespace
+
+__all__ = ["MAP_INDEX_TEMPLATE", "build_cdc_dag", "published_asset", "raw_alias", "raw_asset", "snowflake_namespace"]
 
 SOURCE_POOL = "cdc_sqlserver"
+# The grid names each mapped table task by its table (set by the task: orchestration.tasks.MAP_INDEX_KEY).
+MAP_INDEX_TEMPLATE = "{{ cdc_table }}"
 SNOWFLAKE_POOL = "cdc_snowflake"
-
-
-def snowflake_namespace(account: str) -> str:
-    """``snowflake://<account>`` exactly as Cosmos names the marts' Assets (its OpenLineage namespace):
-    the account goes through OpenLineage's ``fix_account_name`` (a bare locator gains the default
-    region and cloud, ``xy12345`` → ``xy12345.us-west-1.aws``; ``org-account`` stays as is), as in
-    ``cosmos.dataset`` (astronomer-cosmos 1.15), so raw tables and marts link up in the Assets view."""
-    try:
-        from openlineage.common.provider.snowflake import fix_account_name
-    except ImportError:  # Cosmos then keeps the account as given, and so do we
-        return f"snowflake://{account}"
-    return f"snowflake://{fix_account_name(account)}"
-
-
-def raw_asset(source: SourceConfig, table: TableConfig) -> Asset:
-    """The Asset a table's load emits: ``snowflake://<account>/<DB>/<SCHEMA>/<TABLE>``, the URI Cosmos
-    gives the same table (its dbt source), with the account of ``target.account``."""
-    target = source.target
-    parts = (target.database, target.raw_schema, table.snowflake_table)
-    return Asset(
-        name=".".join(_uri_part(p) for p in parts).lower(),
-        uri=f"{snowflake_namespace(target.account)}/{'/'.join(_uri_part(p) for p in parts)}",
-        group="cdc_raw",
-    )
-
-
-def _uri_part(name: str) -> str:
-    """One name in an Asset URI or name, percent-encoded (RFC 3986) so that a table name holding
-    ``/``, ``#``, ``?``, ``.``, a space or a non-ASCII letter stays one path segment, survives
-    Airflow's URI normalisation (which drops fragments) and stays ASCII (MySQL metadata DBs);
-    letters, digits, ``_``, ``-``, ``~`` and ``$`` are kept, so ``ANALYTICS/RAW/CUSTOMERS`` is unchanged."""
-    return quote(name, safe="$").replace(".", "%2E")
-
-
-def published_asset(source: SourceConfig) -> Asset:
-    """The Asset a CDC run emits once every table of the run was applied up to the run's LSN cut
-    (and at least one changed): the raw tables are then consistent with each other, so the dbt DAG
-    is scheduled on this one, never on a single table's event."""
-    target = source.target
-    # No snowflake:// URI: that scheme names one table, this event covers the source's raw schema.
-    return Asset(name=f"{target.database}.{target.raw_schema}.{source.name}".lower(), group="cdc_raw")
 
 
 def _default_args(source: SourceConfig) -> dict[str, Any]:
@@ -87,12 +52,12 @@ def _doc_md(source: SourceConfig, path: Path) -> str:
     return (
         f"# {source.dag_id}\n\n{source.description}\n\n"
         f"Replicates SQL Server CDC from connection `{source.mssql_conn_id}` into Snowflake "
-        f"`{source.target.database}` (config: `{path.name}`). **cut** reads the source's max LSN once; "
-        "then each table: **plan** its LSN window up to the cut (no Snowflake query when idle) → "
-        "**extract_load** (change rows → Parquet → PUT → COPY into staging) → **apply** (MERGE into "
-        "raw, append history, advance the watermark); **publish** emits the source's Asset when every "
-        "table is applied and one changed (the raw tables then hold the same transactions; the dbt "
-        "DAG runs on it).\n\n"
+        f"`{source.target.database}` (config: `{path.name}`). **plan** reads the source's max LSN once "
+        "(the run's cut) and decides every table in one task (idle tables cost no Snowflake query and no "
+        "task); then each table with work, a mapped **tables** group named by table: **extract_load** "
+        "(change rows → Parquet → PUT → COPY into staging) → **apply** (MERGE into raw, append history, "
+        "advance the watermark); **publish** emits the source's Asset when every table is applied and one "
+        "changed (the raw tables then hold the same transactions; the dbt DAG runs on it).\n\n"
         'Trigger with `resnapshot` = a list of table names or `schema.table` source names (or `["*"]`) '
         "to reload tables from a fresh snapshot.\n\n"
         "| table name | source | raw table | key | deletes |\n|---|---|---|---|---|\n" + rows
@@ -132,50 +97,49 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
     ) as dag:
         config_path = str(path)
 
-        @task(task_id="cut", pool=SOURCE_POOL)
-        def cut() -> str | None:
-            """Read the source's max LSN once: every table of this run stops there."""
-            from include.cdc_pipeline.orchestration.tasks import read_cut
+        @task(task_id="plan", pool=SOURCE_POOL)
+        def plan(**context: Any) -> list[dict[str, Any]]:
+            """Read the run's LSN cut and plan every table: the work items of the tables task group."""
+            from include.cdc_pipeline.orchestration.tasks import plan_source
 
-            return read_cut(config_path)
+            return plan_source(config_path, context)
 
-        @task(task_id="publish", trigger_rule=TriggerRule.NONE_FAILED, outlets=[published_asset(source)])
-        def publish(**context: Any) -> dict[str, Any]:
-            """Every table is applied up to the cut: announce it (skipped when nothing changed)."""
+        @task_group(group_id="tables", tooltip="one mapped instance per table with work in this run")
+        def tables(item: dict[str, Any]) -> Any:
+            @task(task_id="extract_load", pool=SOURCE_POOL, map_index_template=MAP_INDEX_TEMPLATE)
+            def extract_load(item: dict[str, Any], **context: Any) -> dict[str, Any]:
+                """Read the table's window (change rows, or a snapshot) into Parquet chunks, PUT and COPY
+                them into staging."""
+                from include.cdc_pipeline.orchestration.tasks import extract_load_item
+
+                return extract_load_item(config_path, item, context)
+
+            @task(
+                task_id="apply",
+                pool=SNOWFLAKE_POOL,
+                map_index_template=MAP_INDEX_TEMPLATE,
+                outlets=[raw_alias(source)],
+            )
+            def apply(staged: dict[str, Any], **context: Any) -> dict[str, Any] | None:
+                """MERGE staging into raw, append history, then advance the watermark; after a window
+                capped by max_transactions_per_batch, catch up with further capped windows up to the
+                run's cut (reading the source too) for at most catch_up_seconds."""
+                from include.cdc_pipeline.orchestration.tasks import apply_item
+
+                return apply_item(config_path, staged, context)
+
+            return apply(extract_load(item))  # type: ignore[arg-type]  # @task: an XComArg stands for the value
+
+        # ALL_SUCCESS: skipped (never run) when no table had work, so an idle run is one process.
+        @task(task_id="publish", trigger_rule=TriggerRule.ALL_SUCCESS, outlets=[published_asset(source)])
+        def publish(applied: Any, **context: Any) -> dict[str, Any]:
+            """Every table with work is applied up to the cut: announce it (skipped when nothing changed)."""
             from include.cdc_pipeline.orchestration.tasks import publish_run
 
-            return publish_run(config_path, [t.name for t in source.tables], context)
+            # Airflow 3.3 hands the output of a mapped task group expanded once as the value itself,
+            # not as a sequence of one (seen with dag.test() and the scheduler alike).
+            results = [applied] if applied is None or isinstance(applied, dict) else list(applied)
+            return publish_run(config_path, results, context)
 
-        run_cut = cut()
-        applied = [_table_group(config_path, source, table, run_cut) for table in source.tables]
-        applied >> publish()
+        publish(tables.expand(item=plan()))
     return dag
-
-
-def _table_group(config_path: str, source: SourceConfig, table: TableConfig, run_cut: Any) -> Any:
-    with TaskGroup(group_id=table.name, tooltip=f"{table.source_schema}.{table.table}"):
-
-        @task(task_id="plan", pool=SOURCE_POOL)
-        def plan(cut: str | None, **context: Any) -> dict[str, Any]:
-            """Decide this run's LSN window for the table (or that it is idle)."""
-            from include.cdc_pipeline.orchestration.tasks import plan_table
-
-            return plan_table(config_path, table.name, context, cut=cut)
-
-        @task(task_id="extract_load", pool=SOURCE_POOL)
-        def extract_load(window: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """Read the window's change rows into Parquet chunks, PUT and COPY them into staging."""
-            from include.cdc_pipeline.orchestration.tasks import extract_load_table
-
-            return extract_load_table(config_path, table.name, window, context)
-
-        @task(task_id="apply", pool=SNOWFLAKE_POOL, outlets=[raw_asset(source, table)])
-        def apply(batch: dict[str, Any], **context: Any) -> dict[str, Any]:
-            """MERGE staging into raw, append history, then advance the watermark; after a window
-            capped by max_transactions_per_batch, catch up with further capped windows up to the
-            run's cut (reading the source too) for at most catch_up_seconds."""
-            from include.cdc_pipeline.orchestration.tasks import apply_table
-
-            return apply_table(config_path, table.name, batch, context)
-
-        return apply(extract_load(plan(run_cut)))  # type: ignore[arg-type]  # @task: an XComArg stands for the value

@@ -53,7 +53,7 @@ from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapp
 
 from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
-from include.cdc_pipeline.orchestration.cdc_dag import published_asset
+from include.cdc_pipeline.orchestration.assets import published_asset
 from include.cdc_pipeline.orchestration.dbt_manifest import dbt_executable, manifest_path, project_dir
 
 TARGET_ENV = "CDC_DBT_TARGET"  # dbt target name: "prod" (default) or "local" (emulator macros on)

@@ -52,7 +52,12 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     src = CdcSource(MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn())
     wh = Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
     t = source.target
-    checks = health.run_checks(source, src, wh, lambda table: VariableStore.runs(source.name, table.name).get())
+    plan = VariableStore.source_status(source.name).get()  # idle tables completed the latest planned run
+
+    def run_record(table: Any) -> dict[str, Any] | None:
+        return figures.with_source_plan(table.name, None, VariableStore.runs(source.name, table.name).get(), plan)[1]
+
+    checks = health.run_checks(source, src, wh, run_record)
     health.ensure_health_table(wh, t.database, t.control_schema)
     previous = health.previous_values(wh, t.database, t.control_schema, source.name, "change_table_rows")
     checks = health.with_growth(checks, previous)

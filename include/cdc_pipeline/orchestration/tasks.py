@@ -1,12 +1,18 @@
-"""The task callables of the CDC DAG (``cut``, per table ``plan`` / ``extract_load`` / ``apply``,
+"""The task callables of the CDC DAG (``plan``, per table with work ``extract_load`` / ``apply``,
 ``publish``), imported inside the tasks by ``cdc_dag``.
 
-Each builds a ``TablePipeline`` with connections from the source config's connection ids (the
-mssql and Snowflake providers' hooks) and calls one of its steps. Airflow state kept here, all in
-JSON Variables (``VariableStore``): the per-table hint (so an idle poll costs no Snowflake query),
-the run record (``run_record``: last success, failure streak) and the status page figures
-(``status.figures``); the salt Variable is read here too. ``fail_fast`` turns the errors no retry
-can fix (``NOT_RETRYABLE``) into an immediate task failure.
+``plan_source`` plans every table of the source in one task (``source_plan``): it reads the run's
+LSN cut, decides per table, keeps the source-wide state and returns the work items the table
+tasks are mapped over: idle tables get no task instance. The table tasks build a
+``TablePipeline`` with connections from the source config's connection ids (the mssql and
+Snowflake providers' hooks) and call one of its steps.
+
+Airflow state kept here, all in JSON Variables (``VariableStore``): per source, the hints of every
+table and the latest plan (written once per run by ``plan``, the only writer); per table, the
+hint an ``apply`` leaves, the run record (``run_record``: last success, failure streak) and the
+status page figures (``status.figures``), written only by that table's own tasks; the salt
+Variable is read here too. ``fail_fast`` turns the errors no retry can fix (``NOT_RETRYABLE``) into
+an immediate task failure.
 
 Not here: the replication logic (``pipeline`` and the modules it composes, Airflow-free), the
 DAG's shape (``cdc_dag``), the alert texts and callbacks (``alerts``).
@@ -97,6 +103,14 @@ class VariableStore:
         return cls(f"cdc_state__{source}__{table}", "CDC hint (safe to delete: re-read from Snowflake)")
 
     @classmethod
+    def source_hints(cls, source: str) -> VariableStore:
+        return cls(f"cdc_state__{source}", "CDC hints of every table of the source (safe to delete)")
+
+    @classmethod
+    def source_status(cls, source: str) -> VariableStore:
+        return cls(figures.status_key(source), "CDC status page: the source's latest plan (safe to delete)")
+
+    @classmethod
     def runs(cls, source: str, table: str) -> VariableStore:
         return cls(f"cdc_runs__{source}__{table}", "CDC run record for the cdc_health DAG (safe to delete)")
 
@@ -132,35 +146,33 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
         hook = MsSqlHook(mssql_conn_id=source.mssql_conn_id)
         return CdcSource(hook.get_conn(), lambda: change_reader_connect(hook, source.change_reader_options))
 
-    def open_warehouse() -> Warehouse:
-        from include.cdc_pipeline.snowflake import CdcSnowflakeHook
-
-        return Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
-
     return TablePipeline(
-        source, table, open_source, open_warehouse, VariableStore.hint(source.name, table.name), read_salt
+        source, table, open_source, lambda: _warehouse(source), TableHint(source.name, table.name), read_salt
     )
+
+
+class TableHint:
+    """A table task's hint: the newer of the table's own Variable (what its last ``apply`` left)
+    and its entry in the source's hints (what the last ``plan`` left); written to the table's own
+    Variable, never to the source's, which only ``plan`` writes (table tasks run concurrently)."""
+
+    def __init__(self, source: str, table: str) -> None:
+        self.own = VariableStore.hint(source, table)
+        self.source_store, self.table = VariableStore.source_hints(source), table
+
+    def get(self) -> dict[str, Any] | None:
+        from include.cdc_pipeline.source_plan import newer_hint
+
+        shared = ((self.source_store.get() or {}).get("tables") or {}).get(self.table)
+        return newer_hint(self.own.get(), shared)
+
+    def set(self, value: dict[str, Any]) -> None:
+        self.own.set(value)
 
 
 def _wants_resnapshot(context: dict[str, Any], table: TableConfig) -> bool:
     requested = (context.get("params") or {}).get("resnapshot") or []
     return "*" in requested or table.name in requested or f"{table.source_schema}.{table.table}" in requested
-
-
-def read_cut(config_path: str) -> str | None:
-    """The run's LSN cut: the source's max LSN, read once so every table stops at the same point."""
-    from include.cdc_pipeline import lsn as lsnlib
-
-    with fail_fast():
-        source = _config(config_path)
-    conn = MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn()
-    try:
-        max_lsn = CdcSource(conn).max_lsn()
-    finally:
-        conn.close()
-    cut = lsnlib.to_hex(max_lsn) if max_lsn else None
-    log.info("%s: this run reads every table up to LSN %s", source.name, cut)
-    return cut
 
 
 def _run_store(config_path: str, table_name: str) -> VariableStore:
@@ -186,56 +198,165 @@ def _succeeded(config_path: str, table_name: str, context: dict[str, Any]) -> No
     run_record.record_success(_run_store(config_path, table_name), context["run_id"])
 
 
-def plan_table(config_path: str, table_name: str, context: dict[str, Any], cut: str | None = None) -> dict[str, Any]:
-    with _tracked(config_path, table_name, context):
-        pipeline = build_pipeline(config_path, table_name)
-        window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table), cut=cut)
+def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """Read the run's LSN cut, plan every table (``source_plan``) and return the work items the
+    table tasks are mapped over: one per table that is not idle. Idle tables are recorded here
+    (hint, status, completed run), in one Variable each for the whole source."""
+    from include.cdc_pipeline import lsn as lsnlib
+    from include.cdc_pipeline.source_plan import SourceHints, source_planner
+
+    with fail_fast():
+        source = _config(config_path)
+    run_id = context["run_id"]
+    opened: list[Warehouse] = []
+
+    def open_warehouse() -> Warehouse:
+        if not opened:
+            opened.append(_warehouse(source))
+        return opened[0]
+
+    conn = MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn()
+    try:
+        src = CdcSource(conn)
+        max_lsn = src.max_lsn()
+        cut = lsnlib.to_hex(max_lsn) if max_lsn else None
+        names = [t.name for t in source.tables]
+        hints = SourceHints(
+            VariableStore.source_hints(source.name), lambda name: VariableStore.hint(source.name, name), names
+        )
+        plan = source_planner(source, src, open_warehouse, hints).plan(
+            cut, lambda table: _wants_resnapshot(context, table)
+        )
+        captured_at = src.lsn_to_time(max_lsn) if max_lsn else None
+    finally:
+        conn.close()
+        for wh in opened:
+            wh.connection.close()
+    hints.save([p.table for p in plan.work], run_id)
+    captured = source.to_utc(captured_at) if captured_at else None
+    _record_source_status(source, plan, captured.isoformat() if captured else None, run_id)
     log.info(
-        "%s: %s window (%s, %s] on %s: %s; Snowflake queries: %d",
-        *(pipeline.label, window.mode, window.lower, window.upper, window.capture_instance, window.reason),
-        pipeline.snowflake_queries,
+        "%s: planned %d tables up to LSN %s: %s; SQL Server statements: %d; Snowflake queries: %d; "
+        "per-table hints read: %d",
+        source.name,
+        len(plan.tables),
+        cut,
+        ", ".join(f"{n} {mode}" for mode, n in sorted(plan.modes.items())),
+        plan.source_statements + 2,
+        opened[0].queries if opened else 0,
+        hints.read_per_table,
     )
-    if window.mode == "idle":
-        _succeeded(config_path, table_name, context)
-    _record_status(figures.record_plan, config_path, table_name, window, cut, context["run_id"], pipeline.source)
-    return window.as_dict() | {"snowflake_queries": pipeline.snowflake_queries}
+    for p in plan.work:
+        log.info("%s.%s: %s", source.name, p.table, _plan_line(p))
+    return [
+        {
+            "table": p.table,
+            "window": p.window.as_dict() if p.window is not None else None,
+            "error": p.error,
+            "cut": cut,
+        }
+        for p in plan.work
+    ]
 
 
-def _skip_if_idle(window: dict[str, Any]) -> None:
-    if window["mode"] == "idle":
-        from airflow.sdk.exceptions import AirflowSkipException
+def _plan_line(p: Any) -> str:
+    if p.window is None:
+        return f"planning failed ({p.error}); its task plans it again"
+    w = p.window
+    return f"{w.mode} window ({w.lower}, {w.upper}] on {w.capture_instance}: {w.reason}"
 
-        raise AirflowSkipException("idle: no new changes for this table")
+
+def _record_source_status(source: SourceConfig, plan: Any, captured: str | None, run_id: str) -> None:
+    """The source's plan for the status page and the health checks (best effort)."""
+    try:
+        figures.record_source_plan(VariableStore.source_status(source.name), plan, captured, run_id)
+    except Exception:
+        log.warning("could not record the plan of %s for the status page", source.name, exc_info=True)
 
 
-def extract_load_table(
-    config_path: str, table_name: str, window: dict[str, Any], context: dict[str, Any]
-) -> dict[str, Any]:
-    _skip_if_idle(window)
+def _warehouse(source: SourceConfig) -> Warehouse:
+    from include.cdc_pipeline.snowflake import CdcSnowflakeHook
+
+    return Warehouse(CdcSnowflakeHook(snowflake_conn_id=source.snowflake_conn_id).get_conn())
+
+
+def _name_map_index(table_name: str, window: dict[str, Any] | None = None) -> None:
+    """Name this mapped task instance by its table in the grid (``map_index_template``), and keep
+    the table's window in the task's context for the failure callback's mail."""
+    try:
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+        context[MAP_INDEX_KEY] = table_name  # type: ignore[literal-required]
+        if window is not None:
+            context["cdc_window"] = window  # type: ignore[typeddict-unknown-key]
+    except Exception:  # outside a task (tests calling the callables directly)
+        log.debug("no task context to name the map index", exc_info=True)
+
+
+MAP_INDEX_KEY = "cdc_table"
+
+
+def extract_load_item(config_path: str, item: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """One table's work of this run: its planned window read into staging. A table whose planning
+    failed in ``plan`` is planned here (a retry plans again; an error no retry fixes fails now)."""
+    table_name = item["table"]
+    _name_map_index(table_name, item.get("window"))
     with _tracked(config_path, table_name, context):
         pipeline = build_pipeline(config_path, table_name)
-        fields = {k: v for k, v in window.items() if k in Window.__dataclass_fields__}
-        batch = pipeline.extract_load(Window(**fields))
+        if item.get("window"):
+            fields = {k: v for k, v in item["window"].items() if k in Window.__dataclass_fields__}
+            window = Window(**fields)
+        else:
+            log.warning("%s: planning failed in the plan task (%s): planning it here", pipeline.label,
+                        item.get("error"))  # fmt: skip
+            window = pipeline.plan(resnapshot=_wants_resnapshot(context, pipeline.table), cut=item.get("cut"))
+            _name_map_index(table_name, window.as_dict())
+        log.info("%s: %s window (%s, %s] on %s: %s", pipeline.label, window.mode, window.lower, window.upper,
+                 window.capture_instance, window.reason)  # fmt: skip
+        if window.mode == "idle":
+            _succeeded(config_path, table_name, context)
+            return {"table": table_name, "batch": None}
+        _record_status(figures.record_plan, config_path, table_name, window, item.get("cut"), context["run_id"],
+                       pipeline.source)  # fmt: skip
+        batch = pipeline.extract_load(window)
     log.info(
-        "%s: staged %d rows for window (%s, %s]: %s",
+        "%s: staged %d rows for window (%s, %s] (read with %s): %s",
         pipeline.label,
         batch.rows,
         batch.window.lower,
         batch.window.upper,
+        batch.reader,
         batch.timings,
     )
-    return batch.as_dict()
+    return {"table": table_name, "batch": batch.as_dict()}
 
 
-def apply_table(config_path: str, table_name: str, batch: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    _skip_if_idle(batch["window"])
+def apply_item(config_path: str, staged: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
+    """MERGE one table's staged batch into raw and history, then advance its watermark; its raw
+    table's Asset event goes out through the DAG's asset alias."""
+    table_name = staged["table"]
+    _name_map_index(table_name, (staged.get("batch") or {}).get("window"))
+    if staged.get("batch") is None:
+        return None  # planned again in extract_load and found idle
+    batch = Batch.from_dict(staged["batch"])
     with _tracked(config_path, table_name, context):
         pipeline = build_pipeline(config_path, table_name)
-        result = pipeline.apply(Batch.from_dict(batch))
+        result = pipeline.apply(batch)
     log.info("%s: applied %s", pipeline.label, result)
     _succeeded(config_path, table_name, context)
-    _record_status(figures.record_apply, config_path, table_name, Batch.from_dict(batch), result, context["run_id"])
+    _record_status(figures.record_apply, config_path, table_name, batch, result, context["run_id"])
+    _emit_raw_asset(config_path, table_name, context)
     return result
+
+
+def _emit_raw_asset(config_path: str, table_name: str, context: dict[str, Any]) -> None:
+    from include.cdc_pipeline.orchestration.assets import raw_alias, raw_asset
+
+    source = _config(config_path)
+    events = context.get("outlet_events")
+    if events is not None:
+        events[raw_alias(source)].add(raw_asset(source, _table(source, table_name)))
 
 
 def _record_status(record: Any, config_path: str, table_name: str, *args: Any) -> None:
@@ -246,14 +367,13 @@ def _record_status(record: Any, config_path: str, table_name: str, *args: Any) -
         log.warning("could not record the status page figures of %s", table_name, exc_info=True)
 
 
-def publish_run(config_path: str, table_names: list[str], context: dict[str, Any]) -> dict[str, Any]:
-    """After every table of the run was applied: succeed (emitting the source's Asset event) when
-    some table changed, skip when the whole run was idle (no event, the marts are not rebuilt)."""
-    applied = context["ti"].xcom_pull(task_ids=[f"{name}.apply" for name in table_names])
-    changed = sorted(name for name, result in zip(table_names, applied, strict=True) if result)
+def publish_run(config_path: str, applied: list[dict[str, Any] | None], context: dict[str, Any]) -> dict[str, Any]:
+    """After every table with work was applied up to the run's cut: succeed (emitting the source's
+    Asset event) when some table changed, skip when nothing did (no event, the marts are not rebuilt)."""
+    changed = sorted(result["table"] for result in applied if result and result.get("rows"))
     if not changed:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        raise AirflowSkipException("idle run: no table changed, nothing to publish")
+        raise AirflowSkipException("no table changed in this run, nothing to publish")
     log.info("%s: published a consistent cut; changed tables: %s", _config(config_path).name, ", ".join(changed))
     return {"changed_tables": changed}

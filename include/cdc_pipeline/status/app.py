@@ -109,33 +109,54 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
+# The CDC DAG's tasks that run for one table: mapped, named by table (rendered_map_index).
+TABLE_TASKS = ("tables.extract_load", "tables.apply")
+RECENT_TASK_INSTANCES = 20_000
+
+
 def read_last_task_instances(session: Any, source: SourceConfig) -> dict[str, dict[str, Any]]:
-    """The latest task instance of each table's task group that ran (the page's "last log" link).
+    """The latest task instance of each table that ran (the page's "last log" link): one query for
+    the source, newest first, over the mapped table tasks (named by table) and ``plan`` (a table
+    that had no task of its own yet points at the plan).
 
     Only tries that ran have a log: a task the scheduler marked ``upstream_failed`` or ``skipped``
     without running it keeps try number 0 but gets a start date, later than the failure it follows."""
     from airflow.models.taskinstance import TaskInstance as TI
     from sqlalchemy import select
 
-    found = {}
-    for table in source.tables:
-        row = session.execute(
-            select(TI.run_id, TI.task_id, TI.try_number, TI.state, TI.start_date)
-            .where(TI.dag_id == source.dag_id, TI.task_id.startswith(f"{table.name}.", autoescape=True))
-            .where(TI.start_date.is_not(None), TI.try_number > 0)
-            .order_by(TI.start_date.desc())
-            .limit(1)
-        ).first()
-        if row is not None:
-            run_id, task_id, try_number, state, started = row
-            found[table.name] = {
-                "run_id": run_id,
-                "task_id": task_id,
-                "try_number": try_number,
-                "state": str(state) if state else None,
-                "start": _iso(started),
-            }
-    return found
+    rows = session.execute(
+        # the stored column (the model's rendered_map_index property falls back to the index)
+        select(TI.run_id, TI.task_id, TI.map_index, TI._rendered_map_index, TI.try_number, TI.state, TI.start_date)
+        .where(TI.dag_id == source.dag_id, TI.task_id.in_([*TABLE_TASKS, "plan"]))
+        .where(TI.start_date.is_not(None), TI.try_number > 0)
+        .order_by(TI.start_date.desc())
+        .limit(RECENT_TASK_INSTANCES)
+    ).all()
+    names = {t.name for t in source.tables}
+    found: dict[str, dict[str, Any]] = {}
+    plan: dict[str, Any] | None = None
+    for run_id, task_id, map_index, rendered, try_number, state, started in rows:
+        ti = {
+            "run_id": run_id,
+            "task_id": task_id,
+            "map_index": map_index,
+            "try_number": try_number,
+            "state": str(state) if state else None,
+            "start": _iso(started),
+        }
+        if task_id == "plan":
+            plan = plan or ti
+        elif rendered in names and rendered not in found:
+            found[rendered] = ti
+    if plan is None:
+        return found
+    # A table with no task of its own in the latest run (idle, or not yet planned) points at that
+    # run's plan, which decided it; its own task started after the plan when it had work.
+    return {
+        name: ti if ti is not None and (ti.get("start") or "") >= (plan.get("start") or "") else plan
+        for name in names
+        for ti in [found.get(name)]
+    }
 
 
 def read_dag_runs(session: Any, dag_id: str, since: datetime) -> list[dict[str, Any]]:

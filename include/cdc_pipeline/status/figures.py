@@ -49,8 +49,9 @@ RANGES = {"day": timedelta(days=1), "week": timedelta(days=7)}
 STATUS_PREFIX, RUNS_PREFIX, HEALTH_PREFIX = "cdc_status__", "cdc_runs__", "cdc_health__"
 
 
-def status_key(source: str, table: str) -> str:
-    return f"{STATUS_PREFIX}{source}__{table}"
+def status_key(source: str, table: str | None = None) -> str:
+    """The Variable of one table's figures, or (no table) of the source's latest plan."""
+    return f"{STATUS_PREFIX}{source}__{table}" if table is not None else f"{STATUS_PREFIX}{source}"
 
 
 def health_key(source: str) -> str:
@@ -117,6 +118,52 @@ def record_plan(
     record["points"] = _with_point(record, run_id, point, now)
     store.set(record)
     return record
+
+
+def record_source_plan(
+    store: HintStore, plan: Any, captured_through: str | None, run_id: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """After ``plan``: the run's plan of every table, in one record for the source (written by the
+    one planning task). Idle tables are only named here: their figures stay in their own record,
+    untouched (no write per idle table and run), and the page and the health checks read them as
+    "idle, checked at" this plan (``with_source_plan``)."""
+    record = {
+        "run_id": run_id,
+        "checked_at": plan.checked_at,
+        "recorded_at": (now or datetime.now(UTC)).isoformat(),
+        "cut": plan.cut,
+        "captured_through": captured_through,
+        "modes": dict(plan.modes),
+        "idle": sorted(p.table for p in plan.tables if p.mode == "idle"),
+        "work": {p.table: {"mode": p.mode, "error": p.error} for p in plan.work},
+    }
+    store.set(record)
+    return record
+
+
+def with_source_plan(
+    table: str, status: Mapping[str, Any] | None, run: Mapping[str, Any] | None, plan: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A table's figures and run record as of the source's latest plan: a table that plan found
+    idle completed that run (its failure streak ends) with nothing to apply (lag 0, checked at the
+    plan's time), whatever its own, older records say."""
+    status, run = dict(status or {}), dict(run) if run else None
+    if not plan or table not in (plan.get("idle") or []):
+        return status, run
+    checked = str(plan.get("checked_at") or "")
+    if checked > str(status.get("observed_at") or ""):
+        status.update(
+            run_id=plan.get("run_id"),
+            step="plan",
+            mode="idle",
+            observed_at=checked,
+            captured_through=status.get("applied_through"),
+            lag_s=0.0 if status.get("applied_through") or status.get("last_batch") else status.get("lag_s"),
+        )
+    last = max(str((run or {}).get("succeeded_at") or ""), str((run or {}).get("failed_at") or ""))
+    if checked > last:
+        run = {**(run or {}), "succeeded_at": checked, "succeeded_run": plan.get("run_id"), "failed_runs": 0}
+    return status, run
 
 
 def record_apply(
@@ -266,13 +313,17 @@ def _links(
     dag = source.dag_id
     log_link = None
     if last_ti:
+        mapped = last_ti.get("map_index", -1)
         log_link = (
             f"../dags/{dag}/runs/{_quote(last_ti['run_id'])}/tasks/{_quote(last_ti['task_id'])}"
-            f"?try_number={last_ti.get('try_number') or 1}"
+            + (f"/mapped/{mapped}" if mapped is not None and mapped >= 0 else "")
+            + f"?try_number={last_ti.get('try_number') or 1}"
         )
     topic = next((t for t in topics if t in RUNBOOK), "ok")
     return {
-        "task_group": f"../dags/{dag}/tasks/group/{_quote(table.name)}",
+        # the table's tasks are mapped instances of the group "tables", named by table
+        "task_group": f"../dags/{dag}/tasks/group/tables",
+        "table": table.name,
         "last_log": log_link,
         "last_task": last_ti,
         "runbook": f"runbook#{runbook_anchor(RUNBOOK[topic])}",
@@ -352,20 +403,16 @@ def source_view(
     None when Airflow does not know it; ``last_tis`` the latest task instance per table."""
     health = records.get(health_key(source.name))
     paused = None if dag is None else bool(dag.get("is_paused"))
-    rows = [
-        table_row(
-            source,
-            table,
+    plan = records.get(status_key(source.name))
+    rows = []
+    for table in source.tables:
+        status, run = with_source_plan(
+            table.name,
             records.get(status_key(source.name, table.name)),
             records.get(f"{RUNS_PREFIX}{source.name}__{table.name}"),
-            health,
-            paused,
-            last_tis.get(table.name),
-            now,
-            since,
+            plan,
         )
-        for table in source.tables
-    ]
+        rows.append(table_row(source, table, status, run, health, paused, last_tis.get(table.name), now, since))
     per_run: dict[str, dict[str, int]] = {}
     for row in rows:
         for p in row["points"]:
