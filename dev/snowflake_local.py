@@ -576,6 +576,7 @@ async def _query_request(request: Any) -> Any:
     import snowflake.connector.errors
     from starlette.concurrency import run_in_threadpool
 
+    STATS["queries"] += 1
     body = await request.body()  # Starlette caches it: fakesnow's handler reads it again
     try:
         raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
@@ -624,14 +625,33 @@ async def _query_request(request: Any) -> Any:
     return _rows_response(conn, rowtype, rows)
 
 
+# Statements the server answered since it started (benchmarks read them: GET /cdc-local/stats).
+STATS = {"queries": 0}
+
+
+async def _stats_request(request: Any) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(dict(STATS))
+
+
+def query_count(port: int, host: str = DEFAULT_HOST) -> int:
+    """How many statements the server on ``port`` has answered (``STATS``)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}:{port}/cdc-local/stats", timeout=10) as response:
+        return int(json.loads(response.read())["queries"])
+
+
 def _build_starlette(fs_app: Any) -> Any:
     """fakesnow's routes with the query and login endpoints wrapped (:func:`_query_request`,
-    :func:`_login_request`)."""
+    :func:`_login_request`), plus the statement counter of :data:`STATS`."""
     from starlette.applications import Starlette
     from starlette.routing import Route
 
     wrapped = {"/queries/v1/query-request": _query_request, "/session/v1/login-request": _login_request}
     routes = [Route(r.path, wrapped[r.path], methods=["POST"]) if r.path in wrapped else r for r in fs_app.routes]
+    routes.append(Route("/cdc-local/stats", _stats_request, methods=["GET"]))
     return Starlette(debug=False, routes=routes)
 
 

@@ -1,12 +1,12 @@
 """Apply: a staged batch into the raw and history tables, then the watermark, then clean-up.
 
 ``BatchApplier.apply`` runs the steps in the order that makes a crash anywhere converge on retry
-(README "Delivery guarantee"): schema evolution of raw/history, the MERGE into raw (latest change
-per key, only when newer), the history append (each change once), for a snapshot the repair of
-what the source lost (history above the snapshot flagged as a lost timeline, rows the snapshot no
-longer holds deleted), then the watermark, the staging clean-up, the batch log and the hint. A
-retry whose staging table is gone is recognised as already applied, or refused when the watermark
-does not cover it. The SQL is ``snowflake_sql``'s; the watermark, hint and batch log ``offsets``'.
+(README "Delivery guarantee"): schema evolution of raw/history, the history append (each change
+once), the MERGE into raw (latest change per key, only when newer), then the watermark, the
+staging clean-up, the batch log and the hint. Stream windows only: a snapshot loads in chunks
+(``snapshot``). A retry whose staging table is gone is recognised as already applied, or refused
+when the watermark does not cover it. The SQL is ``snowflake_sql``'s; the watermark, hint and
+batch log ``offsets``'.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.failpoints import failpoint
 from include.cdc_pipeline.governance.credits import batch_credits
 from include.cdc_pipeline.offsets import TableWatermark, TargetHints, Watermark, log_batch
-from include.cdc_pipeline.snowflake_sql import ZERO_SEQVAL, TableLayout
+from include.cdc_pipeline.snowflake_sql import TableLayout
 from include.cdc_pipeline.stages import Stage
 from include.cdc_pipeline.warehouse import Warehouse
 
@@ -60,37 +60,20 @@ class BatchApplier:
                 batch.window.capture_instance,
             )
         window = batch.window
+        if window.mode != "stream":
+            raise CdcError(f"{self.label}: only stream windows are applied as one batch; snapshots load in chunks")
         if not wh.existing_columns(layout.database, layout.staging_schema, layout.staging_table):
             return self._applied_before(batch, layout, added)
-        if window.mode == "snapshot":
-            lost = wh.affected(q.mark_lost_timeline(layout), {"snap": window.upper or ""})
-            if lost:
-                log.warning(
-                    "%s: %d history row(s) above the snapshot LSN %s belong to a timeline the source lost "
-                    "(restored database): flagged _CDC_LOST_TIMELINE",
-                    self.label,
-                    lost,
-                    window.upper,
-                )
+        # History before raw: a snapshot chunk MERGEd at the same time checks history for a newer
+        # delete of its key (hard delete mode), which must be there before raw loses the row.
+        history = {"batch": batch.batch_id, "lower": window.lower or "", "upper": window.upper or ""}
+        appended = wh.affected(q.append_history(layout), history) if batch.rows else 0
         merged = wh.affected(q.merge_raw(layout)) if batch.rows else 0
         failpoint("after_merge", self.label)
-        lower = window.lower or window.upper or ""
-        history = {"batch": batch.batch_id, "lower": lower, "upper": window.upper or ""}
-        appended = wh.affected(q.append_history(layout), history) if batch.rows else 0
         deleted = 0
-        if window.mode == "snapshot":
-            params = {"snap": window.upper or "", "zero": ZERO_SEQVAL, "batch": batch.batch_id}
-            to_history, in_raw = q.delete_missing_after_snapshot(layout)
-            wh.execute(to_history, params)
-            deleted = wh.affected(in_raw, params)
         failpoint("before_watermark", self.label)
         committed = datetime.fromisoformat(batch.upper_committed_at) if batch.upper_committed_at else None
-        mark = Watermark(
-            window.capture_instance,
-            window.upper or "",
-            committed,
-            window.upper if window.mode == "snapshot" else None,
-        )
+        mark = Watermark(window.capture_instance, window.upper or "", committed)
         self.watermark.write(mark, batch.batch_id, batch.rows)
         # Clean-up after the watermark: leftovers are harmless (next batch replaces them).
         wh.execute(q.drop_staging(layout))

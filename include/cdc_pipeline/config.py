@@ -128,6 +128,11 @@ class TableDefaults(_Strict):
     )
     freshness_sla: Duration = timedelta(hours=1)
     owner: str | None = None
+    snapshot_chunk_rows: int = Field(
+        default=500_000,
+        gt=0,
+        description="Rows per key-range chunk of a snapshot: the unit a crash re-reads and workers share.",
+    )
 
 
 class TableConfig(_Strict):
@@ -161,6 +166,7 @@ class TableConfig(_Strict):
     catch_up_seconds: int | None = Field(default=None, ge=0)
     freshness_sla: Duration | None = None
     owner: str | None = None
+    snapshot_chunk_rows: int | None = Field(default=None, gt=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -300,6 +306,17 @@ class SourceConfig(_Strict):
         default=20_000,
         gt=0,
         description="Rows per fetch and per Parquet file: bounds memory (3-4 chunks in flight, README).",
+    )
+    snapshot_workers: int = Field(
+        default=2,
+        gt=0,
+        description="Snapshot worker tasks per run while a table is snapshotted (the cdc_sqlserver pool bounds them).",
+    )
+    snapshot_run_seconds: int = Field(
+        default=240,
+        gt=0,
+        description="How long a run's snapshot workers keep claiming chunks; the next run goes on. The stream "
+        "runs beside them, so it lags at most this plus one chunk.",
     )
     retention_minutes: int = Field(
         default=4320,

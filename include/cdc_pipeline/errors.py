@@ -53,3 +53,8 @@ class InjectedFailure(RuntimeError):
 class DriverLoadError(CdcError):
     """A SQL Server driver cannot load its native library (an OS package is missing): no retry
     can fix it. The message names the library, its Debian package and the fix."""
+
+
+class SnapshotStarted(CdcError):
+    """A stream window was given up for a snapshot (its start was purged while it was read and the
+    table's policy is to re-snapshot): not a failure, the snapshot's chunks load next."""

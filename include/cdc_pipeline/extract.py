@@ -58,7 +58,7 @@ from include.cdc_pipeline.snowflake_sql import (
     ZERO_SEQVAL,
     TableLayout,
 )
-from include.cdc_pipeline.source import CaptureInstance, CdcSource
+from include.cdc_pipeline.source import CdcSource
 from include.cdc_pipeline.sql import tsql_name
 from include.cdc_pipeline.stages import Stage
 from include.cdc_pipeline.types import ColumnMapping, arrow_column
@@ -166,27 +166,62 @@ def snapshot_columns(
     return selected, lambda row: tuple(None if i is None else row[i] for i in slots)
 
 
-def extract_snapshot(ctx: ExtractContext, window: Window, instance: CaptureInstance) -> Batch:
-    """Snapshot handoff: the max LSN is read *before* the table, so every change after it is
-    streamed later, and replays of changes already in the snapshot are harmless (MERGE by LSN)."""
+@dataclass(frozen=True)
+class ChunkRead:
+    """One key range of a snapshot to read: ``(after, through]`` of the primary key (None: open
+    end), tagged with the chunk's low LSN (the source's max LSN read before the chunk's rows; every
+    row of the chunk carries it) and that LSN's commit time."""
+
+    snapshot_id: str
+    chunk_no: int
+    capture_instance: str
+    low_lsn: str
+    committed: datetime | None
+    after: tuple[Any, ...] | None
+    through: tuple[Any, ...] | None
+
+    @property
+    def stage_path(self) -> str:
+        return f"snapshot/{self.snapshot_id}/c{self.chunk_no:06d}"
+
+
+def extract_snapshot_chunk(ctx: ExtractContext, chunk: ChunkRead) -> Batch:
+    """A snapshot chunk: the table's rows in ``(chunk.after, chunk.through]`` in key order (keyset
+    pages) → Parquet → stage → COPY into the chunk's own staging table (``ctx.layout``'s), every
+    row tagged with the chunk's low LSN (snapshot.py explains why that is exact whatever the stream
+    does meanwhile)."""
     started = time.monotonic()
-    source = ctx.source
-    max_lsn = source.max_lsn() or Lsn.ZERO
-    # An instance enabled after the last captured transaction starts above max_lsn; nothing
-    # between them belongs to this table, so its predecessor is an exact snapshot position.
-    floor = instance.start_lsn.prev() if instance.start_lsn != Lsn.ZERO else Lsn.ZERO
-    snap = max(max_lsn, floor)
-    snap_hex = snap.hex
-    committed = ctx.cfg.to_utc(source.lsn_to_time(snap))
-    window = Window("snapshot", window.capture_instance, lower=None, upper=snap_hex, reason=window.reason)
-    meta = (snap_hex, ZERO_SEQVAL, OP_SNAPSHOT, committed, 0)
+    window = Window(
+        "snapshot",
+        chunk.capture_instance,
+        lower=None,
+        upper=chunk.low_lsn,
+        reason=f"snapshot {chunk.snapshot_id} chunk {chunk.chunk_no}",
+    )
+    meta = (chunk.low_lsn, ZERO_SEQVAL, OP_SNAPSHOT, chunk.committed, 0)
     by_name = {m.source.name.lower(): m.source for m in ctx.mappings}
     key = [by_name[k.lower()] for k in ctx.table.primary_key]
-    selected, widen = snapshot_columns(source, ctx.table, ctx.label, ctx.names)
-    chunks = source.iter_snapshot(ctx.table.source_schema, ctx.table.table, selected, key, ctx.cfg.chunk_rows)
-    rows = ([(*meta, *widen(row)) for row in chunk] for chunk in chunks)
+    selected, widen = snapshot_columns(ctx.source, ctx.table, ctx.label, ctx.names)
+    pages = ctx.source.iter_snapshot(
+        ctx.table.source_schema,
+        ctx.table.table,
+        selected,
+        key,
+        ctx.cfg.chunk_rows,
+        after=chunk.after,
+        through=chunk.through,
+    )
+    rows = ([(*meta, *widen(row)) for row in page] for page in pages)
     estimate = (tsql_name(ctx.table.source_schema, ctx.table.table), "table's row-count estimate")
-    staged = _stage(ctx, window, _rows_to_arrow(ctx, _prefetch(rows)), estimate, started)
+    staged = _stage(
+        ctx,
+        window,
+        _rows_to_arrow(ctx, _prefetch(rows)),
+        estimate,
+        started,
+        path=chunk.stage_path,
+        batch_id=f"{chunk.snapshot_id}:{chunk.chunk_no}",
+    )
     batch = _copy(ctx, staged, untimed=set())
     batch.reader = "pymssql"  # snapshots read keyset pages with typed parameters (README "Over TDS")
     return batch
@@ -305,15 +340,19 @@ def _stage(
     estimate: tuple[str, str],
     started: float,
     on_chunk: Callable[[pa.Table], None] | None = None,
+    path: str | None = None,
+    batch_id: str | None = None,
 ) -> _Staged:
-    """Arrow chunks of the Parquet schema (bounded memory) → Parquet files → the stage."""
-    batch_id = f"{window.capture_instance}:{window.lower or 'snapshot'}-{window.upper}"
-    stage_path = f"{ctx.cfg.name}/{ctx.table.name}/{window.lower or 'snapshot'}_{window.upper}"
+    """Arrow chunks of the Parquet schema (bounded memory) → Parquet files → the stage, under
+    ``<source>/<table>/<path>`` (a stream window's own path by default)."""
+    batch_id = batch_id or f"{window.capture_instance}:{window.lower}-{window.upper}"
+    stage_path = f"{ctx.cfg.name}/{ctx.table.name}/{path or f'stream/{window.lower}_{window.upper}'}"
     t = ctx.cfg.target
     ctx.warehouse().ensure_schemas(t.database, [t.staging_schema, t.raw_schema, t.control_schema])
     stage = ctx.stage()
-    # Files of an earlier, crashed attempt at this table must not be loaded twice.
-    stage.clear(f"{ctx.cfg.name}/{ctx.table.name}/")
+    # Files of an earlier, crashed attempt at this window or chunk must not be loaded twice. (Only
+    # its own path: a snapshot's chunks and the stream of the same table stage at the same time.)
+    stage.clear(f"{stage_path}/")
     progress = _progress(ctx, window, *estimate)
     rows, parquet_bytes, arrow_bytes, read_s, put_s = 0, 0, 0, 0.0, 0.0
     tick = time.monotonic()

@@ -18,13 +18,14 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.offsets import Watermark, ensure_control_table, read_watermark
+from include.cdc_pipeline.snapshot import Snapshot, SnapshotStore
 from include.cdc_pipeline.snowflake_sql import UTC_NOW
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
 from include.cdc_pipeline.sql import sf_table
@@ -38,7 +39,7 @@ HEALTH_COLUMNS = [
     ("CHECKED_AT", "TIMESTAMP_NTZ(6)"),  # UTC, when the check ran
     ("SOURCE_NAME", "VARCHAR"),
     ("TABLE_NAME", "VARCHAR"),  # NULL for source-wide checks (capture job)
-    # capture_job | freshness | retention_headroom | change_table_rows | stuck_run | failing_runs
+    # capture_job | freshness | retention_headroom | change_table_rows | stuck_run | failing_runs | snapshot
     ("CHECK_NAME", "VARCHAR(40)"),
     ("STATUS", "VARCHAR(10)"),  # ok | warn | alert | unknown
     ("VALUE", "FLOAT"),
@@ -311,14 +312,41 @@ def run_checks(
     wh.use_schema(t.database, t.control_schema)
     ensure_control_table(wh, t.database, t.control_schema)
     now = datetime.now(UTC)
+    snapshots = {s.table: s for s in SnapshotStore(lambda: wh, t.database, t.control_schema, source.name).active()}
     for table in source.tables:
         mark = read_watermark(wh, t.database, t.control_schema, source.name, table.name)
         server_now = source.to_utc(state.server_now)
         assert server_now is not None
-        checks.extend(table_checks(source, table, src, mark, server_now, retention))
+        found = table_checks(source, table, src, mark, server_now, retention)
+        if table.name in snapshots:
+            found = [*snapshot_annotated(found), snapshot_check(source, table, snapshots[table.name], wh, now)]
+        checks.extend(found)
         if run_records is not None:
             checks.extend(run_record_checks(source, table, run_records(table), now))
     return checks
+
+
+def snapshot_annotated(checks: Sequence[Check]) -> list[Check]:
+    """A snapshotting table's freshness still measures its stream (which goes on beside the
+    chunks); its detail says so, so a late table is not taken for a stalled snapshot or vice versa."""
+    note = "; a snapshot of the table is loading in chunks, the stream runs beside it"
+    return [replace(c, detail=c.detail + note) if c.check == "freshness" else c for c in checks]
+
+
+def snapshot_check(source: SourceConfig, table: TableConfig, snapshot: Snapshot, wh: Warehouse, now: datetime) -> Check:
+    """A snapshot in chunks: how far it is, and a warning when no chunk finished for ``stuck_after``."""
+    t = source.target
+    progress = SnapshotStore(lambda: wh, t.database, t.control_schema, source.name).progress(snapshot.snapshot_id)
+    last = progress["last_finished"] or snapshot.started_at
+    idle = (now.replace(tzinfo=None) - last) if isinstance(last, datetime) else None
+    stalled = idle is not None and idle > source.stuck_after
+    detail = (
+        f"{snapshot.kind} snapshot {snapshot.snapshot_id} at LSN {snapshot.snapshot_lsn}: {progress['done']}/"
+        f"{progress['chunks']} chunks, {progress['rows']:,} rows; state {snapshot.state}"
+        + (f"; no chunk finished for {_minutes(idle)} min (the CDC DAG's runs load them)" if stalled and idle else "")
+    )
+    done = progress["done"] / progress["chunks"] if progress["chunks"] else 0.0
+    return Check(source.name, table.name, "snapshot", WARN if stalled else OK, round(100 * done, 1), 100.0, "%", detail)
 
 
 def ensure_health_table(wh: Warehouse, database: str, schema: str) -> str:

@@ -208,6 +208,17 @@ class TableWatermark:
         wh = self._ready()
         return advance_idle_watermark(wh, self.database, self.schema, self.source, self.table, expected, position)
 
+    def set_snapshot_lsn(self, lsn: str) -> None:
+        """Record that a snapshot positioned at ``lsn`` is complete (its last step); the stream's
+        position in the same row moves on independently."""
+        wh = self._warehouse()
+        ensure_control_table(wh, self.database, self.schema)
+        wh.execute(
+            f"UPDATE {_control_table(self.database, self.schema)} SET SNAPSHOT_LSN = %(snap)s, UPDATED_AT = {UTC_NOW}"
+            " WHERE SOURCE_NAME = %(source)s AND TABLE_NAME = %(table)s",
+            {"snap": lsn, "source": self.source, "table": self.table},
+        )
+
     def write(self, mark: Watermark, batch_id: str | None, batch_rows: int) -> None:
         """See ``write_watermark`` (the schemas exist: the batch was extracted into them)."""
         wh = self._warehouse()

@@ -17,23 +17,25 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from include.cdc_pipeline.apply import BatchApplier
 from include.cdc_pipeline.config import SourceConfig, TableConfig
-from include.cdc_pipeline.errors import CdcError, TableConfigError
+from include.cdc_pipeline.errors import CdcError, SnapshotStarted, TableConfigError
 from include.cdc_pipeline.extract import (
     Batch,
     ExtractContext,
     check_key_not_nullable,
-    extract_snapshot,
     extract_stream,
     snapshot_columns,
 )
+from include.cdc_pipeline.lsn import Lsn
 from include.cdc_pipeline.offsets import HintStore, TableWatermark, TargetHints, hint_target
 from include.cdc_pipeline.planner import Planner, Window
 from include.cdc_pipeline.progress import PROGRESS_EVERY
+from include.cdc_pipeline.snapshot import Snapshot, SnapshotStore, SnapshotWork, run_workers
 from include.cdc_pipeline.snowflake_sql import HISTORY_META, RAW_META, TableLayout
 from include.cdc_pipeline.source import CaptureInstance, CdcSource
 from include.cdc_pipeline.sql import PYMSSQL_NAMED_START, PYMSSQL_POSITIONAL
@@ -216,10 +218,8 @@ class TablePipeline:
         ``extract.snapshot_columns``)."""
         return snapshot_columns(self.source, self.table, self.label, names)
 
-    def extract_load(self, window: Window) -> Batch:
-        """Window rows → Parquet chunks (bounded memory) → PUT → COPY INTO the staging table."""
-        mappings = self.mappings(window.capture_instance)
-        layout = self.layout(mappings)
+    def extract_context(self, mappings: list[ColumnMapping], layout: TableLayout) -> ExtractContext:
+        """What an extract of this table needs (after the checks every extract runs first)."""
         salt = self._salt() if any(m.hashed for m in mappings) and self._salt else None
         if any(m.hashed for m in mappings) and not salt:
             raise TableConfigError(
@@ -227,7 +227,7 @@ class TablePipeline:
                 "cdc_hash_salt_secret (or its secrets-backend entry)"
             )
         check_key_not_nullable(self.source, self.table, self.label)
-        ctx = ExtractContext(
+        return ExtractContext(
             self.cfg,
             self.table,
             self.label,
@@ -239,10 +239,55 @@ class TablePipeline:
             salt,
             self.progress_every,
         )
+
+    def extract_load(self, window: Window) -> Batch:
+        """Window rows → Parquet chunks (bounded memory) → PUT → COPY INTO the staging table."""
         if window.mode == "snapshot":
-            instance = next(ci for ci in self.instances() if ci.name == window.capture_instance)
-            return extract_snapshot(ctx, window, instance)
-        return extract_stream(ctx, window, self.planner, self.extract_load)
+            raise CdcError(f"{self.label}: a snapshot loads in chunks (TablePipeline.snapshot), not as one window")
+        mappings = self.mappings(window.capture_instance)
+        ctx = self.extract_context(mappings, self.layout(mappings))
+        return extract_stream(ctx, window, self.planner, self._resnapshot_instead)
+
+    def _resnapshot_instead(self, window: Window) -> Batch:
+        """The window was purged while it was read and the policy is to re-snapshot: start one (its
+        chunks load from the next step on), and stage nothing for this window."""
+        self.start_snapshot(window)
+        raise SnapshotStarted(f"{self.label}: {window.reason}: re-snapshot started instead of the window")
+
+    # -- snapshots (snapshot.py) -------------------------------------------------------------------
+    def snapshot_store(self) -> SnapshotStore:
+        t = self.cfg.target
+        return SnapshotStore(lambda: self.warehouse, t.database, t.control_schema, self.cfg.name)
+
+    def start_snapshot(self, window: Window, snapshot_lsn: Lsn | None = None) -> Snapshot:
+        """Start a chunked snapshot at ``snapshot_lsn`` (the run's cut; the source's max LSN now when
+        not given): the watermark moves there, the stream goes on, the chunks load after."""
+        kind = "initial" if self.watermark.read() is None else "resnapshot"
+        lsn = snapshot_lsn or self.source.max_lsn() or Lsn.ZERO
+        started = SnapshotWork(self, self.snapshot_store()).start(window, lsn, kind)
+        now = datetime.now(UTC).isoformat()
+        self.hints.set(
+            {
+                "capture_instance": started.capture_instance,
+                "watermark": started.snapshot_lsn,
+                "checked_upper": started.snapshot_lsn,
+                "checked_at": now,
+                "persisted_at": now,
+                "snapshot": started.snapshot_id,
+            }
+        )
+        return started
+
+    def snapshot(self, window: Window, owner: str = "local") -> dict[str, Any]:
+        """A whole snapshot in this process: start, split, every chunk, finalize (tests, benchmarks,
+        ``run_once``); the DAG runs the same steps as mapped tasks over several workers."""
+        started = self.start_snapshot(window)
+        store = self.snapshot_store()
+        done = run_workers({self.table.name: SnapshotWork(self, store)}, store, owner)
+        finished = next((f for f in done["finished"] if f["snapshot_id"] == started.snapshot_id), None)
+        if finished is None:
+            raise CdcError(f"{self.label}: snapshot {started.snapshot_id} did not complete: {done}")
+        return {**finished, "mode": "snapshot", "window": [None, started.snapshot_lsn]}
 
     # -- apply --------------------------------------------------------------------------------
     def apply(self, batch: Batch) -> dict[str, Any]:
@@ -285,6 +330,8 @@ class TablePipeline:
     def run_once(self, resnapshot: bool = False) -> dict[str, Any]:
         """plan → extract_load → apply in one call (tests, benchmarks, the demo summary)."""
         window = self.plan(resnapshot=resnapshot)
+        if window.mode == "snapshot":
+            return self.snapshot(window)
         if window.mode == "idle":
             return {
                 "table": self.table.name,
@@ -292,7 +339,12 @@ class TablePipeline:
                 "window": [window.lower, window.upper],
                 "rows": 0,
             }
-        batch = self.extract_load(window)
+        try:
+            batch = self.extract_load(window)
+        except SnapshotStarted:  # the window's start was purged while it was read: re-snapshotted
+            store = self.snapshot_store()
+            done = run_workers({self.table.name: SnapshotWork(self, store)}, store, "local")
+            return {**done["finished"][0], "mode": "snapshot", "window": [None, None]}
         result = self.apply(batch)
         result["timings"] = batch.timings
         return result

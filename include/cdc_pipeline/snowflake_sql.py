@@ -272,44 +272,86 @@ def mark_lost_timeline(layout: TableLayout) -> str:
     )
 
 
-def delete_missing_after_snapshot(layout: TableLayout) -> tuple[str, str]:
-    """After a (re-)snapshot: live rows the snapshot did not contain were deleted while changes were
-    lost (retention gap), or belong to a timeline the source lost (restore): mark them deleted.
+# -- chunked snapshots (include/cdc_pipeline/snapshot.py) -------------------------------------------
+def merge_snapshot_chunk(layout: TableLayout) -> str:
+    """A snapshot chunk into raw while the stream keeps applying changes to the same table.
 
-    Two statements, run in this order: the history delete rows (idempotent by its anti-join), then
-    the raw rows (deleted, or flagged in soft delete mode), so a crash between the two converges on
-    retry. "Not contained" is judged against the staging table (the snapshot itself), not by LSN:
-    after a restore, such rows can carry LSNs above the snapshot's. Parameters: ``snap`` (the
-    snapshot LSN), ``zero`` (``ZERO_SEQVAL``), ``batch`` (the batch id).
-    """
+    Every chunk row carries its chunk's low LSN (``_CDC_LSN``: the source's max LSN read before the
+    chunk was read). It replaces the raw row only where that row is not newer — a change the
+    stream applied after that LSN wins, whichever landed first; an equal LSN means the read saw
+    that change, so the chunk row (the state when it was read) stands. A delete the stream applied
+    after the chunk's LSN is respected too: in soft delete mode by the deleted raw row's LSN, in
+    hard delete mode by the delete in history (the raw row is gone), so a deleted key is never
+    brought back. Raw rows of an earlier timeline were lowered to the snapshot's LSN when it
+    started (``lower_lost_rows``), so they are replaced like any older row."""
+    key = [sf_ident(k) for k in layout.key]
+    cols = [sf_ident(n) for n in layout.names]
+    lsn, seq, op, committed = (sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION", "_CDC_COMMITTED_AT"))
+    loaded, deleted, deleted_at = (sf_ident(c) for c in ("_CDC_LOADED_AT", "_CDC_DELETED", "_CDC_DELETED_AT"))
+    cmd = sf_ident("_CDC_COMMAND_ID")
+    rows = f"SELECT * FROM {layout.staging}"
+    if layout.delete_mode is DeleteMode.HARD:
+        match = " AND ".join(f"h.{k} = c.{k}" for k in key)
+        rows = (
+            f"SELECT * FROM {layout.staging} AS c WHERE NOT EXISTS (SELECT 1 FROM {layout.history} AS h"
+            f" WHERE {match} AND h.{lsn} > c.{lsn} AND h.{op} <> {OP_SNAPSHOT}"
+            f" AND NOT COALESCE(h.{sf_ident('_CDC_LOST_TIMELINE')}, FALSE))"
+        )
+    on = " AND ".join(f"t.{k} = s.{k}" for k in key)
+    set_values = ", ".join(f"{c} = s.{c}" for c in cols if c not in key)
+    meta = f"{lsn} = s.{lsn}, {seq} = s.{seq}, {op} = s.{op}, {committed} = s.{committed}, {cmd} = s.{cmd}"
+    insert_cols = ", ".join([*cols, lsn, seq, op, committed, cmd, loaded, deleted, deleted_at])
+    values = ", ".join(
+        [*(f"s.{c}" for c in cols), f"s.{lsn}", f"s.{seq}", f"s.{op}", f"s.{committed}", f"s.{cmd}", UTC_NOW,
+         "FALSE", "NULL"]
+    )  # fmt: skip
+    return (
+        f"MERGE INTO {layout.raw} AS t USING ({rows}) AS s ON {on}"
+        f" WHEN MATCHED AND t.{lsn} <= s.{lsn} THEN UPDATE SET {set_values + ', ' if set_values else ''}{meta},"
+        f" {loaded} = {UTC_NOW}, {deleted} = FALSE, {deleted_at} = NULL"
+        f" WHEN NOT MATCHED THEN INSERT ({insert_cols}) VALUES ({values})"
+    )
+
+
+def lower_lost_rows(layout: TableLayout) -> str:
+    """When a snapshot starts: raw rows above its LSN (``%(snap)s``) belong to a timeline the source
+    lost (it was restored); lowering them to the snapshot's LSN lets the stream's newer changes and
+    the snapshot's chunks replace them. On a source that was not rewound there are none."""
+    lsn = sf_ident("_CDC_LSN")
+    return f"UPDATE {layout.raw} SET {lsn} = %(snap)s WHERE {lsn} > %(snap)s"
+
+
+def delete_unseen_after_snapshot(layout: TableLayout) -> tuple[str, str]:
+    """When every chunk of a snapshot is in: live raw rows that neither a chunk nor the stream wrote
+    since the snapshot started (``%(started)s``, Snowflake's clock) are keys the source no longer
+    holds: record their delete in history (at the snapshot LSN ``%(snap)s``), then delete them from
+    raw (or flag them in soft delete mode). Two statements, in this order, so a crash between them
+    converges on retry (the history insert skips what it wrote). Parameters: ``snap``, ``zero``,
+    ``batch``, ``started``."""
     lsn, seq, op = (sf_ident(c) for c in ("_CDC_LSN", "_CDC_SEQVAL", "_CDC_OPERATION"))
-    committed, deleted = sf_ident("_CDC_COMMITTED_AT"), sf_ident("_CDC_DELETED")
+    committed, deleted, loaded = sf_ident("_CDC_COMMITTED_AT"), sf_ident("_CDC_DELETED"), sf_ident("_CDC_LOADED_AT")
     cols = [sf_ident(n) for n in layout.names]
     key = [sf_ident(k) for k in layout.key]
 
-    def stale(alias: str) -> str:
-        in_snapshot = " AND ".join(f"s.{k} = {alias}.{k}" for k in key)
-        return (
-            f"NOT COALESCE({alias}.{deleted}, FALSE)"
-            f" AND NOT EXISTS (SELECT 1 FROM {layout.staging} AS s WHERE {in_snapshot})"
-        )
+    def unseen(alias: str) -> str:
+        return f"NOT COALESCE({alias}.{deleted}, FALSE) AND {alias}.{loaded} < %(started)s"
 
     match = " AND ".join(
         [f"h.{lsn} = %(snap)s", f"h.{seq} = %(zero)s", f"h.{op} = {OP_DELETE}"] + [f"h.{k} = r.{k}" for k in key]
     )
     history = (
         f"INSERT INTO {layout.history} ({', '.join(cols)}, {lsn}, {seq}, {op}, {committed},"
-        f" {sf_ident('_CDC_LOADED_AT')}, {sf_ident('_CDC_BATCH_ID')})"
+        f" {loaded}, {sf_ident('_CDC_BATCH_ID')})"
         f" SELECT {', '.join(f'r.{c}' for c in cols)}, %(snap)s, %(zero)s, {OP_DELETE}, NULL,"
-        f" {UTC_NOW}, %(batch)s FROM {layout.raw} AS r WHERE {stale('r')}"
+        f" {UTC_NOW}, %(batch)s FROM {layout.raw} AS r WHERE {unseen('r')}"
         f" AND NOT EXISTS (SELECT 1 FROM {layout.history} AS h WHERE {match})"
     )
     if layout.delete_mode is DeleteMode.HARD:
-        return history, f"DELETE FROM {layout.raw} r WHERE {stale('r')}"
+        return history, f"DELETE FROM {layout.raw} r WHERE {unseen('r')}"
     return history, (
         f"UPDATE {layout.raw} AS r SET {deleted} = TRUE, {sf_ident('_CDC_DELETED_AT')} = NULL,"
         f" {op} = {OP_DELETE}, {lsn} = %(snap)s, {seq} = %(zero)s, {sf_ident('_CDC_COMMAND_ID')} = 0,"
-        f" {sf_ident('_CDC_LOADED_AT')} = {UTC_NOW} WHERE {stale('r')}"
+        f" {loaded} = {UTC_NOW} WHERE {unseen('r')}"
     )
 
 

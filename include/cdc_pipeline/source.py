@@ -206,6 +206,20 @@ class CdcSource:
         row = self._one(template("tsql/bounded_upper_lsn.sql"), (max_transactions, bytes(after)))
         return Lsn.from_bytes(row[0]) if row and row[0] is not None else None
 
+    def key_boundaries(self, schema: str, table: str, key: Sequence[SourceColumn], every: int) -> list[tuple[Any, ...]]:
+        """Every ``every``-th key of the table in key order (the upper bounds of a snapshot's
+        chunks), in one statement: one ordered pass over the primary key's index on SQL Server,
+        the chunks' rows are not read. Ordered, like the chunks' range predicates, by SQL Server
+        under the key's own collation."""
+        keys = ", ".join(tsql_ident(k.name) for k in key)
+        every = int(every)
+        sql = (
+            f"SELECT {keys} FROM (SELECT {keys}, ROW_NUMBER() OVER (ORDER BY {keys}) AS [__cdc_chunk_rn]"
+            f" FROM {tsql_name(schema, table)}) AS k WHERE k.[__cdc_chunk_rn] % {every} = 0"
+            " ORDER BY k.[__cdc_chunk_rn]"
+        )
+        return [tuple(row) for row in self._all(sql)]
+
     def row_estimate(self, qualified_name: str) -> int | None:
         """The catalog's approximate row count of a table (``sys.partitions``); None when unknown."""
         row = self._one(template("tsql/row_estimate.sql"), (qualified_name,))
@@ -330,9 +344,12 @@ class CdcSource:
         columns: Sequence[str],
         key: Sequence[SourceColumn],
         chunk_rows: int,
+        after: Sequence[Any] | None = None,
+        through: Sequence[Any] | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """The table's rows in key order, by keyset pages of ``chunk_rows``: no page needs a large
-        sort or an open cursor for the whole table, and memory holds one page.
+        sort or an open cursor for the whole table, and memory holds one page. ``after`` and
+        ``through`` bound the key range (exclusive / inclusive; a snapshot chunk's range).
 
         Each page starts after the previous page's last key, compared in the key's own type:
         pymssql inlines a ``str`` as ``N'…'`` and a ``datetime`` with milliseconds, so without the
@@ -344,13 +361,18 @@ class CdcSource:
         select = ", ".join(tsql_ident(c) for c in columns)
         order = ", ".join(tsql_ident(k.name) for k in key)
         source = tsql_name(schema, table)
-        last: tuple[Any, ...] | None = None
+        last: tuple[Any, ...] | None = tuple(after) if after is not None else None
+        upto, upto_params = _keyset_upto(key, through) if through is not None else ("", [])
         while True:
-            if last is None:
-                where, params = "", [chunk_rows]
-            else:
+            terms, params = [], [chunk_rows]
+            if last is not None:
                 where, key_params = _keyset_predicate(key, last)
-                where, params = f" WHERE {where}", [chunk_rows, *key_params]
+                terms.append(f"({where})")
+                params += key_params
+            if upto:
+                terms.append(f"({upto})")
+                params += upto_params
+            where = f" WHERE {' AND '.join(terms)}" if terms else ""
             sql = f"SELECT TOP (%s) {select} FROM {source}{where} ORDER BY {order}"
             rows = self._all(sql, params)
             if not rows:
@@ -481,6 +503,20 @@ def _keyset_predicate(key: Sequence[SourceColumn], last: Sequence[Any]) -> tuple
         terms.append(f"{tsql_ident(key[i].name)} > {_typed(key[i])}")
         ors.append("(" + " AND ".join(terms) + ")")
         params.extend(values[: i + 1])
+    return " OR ".join(ors), params
+
+
+def _keyset_upto(key: Sequence[SourceColumn], bound: Sequence[Any]) -> tuple[str, list[Any]]:
+    """``key <= bound`` spelled out like ``_keyset_predicate``: ``(k1 < a) OR (k1 = a AND k2 < b)
+    … OR (k1 = a AND … AND kn = z)``, every value cast to its column's type."""
+    ors, params = [], []
+    values = [_key_param(k, v) for k, v in zip(key, bound, strict=True)]
+    for i in range(len(key) + 1):
+        terms = [f"{tsql_ident(key[j].name)} = {_typed(key[j])}" for j in range(min(i, len(key)))]
+        if i < len(key):
+            terms.append(f"{tsql_ident(key[i].name)} < {_typed(key[i])}")
+        ors.append("(" + " AND ".join(terms) + ")")
+        params.extend(values[: i + 1] if i < len(key) else values)
     return " OR ".join(ors), params
 
 

@@ -305,8 +305,9 @@ class SourcePlanner:
                     probes.append(probe.key)
                     continue
                 except Exception as exc:
-                    log.warning("%s.%s: planning failed (%s); its own task plans it again", self.cfg.name,
-                                table.name, exc)  # fmt: skip
+                    log.warning(
+                        "%s.%s: planning failed (%s); its own task plans it again", self.cfg.name, table.name, exc
+                    )
                     decided[table.name] = TablePlan(table.name, None, " ".join(str(exc).split()), exc)
                     continue
                 decided[table.name] = TablePlan(table.name, window)

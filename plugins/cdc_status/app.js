@@ -192,10 +192,17 @@ function linksCell(l) {
     `<a href="${esc(l.runbook)}" data-link="runbook">runbook</a></td>`;
 }
 
+// A snapshot in chunks: chunks done of total (the stream runs beside it).
+function snapshotBar(snap) {
+  if (!snap || !["running", "finalizing"].includes(snap.state)) return "";
+  return `<progress class="snapshot" data-field="snapshot" data-done="${snap.done}" data-chunks="${snap.chunks}" ` +
+    `max="${snap.chunks || 1}" value="${snap.done || 0}" title="${esc(snap.snapshot_id)}"></progress>`;
+}
+
 function tableRow(t, now) {
   return `<tr data-table="${esc(t.name)}" data-state="${esc(t.state)}">` +
     `<td><b>${esc(t.source_table)}</b><div class="small">${esc(t.raw_table)}</div></td>` +
-    `<td data-field="state"><span class="badge ${slug(t.state)}" title="${esc(t.state_reason)}">${esc(t.state)}</span><div class="small">${esc(t.state_reason)}</div></td>` +
+    `<td data-field="state"><span class="badge ${slug(t.state)}" title="${esc(t.state_reason)}">${esc(t.state)}</span><div class="small">${esc(t.state_reason)}</div>${snapshotBar(t.snapshot)}</td>` +
     lagCell(t) + batchCell(t.last_batch) + freshnessCell(t.freshness) + retentionCell(t.retention, now) +
     `<td data-field="capture-instance">${esc(t.capture_instance ?? "—")}</td>` + streakCell(t.failures) + linksCell(t.links) + `</tr>`;
 }

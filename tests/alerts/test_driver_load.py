@@ -68,7 +68,7 @@ class Source:
         """One ``billing_cdc`` run with ``change_reader: reader``; (its task instances, its output)."""
         (self.config_dir / "billing.yaml").write_text(CONFIG.format(reader=reader))
         done = subprocess.run(
-            [sys.executable, "-m", "tests.alerts.dag_run", str(self.config_dir), "billing"],
+            [sys.executable, "-m", "tests.dag_run", str(self.config_dir), "billing"],
             env=self.env,
             cwd=ROOT,
             capture_output=True,

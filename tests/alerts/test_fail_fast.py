@@ -77,8 +77,10 @@ def test_table_not_captured_fails_in_one_try_with_one_mail(
     tis = {(ti.task_id, ti.rendered_map_index): ti for ti in run.get_task_instances()}
     failed = tis[("tables.extract_load", "dbo_payments")]
     assert failed.state == "failed" and failed.try_number == 1
-    assert tis[("tables.apply", "dbo_products")].state == "success"
     assert tis[("plan", None)].state == "success"  # one table's error never stops the others' planning
+    # (products' first load: its snapshot started in plan and loaded by the snapshot workers)
+    workers = [ti for (task, name), ti in tis.items() if task == "tables.apply" and name.startswith("snapshot worker")]
+    assert workers and all(ti.state == "success" for ti in workers)
     # and exactly one mail names the table, the cause and the exact call that fixes it.
     mailbox.mails(expect=1)
     mails = mailbox.mails(expect=2, timeout=1.0)

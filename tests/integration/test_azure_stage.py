@@ -15,6 +15,7 @@ import pytest
 
 from include.cdc_pipeline.errors import InjectedFailure
 from include.cdc_pipeline.lsn import to_hex
+from include.cdc_pipeline.snapshot import SnapshotWork
 from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
@@ -49,15 +50,23 @@ def test_chunks_land_in_blob_storage_without_local_files(harness: Harness, wasb_
     pipeline = h.pipeline(config)
     pipeline.workdir = tmp_path / "must-stay-empty"
     pipeline.workdir.mkdir()
-    # Leftovers of a crashed attempt must be cleared before the batch uploads.
-    wasb_hook.upload("cdc-landing", "replication/src/dbo_notes/stale/part-000000.parquet", b"stale", overwrite=True)
+    # The table's first (and only) snapshot chunk: 20 rows.
+    store = pipeline.snapshot_store()
+    started = pipeline.start_snapshot(pipeline.plan())
+    work = SnapshotWork(pipeline, store)
+    assert work.split(started, "test")
+    snapshot = store.get(started.snapshot_id)
+    chunk = store.claim([started.snapshot_id], "test")
+    assert snapshot and chunk
+    path = f"replication/src/dbo_notes/snapshot/{started.snapshot_id}/c000000/"
+    # Leftovers of a crashed attempt at the same chunk must be cleared before the chunk uploads.
+    wasb_hook.upload("cdc-landing", f"{path}part-999999.parquet", b"stale", overwrite=True)
     monkeypatch.setenv("CDC_FAILPOINTS", "after_put")
     monkeypatch.setenv("CDC_FAILPOINT_DIR", str(tmp_path))
-    window = pipeline.plan()
     with pytest.raises(InjectedFailure):
-        pipeline.extract_load(window)
+        work.run_chunk(snapshot, chunk, "test")
     blobs = wasb_hook.get_blobs_list_recursive("cdc-landing", prefix="replication/")
-    assert blobs and all(b.startswith("replication/src/dbo_notes/snapshot_") for b in blobs), blobs
+    assert blobs and all(b.startswith(path) for b in blobs), blobs
     assert len(blobs) == 3  # 20 rows in chunks of 7
     rows = []
     for blob in blobs:

@@ -133,7 +133,7 @@ def test_resnapshot_after_drop_column(harness: Harness) -> None:
     h.capture()
     assert h.pipeline(config).run_once()["mode"] == "stream"
     pipeline = h.pipeline(config)
-    result = pipeline.apply(pipeline.extract_load(pipeline.plan(resnapshot=True)))
+    result = pipeline.snapshot(pipeline.plan(resnapshot=True))
     assert result["mode"] == "snapshot" and result["rows"] == 3
     assert reconcile(h.pipeline(config), salt=SALT).ok
     rows = h.snowflake_rows(f"SELECT ID, BODY, LEGACY FROM {h.database}.RAW.NOTES ORDER BY ID")

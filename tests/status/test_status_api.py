@@ -98,7 +98,9 @@ def test_status_api_returns_the_recorded_figures(api_server, page_source) -> Non
     assert invoices["failures"]["last_error"] == "RuntimeError: Login failed for user 'LOADER'"
     # the tables that never ran are shown as such, and the summary counts them.
     assert rows["dbo_accounts"]["state"] == "no runs yet" and rows["dbo_accounts"]["last_batch"] is None
-    assert source["summary"]["states"] == {"flowing": 1, "idle": 0, "failing": 1, "stopped": 0, "no runs yet": 3}
+    assert source["summary"]["states"] == {
+        "flowing": 1, "snapshotting": 0, "idle": 0, "failing": 1, "stopped": 0, "no runs yet": 3,
+    }  # fmt: skip
     assert source["paused"] is False
 
 

@@ -15,6 +15,7 @@ import importlib
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,16 @@ def test_packages_txt_lists_every_os_library_the_drivers_are_known_to_need() -> 
 
 def test_the_loader_error_names_the_missing_library_and_its_package(tmp_path: Path) -> None:
     # The system loader's own message for a driver whose dependency is missing (a copy of
-    # mssql-python's ODBC driver that needs a library no machine has),
-    problem = native.load_error(driver_file(unloadable_driver(tmp_path)))
+    # mssql-python's ODBC driver that needs a library no machine has), in a fresh process: one that
+    # loaded the real driver before would reuse its already loaded libodbcinst.so.2,
+    probe = (
+        "import sys, pathlib; from include.cdc_pipeline.native import load_error; "
+        "print(load_error(pathlib.Path(sys.argv[1])))"
+    )
+    problem = subprocess.run(
+        [sys.executable, "-c", probe, str(driver_file(unloadable_driver(tmp_path)))],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.strip()  # fmt: skip
     assert problem and MISSING in problem
     # names the library; a known one comes with its Debian package.
     assert native.missing_library(problem) == MISSING

@@ -144,16 +144,30 @@ def test_lost_timeline_flags_only_history_above_the_snapshot() -> None:
 
 
 @pytest.mark.parametrize(("mode", "raw_statement"), [(DeleteMode.SOFT, exp.Update), (DeleteMode.HARD, exp.Delete)])
-def test_delete_missing_writes_history_then_raw(mode: DeleteMode, raw_statement: type[exp.Expression]) -> None:
-    to_history, in_raw = (parse(s) for s in q.delete_missing_after_snapshot(layout(mode)))
+def test_delete_unseen_writes_history_then_raw(mode: DeleteMode, raw_statement: type[exp.Expression]) -> None:
+    to_history, in_raw = (parse(s) for s in q.delete_unseen_after_snapshot(layout(mode)))
     assert isinstance(to_history, exp.Insert)
     assert table_parts(to_history.this.this)[2] == "ORDER DETAILS_HISTORY"
     assert isinstance(in_raw, raw_statement)
     assert table_parts(in_raw.this)[2] == "ORDER DETAILS"
-    # "missing" is judged against the staging table (the snapshot itself), by key
+    # "unseen" is judged by the load time against the snapshot's start, never by a staging table
     for statement in (to_history, in_raw):
-        staged = [t for t in statement.find_all(exp.Table) if t.db == "STAGING"]
-        assert [t.name for t in staged] == ["BILLING__ORDER DETAILS"]
+        assert not [t for t in statement.find_all(exp.Table) if t.db == "STAGING"]
+        older = [lt for lt in statement.find_all(exp.LT) if lt.this.name == "_CDC_LOADED_AT"]
+        assert [lt.expression.name for lt in older] == ["started"]
+
+
+@pytest.mark.parametrize("mode", [DeleteMode.SOFT, DeleteMode.HARD])
+def test_a_snapshot_chunk_replaces_only_rows_that_are_not_newer(mode: DeleteMode) -> None:
+    merge = parse(q.merge_snapshot_chunk(layout(mode)))
+    assert isinstance(merge, exp.Merge)
+    matched = merge.args["whens"].expressions[0]
+    condition = matched.args["condition"]
+    assert isinstance(condition, exp.LTE)
+    assert [(c.table, c.name) for c in (condition.this, condition.expression)] == [("t", "_CDC_LSN"), ("s", "_CDC_LSN")]
+    # hard delete mode: a key the stream deleted after the chunk's LSN (history) is not brought back
+    history = [t.name for t in merge.find_all(exp.Table) if t.name.endswith("_HISTORY")]
+    assert history == (["ORDER DETAILS_HISTORY"] if mode is DeleteMode.HARD else [])
 
 
 def test_copy_reads_parquet_binary_as_bytes_by_column_name() -> None:

@@ -99,17 +99,18 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
 
         @task(task_id="plan", pool=SOURCE_POOL)
         def plan(**context: Any) -> list[dict[str, Any]]:
-            """Read the run's LSN cut and plan every table: the work items of the tables task group."""
+            """Read the run's LSN cut, plan every table, start the snapshots it decides: the work items
+            of the tables group (a table with a window, or a snapshot worker)."""
             from include.cdc_pipeline.orchestration.tasks import plan_source
 
             return plan_source(config_path, context)
 
-        @task_group(group_id="tables", tooltip="one mapped instance per table with work in this run")
+        @task_group(group_id="tables", tooltip="one mapped instance per table with work, or snapshot worker")
         def tables(item: dict[str, Any]) -> Any:
             @task(task_id="extract_load", pool=SOURCE_POOL, map_index_template=MAP_INDEX_TEMPLATE)
             def extract_load(item: dict[str, Any], **context: Any) -> dict[str, Any]:
-                """Read the table's window (change rows, or a snapshot) into Parquet chunks, PUT and COPY
-                them into staging."""
+                """Read the table's window of changes into Parquet chunks, PUT and COPY them into staging;
+                or, as a snapshot worker, load key-range chunks of the snapshotting tables."""
                 from include.cdc_pipeline.orchestration.tasks import extract_load_item
 
                 return extract_load_item(config_path, item, context)
@@ -130,16 +131,22 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
 
             return apply(extract_load(item))  # type: ignore[arg-type]  # @task: an XComArg stands for the value
 
-        # ALL_SUCCESS: skipped (never run) when no table had work, so an idle run is one process.
+        # ALL_SUCCESS: skipped (never run) when no table had work and no snapshot is loading, so an
+        # idle run is one process.
         @task(task_id="publish", trigger_rule=TriggerRule.ALL_SUCCESS, outlets=[published_asset(source)])
         def publish(applied: Any, **context: Any) -> dict[str, Any]:
             """Every table with work is applied up to the cut: announce it (skipped when nothing changed)."""
             from include.cdc_pipeline.orchestration.tasks import publish_run
 
-            # Airflow 3.3 hands the output of a mapped task group expanded once as the value itself,
-            # not as a sequence of one (seen with dag.test() and the scheduler alike).
-            results = [applied] if applied is None or isinstance(applied, dict) else list(applied)
-            return publish_run(config_path, results, context)
+            return publish_run(config_path, _results(applied), context)
 
         publish(tables.expand(item=plan()))
     return dag
+
+
+def _results(value: Any) -> list[Any]:
+    """The results of a mapped task as a list: Airflow 3.3 hands a mapped task group expanded once
+    the value itself, not a sequence of one, and a mapped task that never ran nothing."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else list(value)

@@ -21,7 +21,8 @@ DAG's shape (``cdc_dag``), the alert texts and callbacks (``alerts``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -35,12 +36,15 @@ from include.cdc_pipeline.errors import (
     DriverLoadError,
     RetentionGapError,
     SchemaDriftError,
+    SnapshotStarted,
     SourceRewoundError,
     TableConfigError,
     TableNotCapturedError,
     UnsupportedTypeError,
 )
 from include.cdc_pipeline.extract import Batch
+from include.cdc_pipeline.lsn import Lsn
+from include.cdc_pipeline.offsets import HintStore
 from include.cdc_pipeline.orchestration import run_record
 from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.planner import Window
@@ -138,7 +142,9 @@ def read_salt() -> str | None:
     return salt
 
 
-def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
+def build_pipeline(config_path: str, table_name: str, hints: HintStore | None = None) -> TablePipeline:
+    """A table's pipeline on the source config's connections; its hint is ``TableHint`` unless
+    the caller keeps hints itself (the plan task: the source's record)."""
     source = _config(config_path)
     table = _table(source, table_name)
 
@@ -146,9 +152,8 @@ def build_pipeline(config_path: str, table_name: str) -> TablePipeline:
         hook = MsSqlHook(mssql_conn_id=source.mssql_conn_id)
         return CdcSource(hook.get_conn(), lambda: change_reader_connect(hook, source.change_reader_options))
 
-    return TablePipeline(
-        source, table, open_source, lambda: _warehouse(source), TableHint(source.name, table.name), read_salt
-    )
+    store = hints if hints is not None else TableHint(source.name, table.name)
+    return TablePipeline(source, table, open_source, lambda: _warehouse(source), store, read_salt)
 
 
 class TableHint:
@@ -199,9 +204,11 @@ def _succeeded(config_path: str, table_name: str, context: dict[str, Any]) -> No
 
 
 def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any]]:
-    """Read the run's LSN cut, plan every table (``source_plan``) and return the work items the
-    table tasks are mapped over: one per table that is not idle. Idle tables are recorded here
-    (hint, status, completed run), in one Variable each for the whole source."""
+    """Read the run's LSN cut, plan every table (``source_plan``), start the snapshots it decided
+    (``snapshot``), and return what the run's mapped table tasks work on: one item per table with a
+    window or a planning error (idle tables get none), and one per snapshot worker while any table's
+    snapshot has chunks left. Idle tables are recorded here (hint, status, completed run), in one
+    Variable each for the whole source."""
     from include.cdc_pipeline import lsn as lsnlib
     from include.cdc_pipeline.source_plan import SourceHints, source_planner
 
@@ -228,11 +235,13 @@ def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any
             cut, lambda table: _wants_resnapshot(context, table)
         )
         captured_at = src.lsn_to_time(max_lsn) if max_lsn else None
+        started, snapshotting, initial = _snapshots(config_path, source, plan, hints, max_lsn, open_warehouse)
     finally:
         conn.close()
         for wh in opened:
             wh.connection.close()
-    hints.save([p.table for p in plan.work], run_id)
+    work = [p for p in plan.work if p.mode != "snapshot"]  # (a started snapshot is worker work)
+    hints.save({p.table for p in work} | set(snapshotting), run_id)
     captured = source.to_utc(captured_at) if captured_at else None
     _record_source_status(source, plan, captured.isoformat() if captured else None, run_id)
     log.info(
@@ -248,15 +257,117 @@ def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any
     )
     for p in plan.work:
         log.info("%s.%s: %s", source.name, p.table, _plan_line(p))
-    return [
-        {
-            "table": p.table,
-            "window": p.window.as_dict() if p.window is not None else None,
-            "error": p.error,
-            "cut": cut,
-        }
-        for p in plan.work
+    if started:
+        log.info("%s: snapshots started (the stream goes on beside them): %s", source.name, ", ".join(started))
+    items = [
+        {"table": p.table, "window": p.window.as_dict() if p.window is not None else None, "error": p.error, "cut": cut}
+        for p in work
     ]
+    if snapshotting:
+        # Snapshot workers are items of the same mapped group as the tables (Airflow maps a task
+        # over one upstream return value): each its own task instance, on any Airflow worker.
+        seconds = _snapshot_seconds(source)
+        log.info("%s: %d snapshot worker(s) for %s, taking chunks for up to %d s", source.name,
+                 source.snapshot_workers, ", ".join(snapshotting), seconds)  # fmt: skip
+        items += [
+            {"table": f"snapshot worker {n}", "kind": "snapshot",
+             "worker": {"worker": n, "tables": snapshotting, "seconds": seconds, "initial": initial}}
+            for n in range(source.snapshot_workers)
+        ]  # fmt: skip
+    return items
+
+
+def _snapshots(
+    config_path: str,
+    source: SourceConfig,
+    plan: Any,
+    hints: Any,
+    cut: Any,
+    open_warehouse: Callable[[], Warehouse],
+) -> tuple[list[str], list[str], list[str]]:
+    """Start the snapshots the plan decided (at the run's cut), then find every table whose
+    snapshot still has work (from the tables' hints: no Snowflake query when none is). Returns
+    (started, still snapshotting, of those the ones whose first load it is)."""
+    from include.cdc_pipeline.offsets import TargetHints, hint_target
+    from include.cdc_pipeline.snapshot import SnapshotStore
+
+    started = []
+    for p in plan.tables:
+        if p.mode == "snapshot" and p.window is not None:
+            try:
+                view = TargetHints(hints.view(p.table), hint_target(source))
+                build_pipeline(config_path, p.table, view).start_snapshot(p.window, cut)
+                started.append(p.table)
+            except Exception as exc:  # this table's own task plans (and starts) it again
+                log.warning("%s.%s: starting its snapshot failed (%s)", source.name, p.table, exc)
+                p.window, p.error, p.exception = None, " ".join(str(exc).split()), exc
+    flagged = {name: hint["snapshot"] for name, hint in hints.hints.items() if hint.get("snapshot")}
+    if not flagged:
+        return started, [], []
+    t = source.target
+    store = SnapshotStore(open_warehouse, t.database, t.control_schema, source.name)
+    active = [s for s in store.active(list(flagged)) if s.snapshot_id == flagged.get(s.table)]
+    for name in set(flagged) - {s.table for s in active}:
+        hints.hints[name].pop("snapshot", None)  # complete (or replaced): the table only streams now
+    # Nobody works on them at the start of a run: what earlier, crashed workers held is free again.
+    store.free([s.snapshot_id for s in active])
+    return started, sorted(s.table for s in active), sorted(s.table for s in active if s.kind == "initial")
+
+
+def _snapshot_seconds(source: SourceConfig) -> int:
+    """How long a run's snapshot workers take chunks: ``snapshot_run_seconds``, and within the
+    source's Deadline Alert (a snapshot must not make every run late)."""
+    seconds = source.snapshot_run_seconds
+    if source.deadline is not None:
+        seconds = min(seconds, max(30, int(source.deadline.total_seconds() * 0.6)))
+    return seconds
+
+
+def snapshot_worker(config_path: str, worker: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """One snapshot worker of this run: split, claim, load and finalize chunks of the source's
+    snapshotting tables until none is left or its time is up (``snapshot.run_workers``); several
+    run at once, on as many Airflow workers as the pool allows."""
+    from include.cdc_pipeline.snapshot import SnapshotStore, SnapshotWork, run_workers
+
+    source = _config(config_path)
+    number = worker["worker"]
+    _name_map_index(f"snapshot worker {number}")
+    owner = f"{context['run_id']}#{number}"
+    t = source.target
+    opened: list[Warehouse] = []
+
+    def open_warehouse() -> Warehouse:
+        if not opened:
+            opened.append(_warehouse(source))
+        return opened[0]
+
+    store = SnapshotStore(open_warehouse, t.database, t.control_schema, source.name)
+    works = {name: SnapshotWork(build_pipeline(config_path, name), store) for name in worker["tables"]}
+
+    def on_chunk(snapshot: Any, progress: dict[str, Any]) -> None:
+        line = figures.snapshot_progress(snapshot, progress)
+        log.info("%s.%s: snapshot %s", source.name, snapshot.table, line["text"])
+        _record_status(figures.record_snapshot, config_path, snapshot.table, line, context["run_id"])
+
+    try:
+        with fail_fast():
+            result = run_workers(works, store, owner, time.monotonic() + worker["seconds"], on_chunk)
+    except Exception as exc:
+        for name in worker["tables"]:
+            try:
+                run_record.record_failure(_run_store(config_path, name), context["run_id"], exc)
+            except Exception:
+                log.warning("could not record the failure of %s in its run record", name, exc_info=True)
+        raise
+    for done in result["finished"]:
+        _succeeded(config_path, done["table"], context)
+        _record_status(figures.record_snapshot, config_path, done["table"], {**done, "state": "done"},
+                       context["run_id"])  # fmt: skip
+    result["initial_pending"] = sorted(
+        {s.table for s in store.active(worker["initial"]) if s.kind == "initial"} if worker["initial"] else set()
+    )
+    log.info("%s: %s", owner, {k: v for k, v in result.items() if k != "finished"})
+    return result
 
 
 def _plan_line(p: Any) -> str:
@@ -301,6 +412,8 @@ def extract_load_item(config_path: str, item: dict[str, Any], context: dict[str,
     """One table's work of this run: its planned window read into staging. A table whose planning
     failed in ``plan`` is planned here (a retry plans again; an error no retry fixes fails now)."""
     table_name = item["table"]
+    if item.get("kind") == "snapshot":
+        return {"table": table_name, "batch": None, "snapshot": snapshot_worker(config_path, item["worker"], context)}
     _name_map_index(table_name, item.get("window"))
     with _tracked(config_path, table_name, context):
         pipeline = build_pipeline(config_path, table_name)
@@ -317,9 +430,17 @@ def extract_load_item(config_path: str, item: dict[str, Any], context: dict[str,
         if window.mode == "idle":
             _succeeded(config_path, table_name, context)
             return {"table": table_name, "batch": None}
+        if window.mode == "snapshot":  # its chunks load from the next run on (the stream goes on)
+            cut = item.get("cut")
+            pipeline.start_snapshot(window, Lsn.from_hex(cut) if cut else None)
+            return {"table": table_name, "batch": None}
         _record_status(figures.record_plan, config_path, table_name, window, item.get("cut"), context["run_id"],
                        pipeline.source)  # fmt: skip
-        batch = pipeline.extract_load(window)
+        try:
+            batch = pipeline.extract_load(window)
+        except SnapshotStarted as started:  # the window was purged while read: re-snapshot (policy)
+            log.warning("%s", started)
+            return {"table": table_name, "batch": None}
     log.info(
         "%s: staged %d rows for window (%s, %s] (read with %s): %s",
         pipeline.label,
@@ -337,8 +458,12 @@ def apply_item(config_path: str, staged: dict[str, Any], context: dict[str, Any]
     table's Asset event goes out through the DAG's asset alias."""
     table_name = staged["table"]
     _name_map_index(table_name, (staged.get("batch") or {}).get("window"))
+    if staged.get("snapshot") is not None:  # a snapshot worker: the tables whose snapshot it completed
+        for done in staged["snapshot"]["finished"]:
+            _emit_raw_asset(config_path, done["table"], context)
+        return {"table": table_name, "snapshot": staged["snapshot"]}
     if staged.get("batch") is None:
-        return None  # planned again in extract_load and found idle
+        return None  # planned again in extract_load and found idle, or its snapshot started
     batch = Batch.from_dict(staged["batch"])
     with _tracked(config_path, table_name, context):
         pipeline = build_pipeline(config_path, table_name)
@@ -369,11 +494,18 @@ def _record_status(record: Any, config_path: str, table_name: str, *args: Any) -
 
 def publish_run(config_path: str, applied: list[dict[str, Any] | None], context: dict[str, Any]) -> dict[str, Any]:
     """After every table with work was applied up to the run's cut: succeed (emitting the source's
-    Asset event) when some table changed, skip when nothing did (no event, the marts are not rebuilt)."""
-    changed = sorted(result["table"] for result in applied if result and result.get("rows"))
-    if not changed:
-        from airflow.sdk.exceptions import AirflowSkipException
+    Asset event) when some table changed, skip when nothing did (no event, the marts are not rebuilt)
+    and while a table's first load is still in chunks (the marts would see part of it)."""
+    from airflow.sdk.exceptions import AirflowSkipException
 
+    snapshots = [result["snapshot"] for result in applied if result and result.get("snapshot")]
+    changed = {result["table"] for result in applied if result and result.get("rows")}
+    changed |= {done["table"] for result in snapshots for done in result.get("finished", [])}
+    waiting = sorted({name for result in snapshots for name in result.get("initial_pending", [])})
+    if waiting:
+        raise AirflowSkipException(f"first load still in chunks for {', '.join(waiting)}: the marts wait for it")
+    if not changed:
         raise AirflowSkipException("no table changed in this run, nothing to publish")
-    log.info("%s: published a consistent cut; changed tables: %s", _config(config_path).name, ", ".join(changed))
-    return {"changed_tables": changed}
+    names = sorted(changed)
+    log.info("%s: published a consistent cut; changed tables: %s", _config(config_path).name, ", ".join(names))
+    return {"changed_tables": names}

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 HISTORY = timedelta(days=7)
 MAX_POINTS = 2100  # a week of runs every 5 minutes (2016), with some slack
-STATES = ("flowing", "idle", "failing", "stopped", "no runs yet")
+STATES = ("flowing", "snapshotting", "idle", "failing", "stopped", "no runs yet")
 RANGES = {"day": timedelta(days=1), "week": timedelta(days=7)}
 STATUS_PREFIX, RUNS_PREFIX, HEALTH_PREFIX = "cdc_status__", "cdc_runs__", "cdc_health__"
 
@@ -215,6 +215,66 @@ def record_apply(
     return record
 
 
+def snapshot_progress(snapshot: Any, progress: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """A snapshot's progress as the task log and the status page show it: chunks done / total,
+    rows, rate and ETA (the rate of the chunks so far, over the time since the first was claimed)."""
+    now = now or datetime.now(UTC)
+    first = progress.get("first_claimed")
+    elapsed = (now.replace(tzinfo=None) - first).total_seconds() if isinstance(first, datetime) else None
+    rate = progress["rows"] / elapsed if elapsed and elapsed > 0 else None
+    left = progress["chunks"] - progress["done"]
+    per_chunk = progress["rows"] / progress["done"] if progress["done"] else None
+    eta = left * per_chunk / rate if rate and per_chunk is not None else None
+    text = (
+        f"{snapshot.snapshot_id}: {progress['done']}/{progress['chunks']} chunks, {progress['rows']:,} rows"
+        + (f", {rate:,.0f} rows/s" if rate else "")
+        + (f", ETA {eta:.0f} s" if eta is not None and left else "")
+    )
+    return {
+        "snapshot_id": snapshot.snapshot_id,
+        "kind": snapshot.kind,
+        "state": "running" if left else "finalizing",
+        "snapshot_lsn": snapshot.snapshot_lsn,
+        "chunks": progress["chunks"],
+        "done": progress["done"],
+        "rows": progress["rows"],
+        "rows_per_s": round(rate, 1) if rate else None,
+        "eta_s": round(eta) if eta is not None and left else None,
+        "text": text,
+    }
+
+
+def record_snapshot(store: HintStore, line: Mapping[str, Any], run_id: str, now: datetime | None = None) -> None:
+    """A snapshot worker's progress of the table (or its completion), for the status page. Workers
+    of one table write the same record: each writes what the control table holds, so the last
+    write is never older than an earlier one's counts."""
+    now = now or datetime.now(UTC)
+    record = dict(store.get() or {})
+    record["snapshot"] = {**{k: v for k, v in line.items() if k != "text"}, "observed_at": now.isoformat(),
+                          "run_id": run_id}  # fmt: skip
+    if line.get("state") == "done":  # the snapshot's batch, as CONTROL.CDC_BATCHES logs it
+        seconds = float(line.get("seconds") or 0.0)
+        record["last_batch"] = {
+            "run_id": run_id,
+            "batch_id": line.get("snapshot_id"),
+            "applied_at": now.isoformat(),
+            "mode": "snapshot",
+            "lower_lsn": None,
+            "upper_lsn": line.get("snapshot_lsn"),
+            "rows": line.get("rows"),
+            "extract_s": seconds,
+            "apply_s": 0.0,
+            "duration_s": round(seconds, 3),
+            "rows_per_s": round(float(line.get("rows") or 0) / seconds, 3) if seconds else None,
+            "upper_committed_at": None,
+            "reader": "pymssql",
+        }
+        point = {"at": now.isoformat(), "rows": line.get("rows"), "duration_s": round(seconds, 3),
+                 "mode": "snapshot", "lag_s": None}  # fmt: skip
+        record["points"] = _with_point(record, run_id, point, now)
+    store.set(record)
+
+
 def health_summary(source: str, checks: Iterable[Any], now: datetime | None = None) -> dict[str, Any]:
     """The latest ``cdc_health`` round of one source, per table and check (the page's freshness,
     retention headroom and capture-job figures)."""
@@ -248,6 +308,7 @@ RUNBOOK = {  # docs/runbook.md headings the page links to, by what the row shows
     "late": "Freshness SLA missed (`freshness` alert)",
     "retention": "Retention headroom low (`retention_headroom` warn / alert)",
     "capture": "Capture job stalled (`capture_job` alert)",
+    "snapshotting": "Snapshot stalled (`snapshot` warn)",
     "ok": "On-call runbook: CDC → Snowflake alerts",
 }
 
@@ -275,6 +336,14 @@ def _table_state(
         return "stopped", f"DAG {source.dag_id} is not in Airflow's database (not parsed yet, or removed)"
     if paused:
         return "stopped", f"DAG {source.dag_id} is paused: no run will start"
+    snapshot = (status or {}).get("snapshot") or {}
+    if snapshot.get("state") in ("running", "finalizing"):
+        # Its stream goes on beside the chunks; the page says how far the chunks are.
+        eta = f", ETA {round(snapshot['eta_s'] / 60)} min" if snapshot.get("eta_s") else ""
+        return "snapshotting", (
+            f"{snapshot.get('kind') or 'snapshot'} in chunks: {snapshot.get('done')}/{snapshot.get('chunks')} done, "
+            f"{snapshot.get('rows') or 0:,} rows{eta}; the stream runs beside it"
+        )
     completed = _parse((run or {}).get("succeeded_at"))
     if completed is not None and now - completed > source.stuck_after:
         return "stopped", f"no completed run since {completed:%Y-%m-%d %H:%M} UTC (over {source.stuck_after})"
@@ -374,6 +443,7 @@ def table_row(
         "observed_at": status.get("observed_at"),
         "last_run": status.get("run_id"),
         "last_batch": status.get("last_batch"),
+        "snapshot": status.get("snapshot"),
         "freshness": freshness,
         "retention": retention,
         "failures": {

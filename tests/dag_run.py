@@ -1,6 +1,6 @@
 """Run one CDC DAG once (``dag.test()``) in a process of its own; print its task instances as JSON.
 
-``python -m tests.alerts.dag_run <config dir> <config name>``: for tests that need the DAG in a
+``python -m tests.dag_run <config dir> <config name>``: for tests that need the DAG in a
 fresh interpreter, e.g. with a native driver made unloadable for that process only (a driver
 library loads once per process, so an in-process test could not undo it). The environment passes
 connections, the Airflow home and ``PYTHONPATH``; the last stdout line is
