@@ -13,8 +13,8 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from . import cdc, errors
-from .catalog import TableInfo, column_rows, dq, insert_columns, pk_constraint_name
+from . import cdc, errors, keys
+from .catalog import TableInfo, UniqueKey, column_rows, dq, insert_columns, pk_constraint_name
 from .results import Result
 from .sqltypes import SqlType, make_type
 from .translate import (
@@ -54,8 +54,9 @@ def execute(session: Any, node: exp.Expression, raw: RawStatement) -> Result:
 
 
 def create_unique_index(session: Any, node: exp.Create) -> Result:
-    """``CREATE UNIQUE [NONCLUSTERED|CLUSTERED] INDEX ix ON t (cols)``: a DuckDB unique index, so
-    duplicates fail (Msg 2601) and MERGE logs its updates as SQL Server does on such a table."""
+    """``CREATE UNIQUE [NONCLUSTERED|CLUSTERED] INDEX ix ON t (cols)``: recorded and enforced by the
+    emulator under the collation (Msg 2601, see :mod:`.keys`); MERGE logs its updates on such a
+    table as SQL Server does."""
     index = node.this
     table = index.args.get("table")
     schema, name = table_parts(table)
@@ -67,10 +68,28 @@ def create_unique_index(session: Any, node: exp.Create) -> Result:
         col = info.column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
         if col is None:
             raise errors.invalid_column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
-        columns.append(f"{dq(col.name)}")
+        columns.append(col.name)
+    if any(u.name.lower() == index.name.lower() for u in info.uniques):
+        raise errors.SqlServerError(
+            1913,
+            f"The operation failed because an index or statistics with name '{index.name}' already exists on "
+            f"table '{info.display}'.",
+        )
     _mark_ddl(session)
-    session.run_duck(f"CREATE UNIQUE INDEX {dq(index.name)} ON {info.qualified} ({', '.join(columns)})", table=info)
+    if session.cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {info.qualified} LIMIT 1)").fetchone()[0]:
+        keys.check_existing(session, info, UniqueKey(index.name, columns, "INDEX"))
+    _record_unique(session.cur, info.object_id, index.name, False, columns)
     return Result(None, -1)
+
+
+def _record_unique(cur: Any, object_id: int, name: str, is_constraint: bool, columns: list[str]) -> None:
+    index_id = cur.execute(
+        "SELECT coalesce(max(index_id), 1) + 1 FROM emu.unique_keys WHERE object_id = ?", [object_id]
+    ).fetchone()[0]
+    cur.executemany(
+        "INSERT INTO emu.unique_keys VALUES (?, ?, ?, ?, ?, ?)",
+        [[object_id, name, is_constraint, index_id, i + 1, c] for i, c in enumerate(columns)],
+    )
 
 
 def _mark_ddl(session: Any) -> None:
@@ -195,6 +214,12 @@ def create_table(session: Any, raw: RawStatement) -> Result:
             "INSERT INTO emu.key_columns VALUES (?, ?, ?)",
             [[object_id, i + 1, names[k.lower()]] for i, k in enumerate(table.pk)],
         )
+    for serial, (unique_name, unique_columns) in enumerate(table.uniques):
+        for c in unique_columns:
+            if c.lower() not in names:
+                raise errors.invalid_column(c)
+        name = unique_name or pk_constraint_name(table.name, object_id, "UQ", serial + 1)
+        _record_unique(cur, object_id, name, True, [names[c.lower()] for c in unique_columns])
     return Result(None, -1)
 
 
@@ -277,10 +302,12 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                             f"ALTER TABLE DROP COLUMN failed because column '{col_node.name}' does not "
                             f"exist in table '{info.name}'.",
                         )
-                    if col.name.lower() in {k.lower() for k in info.pk}:
-                        raise errors.SqlServerError(
-                            5074, f"The object '{info.pk_name}' is dependent on column '{col.name}'."
-                        )
+                    for unique in info.uniques:
+                        if col.name.lower() in {k.lower() for k in unique.columns}:
+                            what = "index" if unique.kind == "INDEX" else "object"
+                            raise errors.SqlServerError(
+                                5074, f"The {what} '{unique.name}' is dependent on column '{col.name}'."
+                            )
                     session.run_duck(f"ALTER TABLE {info.qualified} DROP COLUMN {dq(col.name)}")
                     cur.execute(
                         "DELETE FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)",
@@ -403,6 +430,7 @@ def drop(session: Any, node: exp.Drop) -> Result:
             "DELETE FROM emu.columns WHERE object_id = ?",
             "DELETE FROM emu.computed_columns WHERE object_id = ?",
             "DELETE FROM emu.key_columns WHERE object_id = ?",
+            "DELETE FROM emu.unique_keys WHERE object_id = ?",
             "DELETE FROM emu.objects WHERE object_id = ?",
         ):
             cur.execute(sql, [info.object_id])

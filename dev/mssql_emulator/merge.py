@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from . import errors
+from . import errors, keys
 from .catalog import TableInfo, dq
 from .dml import _distinct, _image, _insert_pending, _names, _with_rows, all_bits_mask, record_columns, update_mask
 from .lsn import int_to_lsn
@@ -35,8 +35,8 @@ from .translate import duck_datatype, table_parts, to_duckdb, transform
 
 
 def has_unique_index(session: Any, info: TableInfo) -> bool:
-    """A primary key, or a unique index created with ``CREATE UNIQUE INDEX`` (kept by DuckDB)."""
-    if info.pk:
+    """A primary key, a UNIQUE constraint or a unique index (also one an older emulator left to DuckDB)."""
+    if info.uniques:
         return True
     rows = session.cur.execute(
         "SELECT count(*) FROM duckdb_indexes() WHERE is_unique AND lower(schema_name) = lower(?)"
@@ -150,6 +150,9 @@ def execute(session: Any, node: exp.Merge) -> Result:
             break
     if not order:
         return Result(None, 0)
+    if keys.checked(info):
+        rewritten = [rid for rid, _, _ in updates] + [rid for rid, _ in deletes]
+        keys.check(session, info, [c.name for c in cols], [a for _, _, a in updates] + inserts, rewritten)
     if deletes:
         _with_rows(
             session,

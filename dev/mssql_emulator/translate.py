@@ -26,6 +26,7 @@ from sqlglot.tokens import Token, TokenType
 
 from . import errors
 from .catalog import LSN_COLUMNS
+from .collation import apply_collation
 from .sqltypes import SqlType, UnknownTypeError, make_type
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
@@ -132,6 +133,7 @@ class ColumnDef:
     identity: tuple[int, int] | None = None
     computed_sql: str | None = None  # ``name AS (expr) [PERSISTED]``: T-SQL text of the expression
     persisted: bool = False
+    unique: str | None = None  # ``[CONSTRAINT name] UNIQUE``: the name, "" when SQL Server generates it
 
 
 @dataclass
@@ -141,6 +143,7 @@ class TableDef:
     columns: list[ColumnDef] = field(default_factory=list)
     pk: list[str] = field(default_factory=list)
     pk_name: str | None = None
+    uniques: list[tuple[str, list[str]]] = field(default_factory=list)  # UNIQUE constraints ("" = unnamed)
 
 
 _ELEMENT_END = {TokenType.COMMA}
@@ -226,6 +229,7 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
             2715, f"Column, parameter, or variable #{1}: Cannot find data type {' '.join(type_words)}."
         ) from exc
     col = ColumnDef(name, sql_type)
+    constraint = ""
     while i < len(toks):
         word = toks[i].text.upper()
         if word == "NOT" and i + 1 < len(toks) and toks[i + 1].text.upper() == "NULL":
@@ -237,6 +241,7 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
         elif word in ("PRIMARY KEY", "PRIMARY"):
             col.primary_key = True
             col.nullable = False
+            constraint = ""
             i += 1 if word == "PRIMARY KEY" else 2
         elif word == "IDENTITY":
             i += 1
@@ -248,6 +253,7 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
             col.identity = (seed, inc)
             col.nullable = False
         elif word == "DEFAULT":
+            constraint = ""
             i += 1
             start = i
             depth = 0
@@ -261,7 +267,13 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
                     break
                 i += 1
             col.default_sql = sql[toks[start].start : toks[i - 1].end + 1]
-        elif word == "COLLATE" or word == "CONSTRAINT":
+        elif word == "CONSTRAINT":
+            constraint = toks[i + 1].text if i + 1 < len(toks) else ""
+            i += 2
+        elif word == "UNIQUE":
+            col.unique = constraint
+            i += 1
+        elif word == "COLLATE":
             i += 2
         else:
             i += 1  # CLUSTERED, NONCLUSTERED, SPARSE, ROWGUIDCOL… carry no data semantics here
@@ -329,7 +341,14 @@ def parse_create_table(raw: RawStatement) -> TableDef:
             table.pk = _key_columns(group)
             table.pk_name = constraint_name
             continue
-        if word in ("UNIQUE", "FOREIGN", "CHECK", "INDEX", "FOREIGN KEY"):
+        if word == "UNIQUE":
+            k = j + 1
+            while k < len(element) and element[k].token_type != TokenType.L_PAREN:
+                k += 1
+            group, _ = _paren_group(element, k)
+            table.uniques.append((constraint_name or "", _key_columns(group)))
+            continue
+        if word in ("FOREIGN", "CHECK", "INDEX", "FOREIGN KEY"):
             continue
         col = parse_column_def(element, raw.text)
         if col.primary_key:
@@ -339,6 +358,8 @@ def parse_create_table(raw: RawStatement) -> TableDef:
                 if element[k].text.upper() == "CONSTRAINT" and element[k + 2].text.upper().startswith("PRIMARY"):
                     table.pk_name = element[k + 1].text
         table.columns.append(col)
+        if col.unique is not None:
+            table.uniques.append((col.unique, [col.name]))
     for col in table.columns:
         if col.name.lower() in {p.lower() for p in table.pk}:
             col.nullable = False
@@ -531,128 +552,6 @@ def _pad_lsn_literal(node: exp.Expression) -> None:
                 lit.set("this", digits.ljust(20, "0"))
 
 
-# -- collation -------------------------------------------------------------------------------
-# The database default collation SQL_Latin1_General_CP1_CI_AS (SQL Server's default for an
-# English-locale install) is modelled for character columns of user tables:
-# * comparisons are case-insensitive and ignore trailing blanks (ANSI padding: "SQL Server follows
-#   the ANSI/ISO SQL-92 specification on how to compare strings with spaces", Microsoft KB 316626);
-# * a SQL collation sorts and compares non-Unicode data (char/varchar/text, and '…' literals) with
-#   its own code-page sort order, character by character: '-' and "'" sort as punctuation before
-#   digits and letters (KB 322112, "Comparing SQL collations to Windows collations");
-# * Unicode data (nchar/nvarchar/ntext, N'…' literals) is compared with the Windows (Unicode)
-#   rules, a "word sort" in which hyphen and apostrophe are ignored at the first level, so that
-#   abctest < abc-test < abctest1 < abc-test1 (Microsoft blog "Sorting and comparing unicode and
-#   binary data - why do I get a weird sort order?", SQL_Latin1_General_CP1_CI_AS).
-# * comparing a varchar column with an nvarchar value converts the column to nvarchar (data type
-#   precedence), so ``varchar_col > N'…'`` uses the Unicode rules while ``ORDER BY varchar_col``
-#   uses the code-page order. That mismatch is what keyset paging with pymssql's N'…' parameters
-#   trips over.
-# The model: SQL sort key = upper(rtrim(x)); word sort key = upper(rtrim(x)) without '-' and "'",
-# then, for ties, the same text with '-' and "'" placed after every letter (so the hyphenated form
-# sorts after the plain one, as in Microsoft's example). Not modelled: accents, other scripts.
-_VARCHAR_TYPES = {"char", "varchar", "text"}
-_NVARCHAR_TYPES = {"nchar", "nvarchar", "ntext", "sysname"}
-
-
-def _fn(name: str, *args: exp.Expression) -> exp.Expression:
-    return exp.Anonymous(this=name, expressions=list(args))
-
-
-def _sql_sort_key(x: exp.Expression) -> exp.Expression:
-    return exp.Upper(this=_fn("rtrim", x, exp.Literal.string(" ")))
-
-
-def _word_sort_key(x: exp.Expression) -> exp.Expression:
-    base = _sql_sort_key(x)
-    primary = _fn(
-        "replace",
-        _fn("replace", base, exp.Literal.string("-"), exp.Literal.string("")),
-        exp.Literal.string("'"),
-        exp.Literal.string(""),
-    )
-    tie = _fn(
-        "replace",
-        _fn("replace", base.copy(), exp.Literal.string("-"), _fn("chr", exp.Literal.number(127))),
-        exp.Literal.string("'"),
-        _fn("chr", exp.Literal.number(126)),
-    )
-    return exp.Concat(expressions=[primary, _fn("chr", exp.Literal.number(1)), tie])
-
-
-def apply_collation(node: exp.Expression, column_types: Callable[[str | None, str], Mapping[str, str] | None]) -> None:
-    """Rewrite comparisons and ORDER BY keys on character columns of user tables to the sort keys
-    of the default collation (see the comment above). Works on the T-SQL tree, before translation."""
-    tables: dict[str, Mapping[str, str]] = {}
-    for table in node.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        db = table.args.get("db")
-        schema = db.name if db is not None else None
-        if (schema or "dbo").lower() in ("cdc", "sys", "emu", "information_schema"):
-            continue
-        cols = column_types(schema, table.name)
-        if cols is None:
-            continue
-        tables[table.alias_or_name.lower()] = cols
-        tables.setdefault(table.name.lower(), cols)
-    if not tables:
-        return
-    scopes = list({id(c): c for c in tables.values()}.values())
-
-    def kind(e: exp.Expression) -> str | None:
-        name: str | None = None
-        if isinstance(e, exp.Column):
-            qualifier = e.table.lower()
-            if qualifier and qualifier not in tables:
-                return None
-            candidates = [tables[qualifier]] if qualifier else scopes
-            found = {c[e.name.lower()] for c in candidates if e.name.lower() in c}
-            if len(found) != 1:
-                return None
-            name = found.pop()
-        elif isinstance(e, exp.National):
-            return "n"
-        elif isinstance(e, exp.Literal) and e.is_string:
-            return "v"
-        elif isinstance(e, exp.Cast):
-            try:
-                name = sqltype_from_datatype(e.to).name
-            except (UnknownTypeError, ValueError):
-                return None
-        if name in _VARCHAR_TYPES:
-            return "v"
-        if name in _NVARCHAR_TYPES:
-            return "n"
-        return None
-
-    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
-        if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
-            continue  # an assignment, not a comparison
-        left, right = cmp.this, cmp.expression
-        kl, kr = kind(left), kind(right)
-        if kl is None or kr is None or not (isinstance(left, exp.Column) or isinstance(right, exp.Column)):
-            continue
-        key = _word_sort_key if "n" in (kl, kr) else _sql_sort_key
-        cmp.set("this", key(left.copy()))
-        cmp.set("expression", key(right.copy()))
-    for ordered in list(node.find_all(exp.Ordered)):
-        select = ordered.find_ancestor(exp.Select)
-        if select is not None and select.args.get("distinct"):
-            continue  # DuckDB wants DISTINCT's ORDER BY keys in the select list
-        if isinstance(ordered.this, exp.Column):
-            k = kind(ordered.this)
-            if k is not None:
-                ordered.set("this", (_word_sort_key if k == "n" else _sql_sort_key)(ordered.this.copy()))
-
-
-def collation_equal(a: Any, b: Any) -> bool:
-    """Equality of two key values under the default collation (strings: case-insensitive, trailing
-    blanks ignored); other values compare as they are."""
-    if isinstance(a, str) and isinstance(b, str):
-        return a.rstrip(" ").upper() == b.rstrip(" ").upper()
-    return bool(a == b)
-
-
 def _value_literal(value: Any) -> exp.Expression:
     """A Python value (variable contents) as a DuckDB-typed literal node."""
     if value is None:
@@ -683,7 +582,7 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
     node = node.copy()
     _pad_lsn_literal(node)
     if ctx.column_types is not None:
-        apply_collation(node, ctx.column_types)
+        apply_collation(node, ctx.column_types, ctx.variables)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):
