@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sqltypes import SYS_TYPES, SYSNAME_USER_TYPE_ID, SqlType, parse_type
+from .storage import MACROS as STORAGE_MACROS
 
 # Columns holding binary(10) LSNs; a shorter 0x… literal compared with them is zero-padded on the
 # right, as SQL Server compares binary values (it ignores trailing 0x00 bytes).
@@ -157,7 +158,8 @@ SELECT u.object_id, u.index_id, u.key_ordinal AS index_column_id, c.column_id, u
 FROM emu.unique_keys u JOIN emu.columns c ON c.object_id = u.object_id AND lower(c.name) = lower(u.column_name);
 """
 
-BOOTSTRAP_MACROS = """
+BOOTSTRAP_MACROS = (
+    """
 CREATE OR REPLACE MACRO sys.lsn_to_int(b) AS
     CASE WHEN b IS NULL THEN NULL WHEN octet_length(b) = 0 THEN 0::HUGEINT ELSE ('0x' || hex(b))::HUGEINT END;
 CREATE OR REPLACE MACRO sys.int_to_lsn(n) AS unhex(lpad(hex(n::HUGEINT), 20, '0'));
@@ -200,6 +202,8 @@ CREATE OR REPLACE MACRO sys.object_id_parts(s, n) AS (
     SELECT o.object_id FROM emu.objects o WHERE lower(o.name) = lower(n) AND lower(o.schema_name) = lower(s) LIMIT 1);
 CREATE OR REPLACE MACRO sys.db_name() AS (SELECT value FROM emu.state WHERE key = 'db_name');
 """
+    + STORAGE_MACROS
+)
 
 DEFAULT_SCHEMAS = [(1, "dbo"), (2, "guest"), (3, "INFORMATION_SCHEMA"), (4, "sys"), (5, "cdc")]
 

@@ -103,7 +103,7 @@ def collation_equal(a: Any, b: Any, cur: Any = None) -> bool:
 
 
 # -- the rewrite of a statement ------------------------------------------------------------------------
-class _Scope:
+class ColumnScope:
     """Character columns of the tables a statement names: user tables (from the catalog) and derived
     tables (subqueries, ``VALUES`` lists and CTEs with an alias, typed from their select lists)."""
 
@@ -150,15 +150,7 @@ class _Scope:
         while isinstance(e, exp.Paren):
             e = e.this
         if isinstance(e, exp.Column):
-            qualifier = e.table.lower()
-            if qualifier and qualifier not in self.tables:
-                return None
-            distinct = list({id(c): c for c in self.tables.values()}.values())
-            candidates = [self.tables[qualifier]] if qualifier else distinct
-            found = {c[e.name.lower()] for c in candidates if e.name.lower() in c}
-            if len(found) != 1:
-                return None
-            name = found.pop()
+            name = self.type_name(e)
             return "v" if name in VARCHAR_TYPES else "n" if name in NVARCHAR_TYPES else None
         if isinstance(e, exp.National):
             return "n"
@@ -183,6 +175,18 @@ class _Scope:
             return next((k for k in kinds if k in ("v", "n")), "s" if "s" in kinds else None)
         return None
 
+    def type_name(self, e: exp.Expression) -> str | None:
+        """The SQL Server type name of a column of a user or derived table (None if unknown)."""
+        if not isinstance(e, exp.Column):
+            return None
+        qualifier = e.table.lower()
+        if qualifier and qualifier not in self.tables:
+            return None
+        distinct = list({id(c): c for c in self.tables.values()}.values())
+        candidates = [self.tables[qualifier]] if qualifier else distinct
+        found = {c[e.name.lower()] for c in candidates if e.name.lower() in c}
+        return found.pop() if len(found) == 1 else None
+
     def typed_column(self, e: exp.Expression) -> str | None:
         """The kind of a character column of a user or derived table (None for anything else)."""
         return self.kind(e) if isinstance(e, exp.Column) and self.kind(e) in ("v", "n") else None
@@ -191,7 +195,7 @@ class _Scope:
 _TYPE_OF_KIND = {"v": "varchar", "n": "nvarchar"}
 
 
-def _pair(scope: _Scope, left: exp.Expression, right: exp.Expression) -> str | None:
+def _pair(scope: ColumnScope, left: exp.Expression, right: exp.Expression) -> str | None:
     """The kind two compared sides are compared under, or None if the collation does not apply:
     one side must be a character column, the other character data."""
     kl, kr = scope.kind(left), scope.kind(right)
@@ -210,15 +214,10 @@ def _same_column(a: exp.Column, b: exp.Column) -> bool:
     return not (a.table and b.table) or a.table.lower() == b.table.lower()
 
 
-def apply_collation(
-    node: exp.Expression, column_types: ColumnTypes, variables: Mapping[str, Any] | None = None
-) -> None:
+def apply_collation(node: exp.Expression, scope: ColumnScope) -> None:
     """Rewrite a T-SQL statement (before translation) so DuckDB compares character data of user
     tables as the collation does: comparisons, ``IN``, ``BETWEEN``, ``LIKE``, ``GROUP BY``,
     ``DISTINCT``, ``COUNT(DISTINCT …)`` and ``ORDER BY``."""
-    scope = _Scope(node, column_types, variables or {})
-    if scope.empty:
-        return
     for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
         if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
             continue  # an assignment, not a comparison
@@ -272,7 +271,7 @@ def apply_collation(
             ordered.set("this", _ordering_key(kind)(ordered.this.copy()))
 
 
-def _distinct_as_group_by(select: exp.Select, scope: _Scope) -> None:
+def _distinct_as_group_by(select: exp.Select, scope: ColumnScope) -> None:
     """``SELECT DISTINCT`` over character columns is a GROUP BY on their keys (one row per set of
     values the collation calls equal; which spelling comes back is the smallest, SQL Server returns
     one of them)."""
@@ -298,7 +297,7 @@ def _distinct_as_group_by(select: exp.Select, scope: _Scope) -> None:
     select.set("group", exp.Group(expressions=group))
 
 
-def _group_by(select: exp.Select, scope: _Scope) -> None:
+def _group_by(select: exp.Select, scope: ColumnScope) -> None:
     """``GROUP BY`` a character column groups by its key; the column itself, outside aggregates in
     the select list and HAVING, becomes ``MIN(column)`` (one of the group's spellings)."""
     group = select.args.get("group")

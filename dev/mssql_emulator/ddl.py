@@ -17,6 +17,7 @@ from . import cdc, errors, keys
 from .catalog import TableInfo, UniqueKey, column_rows, dq, insert_columns, pk_constraint_name
 from .results import Result
 from .sqltypes import SqlType, make_type
+from .storage import has_rule, round_datetime, stored, stored_sql
 from .translate import (
     ColumnDef,
     RawStatement,
@@ -154,7 +155,8 @@ def _column_sql(session: Any, col: ColumnDef, seq_name: str | None) -> str:
             default = sqlglot.parse_one(col.default_sql, read="tsql")
         except sqlglot.errors.ParseError as exc:
             raise errors.syntax_error(col.default_sql) from exc
-        parts.append(f"DEFAULT ({to_duckdb(transform(default, session.context(dynamic_time=True), top_level=False))})")
+        value = transform(default, session.context(dynamic_time=True), top_level=False)
+        parts.append(f"DEFAULT ({to_duckdb(stored(value, col.type))})")
     return " ".join(parts)
 
 
@@ -192,7 +194,7 @@ def create_table(session: Any, raw: RawStatement) -> Result:
         for c in table.columns:
             if c.computed_sql is not None and c.type is None:
                 c.type = _inferred_type(duck_types[c.name], c.name)
-    now = session.engine.clock.now()
+    now = round_datetime(session.engine.clock.now())  # sys.objects dates are datetime
     pk_name = table.pk_name or (pk_constraint_name(table.name, object_id) if table.pk else None)
     cur.execute(
         "INSERT INTO emu.objects VALUES (?, ?, ?, 'U', ?, ?, false, ?)",
@@ -324,7 +326,7 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                 new_type = _alter_column_type(raw, col.name) or sqltype_from_datatype(action.args["dtype"])
                 _refuse_if_computed_depends(session, info, col.name)
                 session.run_duck(
-                    f"ALTER TABLE {info.qualified} ALTER COLUMN {dq(col.name)} TYPE {new_type.duck_type()}"
+                    f"ALTER TABLE {info.qualified} ALTER COLUMN {dq(col.name)} TYPE {_retype(col.name, new_type)}"
                 )
                 row = column_rows(info.object_id, [(col.column_id, col.name, new_type, col.nullable, False)])[0]
                 cur.execute(
@@ -341,7 +343,8 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                     102, "Incorrect syntax near 'ALTER'. (only ADD, DROP COLUMN and ALTER COLUMN are emulated)", 15
                 )
     cur.execute(
-        "UPDATE emu.objects SET modify_date = ? WHERE object_id = ?", [session.engine.clock.now(), info.object_id]
+        "UPDATE emu.objects SET modify_date = ? WHERE object_id = ?",
+        [round_datetime(session.engine.clock.now()), info.object_id],
     )
     _record_ddl(session, info, raw.text, required_update)
     return Result(None, -1)
@@ -364,9 +367,9 @@ def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: S
     changes to source tables", learn.microsoft.com/sql/relational-databases/track-changes/
     about-change-data-capture-sql-server); earlier change rows are converted with it. Added columns,
     by contrast, are not captured (the change table keeps its shape)."""
-    duck = new_type.duck_type()
-    session.run_duck(f"ALTER TABLE {inst.ct_table} ALTER COLUMN {dq(column)} TYPE {duck}")
-    session.run_duck(f"ALTER TABLE {inst.pending_table} ALTER COLUMN {dq(column)} TYPE {duck}")
+    retype = _retype(column, new_type)
+    session.run_duck(f"ALTER TABLE {inst.ct_table} ALTER COLUMN {dq(column)} TYPE {retype}")
+    session.run_duck(f"ALTER TABLE {inst.pending_table} ALTER COLUMN {dq(column)} TYPE {retype}")
     ct_column_id = session.cur.execute(
         "SELECT column_id FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)", [inst.object_id, column]
     ).fetchone()[0]
@@ -380,6 +383,13 @@ def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: S
         "UPDATE cdc.captured_columns SET column_type = ? WHERE object_id = ? AND lower(column_name) = lower(?)",
         [new_type.name, inst.object_id, column],
     )
+
+
+def _retype(column: str, new_type: SqlType) -> str:
+    """``TYPE <duck type>`` of ALTER COLUMN, converting the stored values as SQL Server stores them
+    in the new type (datetime ticks, char(n) padding: :mod:`.storage`)."""
+    duck = new_type.duck_type()
+    return f"{duck} USING {stored_sql(dq(column), new_type)}" if has_rule(new_type) else duck
 
 
 def _alter_column_type(raw: RawStatement, column: str) -> SqlType | None:

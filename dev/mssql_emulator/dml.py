@@ -25,7 +25,8 @@ from .collation import collation_equal
 from .duckdb_cursor import settle
 from .lsn import int_to_lsn
 from .results import Result
-from .translate import duck_datatype, table_parts, to_duckdb, transform
+from .storage import has_rule, stored
+from .translate import table_parts, to_duckdb, transform
 
 ROWS_VIEW = "__emu_rows"
 
@@ -71,7 +72,7 @@ def execute(session: Any, node: exp.Expression) -> Result:
     if info is None or not (info.instances or (checked and not joined and not isinstance(node, exp.Delete))):
         tnode = transform(node, session.context())
         if info is not None:
-            tnode = _pad_chars(tnode, info)
+            tnode = _store_values(tnode, info)
         cur = session.run_duck(to_duckdb(tnode), table=info, names=names)
         row = cur.fetchone()
         return Result(None, int(row[0]) if row else 0)
@@ -89,42 +90,27 @@ def execute(session: Any, node: exp.Expression) -> Result:
     return _delete(session, node, info, names)
 
 
-# -- char(n) padding ---------------------------------------------------------------------------
-def _char_length(sql_type: Any) -> int | None:
-    if sql_type.name in ("char", "nchar") and (sql_type.length or 0) > 0:
-        return int(sql_type.length)
-    return None
-
-
-def _pad(expr: exp.Expression, sql_type: Any) -> exp.Expression:
-    """char(n)/nchar(n) values are blank-padded to n, as SQL Server stores (and pymssql returns) them."""
-    n = _char_length(sql_type)
-    if n is None:
-        return expr
-    x = to_duckdb(expr)
-    return sqlglot.parse_one(f"CASE WHEN length({x}) < {n} THEN rpad({x}, {n}, ' ') ELSE {x} END", read="duckdb")
-
-
-def _pad_chars(node: exp.Expression, info: TableInfo) -> exp.Expression:
-    """Pad char(n) columns written by an (already translated) INSERT or UPDATE."""
-    if not any(_char_length(c.type) for c in info.columns):
+# -- values as the columns store them (char(n) padding, datetime ticks: see .storage) -------------
+def _store_values(node: exp.Expression, info: TableInfo) -> exp.Expression:
+    """Apply the storage rules to the columns an (already translated) INSERT or UPDATE writes."""
+    if not any(has_rule(c.type) for c in info.columns):
         return node
     if isinstance(node, exp.Update):
         for eq in node.expressions:
             col = info.column(eq.this.name) if isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Column) else None
-            if col is not None and _char_length(col.type):
-                eq.set("expression", _pad(eq.expression, col.type))
+            if col is not None and has_rule(col.type):
+                eq.set("expression", stored(eq.expression, col.type))
         return node
     if not isinstance(node, exp.Insert) or node.expression is None:
         return node
     target = node.this
     names = [i.name for i in target.expressions] if isinstance(target, exp.Schema) else [c.name for c in info.columns]
     cols = [info.column(n) for n in names]
-    if not any(c is not None and _char_length(c.type) for c in cols):
+    if not any(c is not None and has_rule(c.type) for c in cols):
         return node
     aliases = ", ".join(f'"__c{i}"' for i in range(len(names)))
     proj = ", ".join(
-        to_duckdb(_pad(exp.column(f"__c{i}", quoted=True), c.type)) if c is not None else f'"__c{i}"'
+        to_duckdb(stored(exp.column(f"__c{i}", quoted=True), c.type)) if c is not None else f'"__c{i}"'
         for i, c in enumerate(cols)
     )
     source = sqlglot.parse_one(f"SELECT {proj} FROM ({to_duckdb(node.expression)}) AS __src({aliases})", read="duckdb")
@@ -147,7 +133,7 @@ def _blob_literal(value: bytes) -> str:
 def _insert(session: Any, node: exp.Insert, info: TableInfo, names: dict[str, str]) -> Result:
     """INSERT into a tracked table (logged) or one whose keys the emulator checks (:mod:`.keys`):
     the new rows are computed first, checked, then inserted."""
-    tnode = _pad_chars(transform(node, session.context()), info)
+    tnode = _store_values(transform(node, session.context()), info)
     returning = " RETURNING *" if info.instances else ""
     source = tnode.expression
     try:
@@ -255,7 +241,7 @@ def _affected_rows(
             if expr is None:
                 proj.append(f"{ref}.{dq(col.name)}")
             else:
-                proj.append(to_duckdb(_pad(exp.Cast(this=expr, to=duck_datatype(col.type)), col.type)))
+                proj.append(to_duckdb(stored(expr, col.type, cast=True)))
     where = node.args.get("where")
     where_sql = (" " + to_duckdb(where)) if where is not None else ""
     order = ", ".join(f"{ref}.{dq(k)}" for k in info.pk) if info.pk else f"{ref}.rowid"

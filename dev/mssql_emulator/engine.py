@@ -711,7 +711,9 @@ class Session:
                 value = None
                 if default:
                     expr = default
-                    if isinstance(kind, exp.DataType):
+                    if isinstance(kind, exp.DataType) and kind.this in _ROUNDED_TYPES:
+                        value = self.eval_scalar(exp.Cast(this=default, to=kind.copy()))  # ticks, minutes
+                    elif isinstance(kind, exp.DataType):
                         expr = exp.Cast(this=default, to=duck_datatype(sqltype_from_datatype(kind)))
                         value = self._eval_duck_expr(expr, default)
                     else:
@@ -724,6 +726,9 @@ class Session:
             return self.cur.execute(f"SELECT CAST({inner_sql} AS {cast.to.sql('duckdb')})").fetchone()[0]
         except duckdb.Error as exc:
             raise errors.from_duckdb(exc, spid=self.spid) from exc
+
+
+_ROUNDED_TYPES = {exp.DType.DATETIME, exp.DType.SMALLDATETIME}  # see .storage
 
 
 def _guarded(batches: Any, session: Session) -> Any:

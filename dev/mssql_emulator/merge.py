@@ -31,7 +31,8 @@ from .catalog import TableInfo, dq
 from .dml import _distinct, _image, _insert_pending, _names, _with_rows, all_bits_mask, record_columns, update_mask
 from .lsn import int_to_lsn
 from .results import Result
-from .translate import duck_datatype, table_parts, to_duckdb, transform
+from .storage import stored
+from .translate import table_parts, to_duckdb, transform
 
 
 def has_unique_index(session: Any, info: TableInfo) -> bool:
@@ -85,7 +86,7 @@ def execute(session: Any, node: exp.Merge) -> Result:
                 if col is None:
                     raise errors.invalid_column(eq.this.name if isinstance(eq, exp.EQ) else "?")
                 positions[index_of[col.name.lower()]] = len(proj)
-                proj.append(f"CAST({to_duckdb(eq.expression)} AS {to_duckdb(duck_datatype(col.type))})")
+                proj.append(to_duckdb(stored(eq.expression, col.type, cast=True)))
         elif isinstance(then, exp.Insert):
             action = "insert"
             targets = then.this.expressions if isinstance(then.this, exp.Tuple) else [exp.column(c.name) for c in cols]
@@ -101,7 +102,7 @@ def execute(session: Any, node: exp.Merge) -> Result:
                 if col is None:
                     raise errors.invalid_column(col_expr.name)
                 positions[index_of[col.name.lower()]] = len(proj)
-                proj.append(f"CAST({to_duckdb(value)} AS {to_duckdb(duck_datatype(col.type))})")
+                proj.append(to_duckdb(stored(value, col.type, cast=True)))
         elif isinstance(then, exp.Var) and then.name.upper() == "DELETE":
             action = "delete"
         else:

@@ -268,7 +268,9 @@ def _datetime_encoder(small: bool) -> Callable[[pa.Array, bool], Encoded]:
             )
             width = 4
         else:
-            ticks = (us_of_day * 3 + 5000) // 10000  # 1/300 s, rounded
+            ticks = (us_of_day * 3 + 5000) // 10000  # 1/300 s, rounded (stored values are ticks already)
+            carry = ticks >= 25_920_000  # 23:59:59.999 of a file written before values were rounded
+            days, ticks = days + carry, np.where(carry, 0, ticks)
             values = np.concatenate([_as_bytes_matrix(days, "<i4"), _as_bytes_matrix(ticks, "<u4")], axis=1)
             width = 8
         return _fixed(values, width, bytes([width]), _nulls(arr), b"" if nbc else b"\x00")

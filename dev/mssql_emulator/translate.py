@@ -26,8 +26,9 @@ from sqlglot.tokens import Token, TokenType
 
 from . import errors
 from .catalog import LSN_COLUMNS
-from .collation import apply_collation
+from .collation import ColumnScope, apply_collation
 from .sqltypes import SqlType, UnknownTypeError, make_type
+from .storage import round_datetime
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -119,7 +120,17 @@ def parse_statement(raw: RawStatement) -> exp.Expression:
     statements = [p for p in parsed if p is not None]
     if len(statements) != 1:
         raise errors.syntax_error(raw.first_word)
-    return statements[0]
+    return mark_sysdatetime(statements[0], raw.text)
+
+
+def mark_sysdatetime(node: exp.Expression, text: str) -> exp.Expression:
+    """sqlglot reads GETDATE(), CURRENT_TIMESTAMP and SYSDATETIME() alike; SQL Server's GETDATE()
+    returns ``datetime`` (1/300 s ticks), SYSDATETIME() ``datetime2(7)``: keep the latter apart."""
+    for found in list(node.find_all(exp.CurrentTimestamp)):
+        start, end = found.meta.get("start"), found.meta.get("end")
+        if start is not None and end is not None and text[start : end + 1].upper() == "SYSDATETIME":
+            found.replace(exp.Anonymous(this="SYSDATETIME"))
+    return node
 
 
 # -- DDL: column definitions (parsed from tokens to keep SQL Server's exact type names) --------
@@ -573,8 +584,47 @@ def _value_literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def _timestamp_literal(value: datetime) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), "TIMESTAMP")
+def _timestamp_literal(value: datetime, duck_type: str = "TIMESTAMP") -> exp.Expression:
+    text = exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds"))
+    return exp.Cast(this=text, to=exp.DataType.build(duck_type, dialect="duckdb"))
+
+
+_LEGACY_TIME_CASTS = {exp.DType.DATETIME: "round_datetime", exp.DType.SMALLDATETIME: "round_smalldatetime"}
+_DATETIME_FUNCS = {"GETDATE", "CURRENT_TIMESTAMP", "GETUTCDATE"}  # these return datetime (ticks)
+
+
+def _convert_to_legacy_time(node: exp.Expression, scope: ColumnScope) -> None:
+    """A string (or a pymssql datetime parameter, which is a string) compared with a ``datetime`` or
+    ``smalldatetime`` column is converted to the column's type first, as SQL Server converts the
+    lower-precedence side: ``at = '… 12:00:00.199'`` matches the row stored as .200."""
+
+    def convert(column: exp.Expression, other: exp.Expression) -> exp.Expression | None:
+        macro = {"datetime": "round_datetime", "smalldatetime": "round_smalldatetime"}.get(
+            scope.type_name(column) or ""
+        )
+        textual = (
+            isinstance(other, exp.National)
+            or (isinstance(other, exp.Literal) and other.is_string)
+            or (isinstance(other, exp.Parameter) and isinstance(scope.variables.get(other.name.lower()), str))
+        )
+        return _sys_call(macro, [other.copy()]) if macro and textual else None
+
+    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
+            continue
+        for side, other in (("this", "expression"), ("expression", "this")):
+            converted = convert(cmp.args[side], cmp.args[other])
+            if converted is not None:
+                cmp.set(other, converted)
+                break
+    for between in list(node.find_all(exp.Between)):
+        for bound in ("low", "high"):
+            converted = convert(between.this, between.args[bound])
+            if converted is not None:
+                between.set(bound, converted)
+    for found in list(node.find_all(exp.In)):
+        if found.expressions and scope.type_name(found.this) in ("datetime", "smalldatetime"):
+            found.set("expressions", [convert(found.this, e) or e for e in found.expressions])
 
 
 def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = True) -> exp.Expression:
@@ -582,7 +632,10 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
     node = node.copy()
     _pad_lsn_literal(node)
     if ctx.column_types is not None:
-        apply_collation(node, ctx.column_types, ctx.variables)
+        scope = ColumnScope(node, ctx.column_types, ctx.variables)
+        if not scope.empty:
+            apply_collation(node, scope)
+            _convert_to_legacy_time(node, scope)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):
@@ -596,10 +649,18 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
                 return duck_datatype(sqltype_from_datatype(n))
             except (UnknownTypeError, ValueError):
                 return n
-        if isinstance(n, exp.CurrentTimestamp):
+        if isinstance(n, exp.CurrentTimestamp):  # GETDATE(), CURRENT_TIMESTAMP: datetime
             if ctx.dynamic_time:
-                return exp.Anonymous(this="current_localtimestamp")
-            return _timestamp_literal(ctx.now())
+                return _sys_call("round_datetime", [exp.Anonymous(this="current_localtimestamp")])
+            return _timestamp_literal(round_datetime(ctx.now()), "TIMESTAMP_MS")
+        if isinstance(n, (exp.Cast, exp.Convert)):
+            target = n.args.get("to") if isinstance(n, exp.Cast) else n.this
+            value = n.this if isinstance(n, exp.Cast) else n.expression
+            macro = _LEGACY_TIME_CASTS.get(target.this) if isinstance(target, exp.DataType) else None
+            if macro is not None and value is not None:
+                if isinstance(n, exp.TryCast):
+                    value = exp.TryCast(this=value, to=exp.DataType.build("TIMESTAMP"))
+                return _sys_call(macro, [sub(value)])
         if isinstance(n, exp.ObjectId):
             return _object_id(sub(n.this))
         if isinstance(n, exp.CurrentUser) or (isinstance(n, exp.Column) and n.name.upper() == "SYSTEM_USER"):
@@ -608,7 +669,10 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
             name = n.name.upper() if isinstance(n.this, str) else str(n.this).upper()
             if name in _TIME_FUNCS:
                 if ctx.dynamic_time:
-                    return exp.Anonymous(this="current_localtimestamp")
+                    now: exp.Expression = exp.Anonymous(this="current_localtimestamp")
+                    return _sys_call("round_datetime", [now]) if name in _DATETIME_FUNCS else now
+                if name in _DATETIME_FUNCS:
+                    return _timestamp_literal(round_datetime(ctx.now()), "TIMESTAMP_MS")
                 return _timestamp_literal(ctx.now())
             if name in _SYS_FUNCS and not isinstance(n.parent, exp.Dot):
                 return _sys_call(_SYS_FUNCS[name], [sub(a) for a in n.expressions])

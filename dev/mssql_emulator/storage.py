@@ -1,0 +1,89 @@
+"""What a value becomes when SQL Server stores it in a column: the rules the emulator applies on
+every write path (INSERT, UPDATE, MERGE, DEFAULT, ALTER COLUMN, the bulk path), so that the table,
+the change tables and every reader see the value SQL Server would hold.
+
+* ``char(n)``/``nchar(n)``: blank-padded to n.
+* ``datetime``: rounded to 1/300-second ticks, shown as .000, .003 or .007 ("datetime
+  (Transact-SQL)", learn.microsoft.com/sql/t-sql/data-types/datetime-transact-sql: "Rounded to
+  increments of .000, .003, or .007 seconds"; 23:59:59.999 becomes the next day, .995-.998 become
+  .997, .992-.994 .993, .990-.991 .990). Stored as DuckDB ``TIMESTAMP_MS`` holding the millisecond
+  SQL Server displays for the tick (tick t of a second shows as round(t * 10 / 3) ms), which the TDS
+  encoder turns back into the same tick.
+* ``smalldatetime``: rounded to the minute, "Values that are 29.998 seconds or less are rounded
+  down to the nearest minute. Values of 29.999 seconds or more are rounded up"
+  (learn.microsoft.com/sql/t-sql/data-types/smalldatetime-transact-sql).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlglot
+from sqlglot import exp
+
+from .sqltypes import SqlType
+
+# DuckDB macros (created with the catalog's, in schema sys). x: anything that casts to TIMESTAMP.
+MACROS = """
+CREATE OR REPLACE MACRO sys.round_datetime(x) AS CAST(
+    date_trunc('second', CAST(x AS TIMESTAMP)) + to_milliseconds(
+        (((epoch_us(CAST(x AS TIMESTAMP)) - epoch_us(date_trunc('second', CAST(x AS TIMESTAMP)))) * 3 + 5000)
+            // 10000 * 10 + 1) // 3)
+    AS TIMESTAMP_MS);
+CREATE OR REPLACE MACRO sys.round_smalldatetime(x) AS CAST(
+    date_trunc('minute', CAST(x AS TIMESTAMP)) + CASE
+        WHEN epoch_us(CAST(x AS TIMESTAMP)) - epoch_us(date_trunc('minute', CAST(x AS TIMESTAMP))) >= 29998500
+        THEN INTERVAL 1 MINUTE ELSE INTERVAL 0 MINUTE END
+    AS TIMESTAMP_S);
+"""
+
+
+def round_datetime(value: datetime) -> datetime:
+    """A Python datetime as a SQL Server ``datetime`` holds it (see the module docstring)."""
+    second = value.replace(microsecond=0)
+    ticks = (value.microsecond * 3 + 5000) // 10000
+    return second + timedelta(milliseconds=(ticks * 10 + 1) // 3)
+
+
+def round_smalldatetime(value: datetime) -> datetime:
+    minute = value.replace(second=0, microsecond=0)
+    return minute + timedelta(minutes=1) if value - minute >= timedelta(seconds=29.9985) else minute
+
+
+def _char_length(sql_type: SqlType) -> int | None:
+    if sql_type.name in ("char", "nchar") and (sql_type.length or 0) > 0:
+        return int(sql_type.length or 0)
+    return None
+
+
+def has_rule(sql_type: SqlType | None) -> bool:
+    """Whether values written to a column of this type change on the way in."""
+    return sql_type is not None and (_char_length(sql_type) is not None or sql_type.name in _MACRO)
+
+
+_MACRO = {"datetime": "round_datetime", "smalldatetime": "round_smalldatetime"}
+
+
+def _sys_call(name: str, arg: exp.Expression) -> exp.Expression:
+    return exp.Dot(this=exp.to_identifier("sys"), expression=exp.Anonymous(this=name, expressions=[arg]))
+
+
+def stored(expr: exp.Expression, sql_type: SqlType, *, cast: bool = False) -> exp.Expression:
+    """``expr`` (a translated, DuckDB-side expression) as a column of ``sql_type`` stores it;
+    ``cast``: also cast to the storage type (where the caller relies on the result's type)."""
+    macro = _MACRO.get(sql_type.name)
+    if macro is not None:
+        return _sys_call(macro, expr)
+    if cast:
+        expr = exp.Cast(this=expr, to=exp.DataType.build(sql_type.duck_type(), dialect="duckdb"))
+    n = _char_length(sql_type)
+    if n is None:
+        return expr
+    x = expr.sql(dialect="duckdb", identify=True)
+    return sqlglot.parse_one(f"CASE WHEN length({x}) < {n} THEN rpad({x}, {n}, ' ') ELSE {x} END", read="duckdb")
+
+
+def stored_sql(expr_sql: str, sql_type: SqlType) -> str:
+    """:func:`stored` (with the cast) for SQL text."""
+    node = stored(sqlglot.parse_one(expr_sql, read="duckdb"), sql_type, cast=True)
+    return node.sql(dialect="duckdb", identify=True)
