@@ -1,0 +1,106 @@
+"""``datetimeoffset`` keeps its offset end to end: storage, the change tables, results in-process and
+over TDS, and parameters from each driver (issue 24).
+
+Source: "datetimeoffset (Transact-SQL)", learn.microsoft.com/sql/t-sql/data-types/datetimeoffset-
+transact-sql: "The data is stored in the database and processed, compared, sorted, and indexed in
+the server as in UTC. The time zone offset is preserved in the database for retrieval."; a string
+with date and time but no offset gets "+00:00"; converting to date, time, datetime or datetime2
+copies the local date and time and truncates the time zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from tests.emulator.conftest import Sql
+
+IST = timezone(timedelta(hours=5, minutes=30))
+PST = timezone(timedelta(hours=-8))
+
+
+def exact(value: Any) -> Any:
+    """An aware datetime as (local wall time, offset): ``==`` on aware datetimes ignores the offset."""
+    return (value.replace(tzinfo=None), value.utcoffset()) if isinstance(value, datetime) else value
+
+
+@pytest.fixture(params=["in-process", "tds"])
+def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
+    return sql if request.param == "in-process" else request.getfixturevalue("tds")
+
+
+@pytest.fixture
+def events(sql: Sql) -> Sql:
+    sql("CREATE TABLE dbo.ev (id int NOT NULL PRIMARY KEY, at datetimeoffset(7) NULL, note varchar(10) NULL)")
+    sql("EXEC sys.sp_cdc_enable_db")
+    sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'ev', @role_name = NULL")
+    return sql
+
+
+EXPECTED = [
+    (1, (datetime(2026, 6, 1, 12, 0, 0, 500000), timedelta(hours=5, minutes=30))),
+    (2, (datetime(2026, 1, 1, 10, 0), timedelta(hours=-8))),
+    (3, (datetime(2026, 1, 1, 12, 0, 0, 199000), timedelta(hours=5, minutes=30))),
+    (4, (datetime(2026, 1, 1, 10, 0), timedelta(0))),
+    (5, None),
+]
+
+
+def _insert(client: Sql) -> None:
+    client("INSERT INTO dbo.ev (id, at) VALUES (1, '2026-06-01T12:00:00.5+05:30'), (2, '2026-01-01 10:00 -08:00')")
+    client("INSERT INTO dbo.ev (id, at) VALUES (%s, %s)", (3, datetime(2026, 1, 1, 12, 0, 0, 199000, tzinfo=IST)))
+    client("INSERT INTO dbo.ev (id, at) VALUES (4, '2026-01-01 10:00:00'), (5, NULL)")  # no offset: +00:00
+
+
+def test_the_offset_is_stored_and_read_back_in_process_and_over_tds(events: Sql, client: Sql, tds: Sql) -> None:
+    _insert(client)
+    for reader in (events, tds):
+        assert [(i, exact(v)) for i, v in reader("SELECT id, at FROM dbo.ev ORDER BY id")] == EXPECTED
+
+
+def test_the_change_table_keeps_the_offset_through_update_and_merge(events: Sql, client: Sql) -> None:
+    _insert(client)
+    client("UPDATE dbo.ev SET at = '2026-02-02 08:15:00 +01:00' WHERE id = 2")
+    client(
+        "MERGE dbo.ev AS t USING (VALUES (4, '2026-03-03 03:03:03 -03:30')) AS s (id, at) ON t.id = s.id"
+        " WHEN MATCHED THEN UPDATE SET at = s.at;"
+    )
+    client("EXEC emu.capture")
+    rows = client(
+        "SELECT [__$operation], id, at FROM cdc.dbo_ev_CT WHERE id IN (2, 4)"
+        " ORDER BY [__$start_lsn], [__$command_id], [__$seqval], [__$operation]"
+    )
+    assert [(op, i, exact(v)) for op, i, v in rows] == [
+        (2, 2, (datetime(2026, 1, 1, 10, 0), timedelta(hours=-8))),
+        (2, 4, (datetime(2026, 1, 1, 10, 0), timedelta(0))),
+        (3, 2, (datetime(2026, 1, 1, 10, 0), timedelta(hours=-8))),
+        (4, 2, (datetime(2026, 2, 2, 8, 15), timedelta(hours=1))),
+        (1, 4, (datetime(2026, 1, 1, 10, 0), timedelta(0))),  # MERGE on a keyed table: delete + insert
+        (2, 4, (datetime(2026, 3, 3, 3, 3, 3), timedelta(hours=-3, minutes=-30))),
+    ]
+    assert [(i, exact(v)) for i, v in client("SELECT id, at FROM dbo.ev WHERE id IN (2, 4) ORDER BY id")] == [
+        (2, (datetime(2026, 2, 2, 8, 15), timedelta(hours=1))),
+        (4, (datetime(2026, 3, 3, 3, 3, 3), timedelta(hours=-3, minutes=-30))),
+    ]
+
+
+def test_comparison_and_order_are_by_the_utc_instant(events: Sql, client: Sql) -> None:
+    client(
+        "INSERT INTO dbo.ev (id, at) VALUES (1, '2026-01-01 12:00 +05:30'), (2, '2026-01-01 06:30 +00:00'),"
+        " (3, '2026-01-01 00:00 -08:00')"
+    )
+    assert client("SELECT id FROM dbo.ev WHERE at = '2026-01-01T06:30:00Z' ORDER BY id") == [(1,), (2,)]
+    assert client("SELECT id FROM dbo.ev WHERE at > %s", (datetime(2026, 1, 1, 7, 0, tzinfo=UTC),)) == [(3,)]
+    assert [r[0] for r in client("SELECT id FROM dbo.ev ORDER BY at DESC, id")] == [3, 1, 2]
+
+
+def test_conversion_to_other_date_and_time_types_keeps_the_local_time(events: Sql, client: Sql) -> None:
+    client("INSERT INTO dbo.ev (id, at) VALUES (1, '2025-12-10 23:32:10.1237 -01:00')")
+    row = client("SELECT CAST(at AS datetime2(7)), CAST(at AS date), CONVERT(varchar(40), at) FROM dbo.ev")[0]
+    assert row[:2] == (datetime(2025, 12, 10, 23, 32, 10, 123700), date(2025, 12, 10))
+    assert row[2].startswith("2025-12-10 23:32:10.1237") and row[2].endswith(" -01:00")
+    assert [exact(v) for (v,) in client("SELECT CAST('2026-01-01 10:00 +02:00' AS datetimeoffset)")] == [
+        (datetime(2026, 1, 1, 10, 0), timedelta(hours=2))
+    ]
