@@ -12,6 +12,14 @@ the change tables and every reader see the value SQL Server would hold.
 * ``smalldatetime``: rounded to the minute, "Values that are 29.998 seconds or less are rounded
   down to the nearest minute. Values of 29.999 seconds or more are rounded up"
   (learn.microsoft.com/sql/t-sql/data-types/smalldatetime-transact-sql).
+* ``datetimeoffset``: the UTC instant and the offset in minutes, ``STRUCT(dto_utc, dto_offset)``:
+  "The data is stored in the database and processed, compared, sorted, and indexed in the server as
+  in UTC. The time zone offset is preserved in the database for retrieval"
+  (learn.microsoft.com/sql/t-sql/data-types/datetimeoffset-transact-sql). A value is read from its
+  text (``'2026-06-01T12:00:00.5+05:30'``, ``'… -08:00'``, ``'…Z'``; none: +00:00, as the
+  documentation's "DATE + TIME: The TIMEZONE defaults to +00:00"), so any expression converts.
+  Comparisons use the instant; conversion to date, time, datetime and datetime2 copies the local
+  date and time ("the time zone is truncated").
 """
 
 from __future__ import annotations
@@ -24,12 +32,33 @@ from sqlglot import exp
 from .sqltypes import SqlType
 
 # DuckDB macros (created with the catalog's, in schema sys). x: anything that casts to TIMESTAMP.
-MACROS = """
+MACROS = r"""
 CREATE OR REPLACE MACRO sys.round_datetime(x) AS CAST(
     date_trunc('second', CAST(x AS TIMESTAMP)) + to_milliseconds(
         (((epoch_us(CAST(x AS TIMESTAMP)) - epoch_us(date_trunc('second', CAST(x AS TIMESTAMP)))) * 3 + 5000)
             // 10000 * 10 + 1) // 3)
     AS TIMESTAMP_MS);
+CREATE OR REPLACE MACRO sys.dto_minutes(t) AS CASE
+    WHEN regexp_matches(t, ':\d{2}(\.\d*)?\s*[+-]\d{1,2}(:?\d{2})?$') THEN
+        (CASE WHEN regexp_extract(t, '([+-])\d{1,2}:?(\d{2})?$', 1) = '-' THEN -1 ELSE 1 END)
+        * (CAST(regexp_extract(t, '[+-](\d{1,2}):?(\d{2})?$', 1) AS INTEGER) * 60
+           + coalesce(TRY_CAST(regexp_extract(t, '[+-]\d{1,2}:?(\d{2})?$', 1) AS INTEGER), 0))
+    ELSE 0 END;
+CREATE OR REPLACE MACRO sys.text_to_datetimeoffset(t) AS CASE
+    WHEN t IS NULL THEN NULL
+    WHEN starts_with(t, '{') THEN CAST(t AS STRUCT(dto_utc TIMESTAMP, dto_offset SMALLINT))
+    ELSE struct_pack(
+        dto_utc := CAST(regexp_replace(t, '(:\d{2}(\.\d*)?)\s*(Z|[+-]\d{1,2}(:?\d{2})?)$', '\1') AS TIMESTAMP)
+            - to_minutes(sys.dto_minutes(t)),
+        dto_offset := CAST(sys.dto_minutes(t) AS SMALLINT)) END;
+CREATE OR REPLACE MACRO sys.to_datetimeoffset(x) AS sys.text_to_datetimeoffset(trim(CAST(x AS VARCHAR)));
+CREATE OR REPLACE MACRO sys.dto_local(d) AS
+    struct_extract(d, 'dto_utc') + to_minutes(CAST(struct_extract(d, 'dto_offset') AS INTEGER));
+CREATE OR REPLACE MACRO sys.dto_text(d) AS CASE WHEN d IS NULL THEN NULL ELSE
+    strftime(sys.dto_local(d), '%Y-%m-%d %H:%M:%S.%f') || '0 '
+    || CASE WHEN struct_extract(d, 'dto_offset') < 0 THEN '-' ELSE '+' END
+    || lpad(CAST(abs(struct_extract(d, 'dto_offset')) // 60 AS VARCHAR), 2, '0') || ':'
+    || lpad(CAST(abs(struct_extract(d, 'dto_offset')) % 60 AS VARCHAR), 2, '0') END;
 CREATE OR REPLACE MACRO sys.round_smalldatetime(x) AS CAST(
     date_trunc('minute', CAST(x AS TIMESTAMP)) + CASE
         WHEN epoch_us(CAST(x AS TIMESTAMP)) - epoch_us(date_trunc('minute', CAST(x AS TIMESTAMP))) >= 29998500
@@ -61,7 +90,7 @@ def has_rule(sql_type: SqlType | None) -> bool:
     return sql_type is not None and (_char_length(sql_type) is not None or sql_type.name in _MACRO)
 
 
-_MACRO = {"datetime": "round_datetime", "smalldatetime": "round_smalldatetime"}
+_MACRO = {"datetime": "round_datetime", "smalldatetime": "round_smalldatetime", "datetimeoffset": "to_datetimeoffset"}
 
 
 def _sys_call(name: str, arg: exp.Expression) -> exp.Expression:

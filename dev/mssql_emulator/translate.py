@@ -573,8 +573,10 @@ def _value_literal(value: Any) -> exp.Expression:
         return exp.HexString(this=bytes(value).hex().upper())
     if isinstance(value, (int, float, Decimal)):
         return exp.Literal.number(str(value))
+    if isinstance(value, datetime) and value.tzinfo is not None:  # a datetimeoffset parameter (RPC)
+        return _sys_call("to_datetimeoffset", [exp.Literal.string(value.isoformat(sep=" "))])
     if isinstance(value, datetime):
-        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ" if value.tzinfo else "TIMESTAMP")
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
     if isinstance(value, date):
         return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
     if isinstance(value, time):
@@ -589,7 +591,12 @@ def _timestamp_literal(value: datetime, duck_type: str = "TIMESTAMP") -> exp.Exp
     return exp.Cast(this=text, to=exp.DataType.build(duck_type, dialect="duckdb"))
 
 
-_LEGACY_TIME_CASTS = {exp.DType.DATETIME: "round_datetime", exp.DType.SMALLDATETIME: "round_smalldatetime"}
+# CAST/CONVERT to these types: the storage rules of .storage (ticks, minutes, offset)
+_CONVERSION_MACROS = {
+    exp.DType.DATETIME: "round_datetime",
+    exp.DType.SMALLDATETIME: "round_smalldatetime",
+    exp.DType.TIMESTAMPTZ: "to_datetimeoffset",
+}
 _DATETIME_FUNCS = {"GETDATE", "CURRENT_TIMESTAMP", "GETUTCDATE"}  # these return datetime (ticks)
 
 
@@ -627,6 +634,46 @@ def _convert_to_legacy_time(node: exp.Expression, scope: ColumnScope) -> None:
             found.set("expressions", [convert(found.this, e) or e for e in found.expressions])
 
 
+def _instant(side: exp.Expression, scope: ColumnScope) -> exp.Expression:
+    """The UTC instant of a datetimeoffset column, or of any other value read as datetimeoffset."""
+    if scope.type_name(side) == "datetimeoffset":
+        return exp.Anonymous(this="struct_extract", expressions=[side.copy(), exp.Literal.string("dto_utc")])
+    value = _sys_call("to_datetimeoffset", [side.copy()])
+    return exp.Anonymous(this="struct_extract", expressions=[value, exp.Literal.string("dto_utc")])
+
+
+def _datetimeoffset_as_instant(node: exp.Expression, scope: ColumnScope) -> None:
+    """datetimeoffset is "processed, compared, sorted, and indexed in the server as in UTC": a
+    comparison with a datetimeoffset column compares instants; converting the column to another date
+    or time type copies its local date and time, to a string gives SQL Server's text with the offset."""
+    dto = "datetimeoffset"
+    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        if not isinstance(cmp.parent, (exp.Update, exp.SetItem)) and dto in (
+            scope.type_name(cmp.this),
+            scope.type_name(cmp.expression),
+        ):
+            cmp.set("this", _instant(cmp.this, scope))
+            cmp.set("expression", _instant(cmp.expression, scope))
+    for between in list(node.find_all(exp.Between)):
+        if scope.type_name(between.this) == dto:
+            for part in ("this", "low", "high"):
+                between.set(part, _instant(between.args[part], scope))
+    for found in list(node.find_all(exp.In)):
+        if scope.type_name(found.this) == dto and found.expressions:
+            found.set("expressions", [_instant(e, scope) for e in found.expressions])
+            found.set("this", _instant(found.this, scope))
+    for cast in list(node.find_all(exp.Cast, exp.Convert)):
+        value = cast.this if isinstance(cast, exp.Cast) else cast.expression
+        target = cast.args.get("to") if isinstance(cast, exp.Cast) else cast.this
+        if value is None or scope.type_name(value) != dto or not isinstance(target, exp.DataType):
+            continue
+        if target.this == exp.DType.TIMESTAMPTZ:
+            continue
+        textual = target.this in (exp.DType.CHAR, exp.DType.VARCHAR, exp.DType.NCHAR, exp.DType.NVARCHAR)
+        converted = _sys_call("dto_text" if textual else "dto_local", [value.copy()])
+        cast.set("this" if isinstance(cast, exp.Cast) else "expression", converted)
+
+
 def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = True) -> exp.Expression:
     """Rewrite a parsed T-SQL statement so that DuckDB runs it with SQL Server's meaning."""
     node = node.copy()
@@ -636,6 +683,7 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
         if not scope.empty:
             apply_collation(node, scope)
             _convert_to_legacy_time(node, scope)
+            _datetimeoffset_as_instant(node, scope)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):
@@ -656,7 +704,7 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
         if isinstance(n, (exp.Cast, exp.Convert)):
             target = n.args.get("to") if isinstance(n, exp.Cast) else n.this
             value = n.this if isinstance(n, exp.Cast) else n.expression
-            macro = _LEGACY_TIME_CASTS.get(target.this) if isinstance(target, exp.DataType) else None
+            macro = _CONVERSION_MACROS.get(target.this) if isinstance(target, exp.DataType) else None
             if macro is not None and value is not None:
                 if isinstance(n, exp.TryCast):
                     value = exp.TryCast(this=value, to=exp.DataType.build("TIMESTAMP"))
@@ -673,6 +721,8 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
                     return _sys_call("round_datetime", [now]) if name in _DATETIME_FUNCS else now
                 if name in _DATETIME_FUNCS:
                     return _timestamp_literal(round_datetime(ctx.now()), "TIMESTAMP_MS")
+                if name == "SYSDATETIMEOFFSET":  # the emulator clock has no zone: +00:00
+                    return _sys_call("to_datetimeoffset", [_timestamp_literal(ctx.now())])
                 return _timestamp_literal(ctx.now())
             if name in _SYS_FUNCS and not isinstance(n.parent, exp.Dot):
                 return _sys_call(_SYS_FUNCS[name], [sub(a) for a in n.expressions])

@@ -10,9 +10,11 @@ copies the local date and time and truncates the time zone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from tests.emulator.conftest import Sql
@@ -103,4 +105,55 @@ def test_conversion_to_other_date_and_time_types_keeps_the_local_time(events: Sq
     assert row[2].startswith("2025-12-10 23:32:10.1237") and row[2].endswith(" -01:00")
     assert [exact(v) for (v,) in client("SELECT CAST('2026-01-01 10:00 +02:00' AS datetimeoffset)")] == [
         (datetime(2026, 1, 1, 10, 0), timedelta(hours=2))
+    ]
+
+
+# -- mssql-python (the change reader's Arrow path) in both directions ---------------------------------
+@pytest.fixture
+def mssql_python(engine: Any, events: Sql) -> Iterator[Any]:
+    """An mssql-python connection to ``engine`` over TDS; skipped where the driver cannot load (it needs
+    the system library libltdl7: README "Connect a SQL Server client")."""
+    from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD, serve_in_thread
+    from include.cdc_pipeline.source import mssql_python_connect, odbc_connection_string
+
+    server, port = serve_in_thread(engine)
+    try:
+        try:
+            conn = mssql_python_connect(odbc_connection_string("127.0.0.1", port, "", DEFAULT_LOGIN, DEFAULT_PASSWORD))
+        except Exception as exc:  # the driver's own error types live in the module that failed to load
+            pytest.skip(f"mssql-python cannot connect here: {exc}")
+        yield conn
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_mssql_python_rows_keep_the_offset_but_its_arrow_batches_carry_only_the_instant(
+    events: Sql, mssql_python: Any
+) -> None:
+    # Measured (mssql-python 1.x): fetchall() returns the offset the server sends; cursor.arrow() types
+    # the column timestamp[us, tz=+00:00], the UTC instant. So the Arrow change read cannot carry a
+    # datetimeoffset exactly, and include/cdc_pipeline/arrow_changes.py keeps such tables on pymssql.
+    _insert(events)
+    cursor = mssql_python.cursor()
+    cursor.execute("SELECT id, at FROM dbo.ev ORDER BY id")
+    assert [(i, exact(v)) for i, v in cursor.fetchall()] == EXPECTED
+    cursor.execute("SELECT id, at FROM dbo.ev ORDER BY id")
+    table = cursor.arrow()
+    assert pa.types.is_timestamp(table.schema.field("at").type)
+    values = table.column("at").to_pylist()
+    instants = [None if e is None else e[0] - e[1] for _, e in EXPECTED]
+    assert [None if v is None else v.replace(tzinfo=None) - v.utcoffset() for v in values] == instants
+    assert {v.utcoffset() for v in values if v is not None} == {timedelta(0)}  # every offset lost
+
+
+def test_a_datetimeoffset_parameter_from_mssql_python_keeps_its_offset(events: Sql, mssql_python: Any) -> None:
+    cursor = mssql_python.cursor()
+    cursor.execute("INSERT INTO dbo.ev (id, at) VALUES (?, ?)", (1, datetime(2026, 1, 1, 12, 0, 0, 199000, tzinfo=IST)))
+    cursor.execute("INSERT INTO dbo.ev (id, at) VALUES (?, ?)", (2, datetime(2026, 1, 1, 10, 0, tzinfo=PST)))
+    mssql_python.commit()
+    assert [(i, exact(v)) for i, v in events("SELECT id, at FROM dbo.ev ORDER BY id")] == [
+        (1, (datetime(2026, 1, 1, 12, 0, 0, 199000), timedelta(hours=5, minutes=30))),
+        (2, (datetime(2026, 1, 1, 10, 0), timedelta(hours=-8))),
     ]
