@@ -21,6 +21,7 @@ from .storage import has_rule, round_datetime, stored, stored_sql
 from .translate import (
     ColumnDef,
     RawStatement,
+    mark_source_forms,
     parse_alter_add,
     parse_column_def,
     parse_create_table,
@@ -102,7 +103,7 @@ def _computed_sql(session: Any, col: ColumnDef) -> str:
     """A computed column as a DuckDB virtual generated column (typed when the T-SQL says so)."""
     assert col.computed_sql is not None
     try:
-        expression = sqlglot.parse_one(col.computed_sql, read="tsql")
+        expression = mark_source_forms(sqlglot.parse_one(col.computed_sql, read="tsql"), col.computed_sql)
     except sqlglot.errors.ParseError as exc:
         raise errors.syntax_error(col.computed_sql[:30]) from exc
     duck = to_duckdb(transform(expression, session.context(dynamic_time=True), top_level=False))
@@ -152,7 +153,7 @@ def _column_sql(session: Any, col: ColumnDef, seq_name: str | None) -> str:
         parts.append("DEFAULT nextval('" + seq_name.replace("'", "''") + "')")
     elif col.default_sql:
         try:
-            default = sqlglot.parse_one(col.default_sql, read="tsql")
+            default = mark_source_forms(sqlglot.parse_one(col.default_sql, read="tsql"), col.default_sql)
         except sqlglot.errors.ParseError as exc:
             raise errors.syntax_error(col.default_sql) from exc
         value = transform(default, session.context(dynamic_time=True), top_level=False)

@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
 from . import bulk, catalog, cdc, ddl, dml, errors, merge, procs, security
@@ -44,8 +45,10 @@ from .translate import (
     TranslateContext,
     bind_params,
     duck_datatype,
+    mark_source_forms,
     parse_statement,
     split_batch,
+    split_if,
     sqltype_from_datatype,
     to_duckdb,
     transform,
@@ -373,11 +376,13 @@ class Session:
             results: list[Result] = []
             for index, raw in enumerate(statements):
                 last = index == len(statements) - 1
-                result = self._run(raw, stream=last)
-                if result is not None:
-                    results.append(result)
-                    if result.has_rows and last:
-                        self._stream = result
+                for result in (
+                    self._run_if(raw, stream=last) if raw.first_word == "IF" else [self._run(raw, stream=last)]
+                ):
+                    if result is not None:
+                        results.append(result)
+                        if result.has_rows and last:
+                            self._stream = result
             return results
 
     def commit(self) -> None:
@@ -637,6 +642,29 @@ class Session:
         self.rowcount = result.rowcount if result is not None else 0
         self._end_statement()
         return result
+
+    def _run_if(self, raw: RawStatement, *, stream: bool) -> list[Result | None]:
+        """``IF <condition> <statement or BEGIN … END> [ELSE …]``: the condition is evaluated as a
+        query (``EXISTS (…)``, comparisons, variables), then the chosen branch's statements run."""
+        parts = split_if(raw)
+        text = f"SELECT CASE WHEN {parts.condition} THEN 1 ELSE 0 END"
+        try:
+            condition = sqlglot.parse_one(text, read="tsql")
+        except sqlglot.errors.ParseError as exc:
+            raise errors.syntax_error("IF") from exc
+        sql = self.translate(mark_source_forms(condition, text))
+        settle(self.cur)
+        holds = self.run_duck(sql).fetchone()[0] == 1
+        branch = parts.then if holds else parts.otherwise
+        statements = split_batch(branch) if branch else []
+        results: list[Result | None] = []
+        for index, inner in enumerate(statements):
+            last = stream and index == len(statements) - 1
+            if inner.first_word == "IF":
+                results.extend(self._run_if(inner, stream=last))
+            else:
+                results.append(self._run(inner, stream=last))
+        return results
 
     def _dbcc(self, raw: RawStatement) -> None:
         """``DBCC TRACEON (n[, …], -1)`` / ``DBCC TRACEOFF (…)``: global trace flags (others: no effect)."""

@@ -84,21 +84,50 @@ class RawStatement:
         return self.tokens[0].text.upper() if self.tokens else ""
 
 
+class _BatchTokenizer(TSQL.tokenizer_class):  # type: ignore[name-defined,misc]
+    """T-SQL's tokenizer, except that ``END`` after ``;`` or ``BEGIN`` is a keyword, not a command
+    swallowing the rest of the statement as text (``IF … BEGIN …; END ELSE …``)."""
+
+    COMMANDS = TSQL.tokenizer_class.COMMANDS - {TokenType.END}
+
+
+_TOKENIZER = _BatchTokenizer(dialect=TSQL)
+# BEGIN followed by these is a statement (BEGIN TRAN …), not the start of a statement block
+_BEGIN_STATEMENTS = {"TRAN", "TRANSACTION", "DISTRIBUTED", "TRY", "CATCH", "DIALOG", "CONVERSATION"}
+
+
+def _opens_block(tokens: list[Token], i: int, in_statement: bool) -> bool:
+    nxt = tokens[i + 1].text.upper() if i + 1 < len(tokens) else ""
+    return tokens[i].token_type == TokenType.BEGIN and in_statement and nxt not in _BEGIN_STATEMENTS
+
+
 def split_batch(sql: str) -> list[RawStatement]:
-    """Split a batch at top-level semicolons (T-SQL's optional terminators)."""
+    """Split a batch at top-level semicolons (T-SQL's optional terminators). A ``BEGIN … END``
+    statement block of an IF, and an ``ELSE`` after a semicolon, stay in their IF statement."""
     try:
-        tokens = TSQL.tokenize(sql)
+        tokens = _TOKENIZER.tokenize(sql)
     except sqlglot.errors.TokenError as exc:
         raise errors.syntax_error(str(exc)[:60]) from exc
     out: list[RawStatement] = []
     current: list[Token] = []
-    depth = 0
-    for tok in tokens:
+    depth = blocks = cases = 0
+    for i, tok in enumerate(tokens):
         if tok.token_type == TokenType.L_PAREN:
             depth += 1
         elif tok.token_type == TokenType.R_PAREN:
             depth -= 1
-        if tok.token_type == TokenType.SEMICOLON and depth <= 0:
+        elif tok.token_type == TokenType.CASE:
+            cases += 1
+        elif _opens_block(tokens, i, bool(current)):
+            blocks += 1
+        elif tok.token_type == TokenType.END:
+            if cases:
+                cases -= 1
+            elif blocks:
+                blocks -= 1
+        if tok.token_type == TokenType.SEMICOLON and depth <= 0 and not blocks:
+            if i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.ELSE and current:
+                continue  # IF … <statement>; ELSE …: one statement
             if current:
                 out.append(RawStatement(sql[current[0].start : current[-1].end + 1], current))
             current = []
@@ -107,6 +136,96 @@ def split_batch(sql: str) -> list[RawStatement]:
     if current:
         out.append(RawStatement(sql[current[0].start : current[-1].end + 1], current))
     return out
+
+
+_STATEMENT_WORDS = {
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "EXEC", "EXECUTE", "CREATE", "ALTER", "DROP", "TRUNCATE",
+    "SET", "DECLARE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "IF", "WITH", "USE", "DBCC", "GRANT", "DENY",
+    "REVOKE", "PRINT", "RETURN",
+}  # fmt: skip
+
+
+def _branch_end(tokens: list[Token], start: int) -> int:
+    """Index after the IF branch starting at ``start``: a ``BEGIN … END`` block, or one statement up
+    to a top-level ELSE."""
+    if _opens_block(tokens, start, True):
+        blocks = cases = 0
+        for i in range(start, len(tokens)):
+            t = tokens[i].token_type
+            if t == TokenType.CASE:
+                cases += 1
+            elif t == TokenType.BEGIN and _opens_block(tokens, i, True):
+                blocks += 1
+            elif t == TokenType.END:
+                if cases:
+                    cases -= 1
+                else:
+                    blocks -= 1
+                    if blocks == 0:
+                        return i + 1
+        raise errors.syntax_error("BEGIN")
+    depth = cases = nested_ifs = 0
+    for i in range(start, len(tokens)):
+        t = tokens[i].token_type
+        depth += t == TokenType.L_PAREN
+        depth -= t == TokenType.R_PAREN
+        if t == TokenType.CASE:
+            cases += 1
+        elif t == TokenType.END and cases:
+            cases -= 1
+        elif tokens[i].text.upper() == "IF" and i > start and tokens[i].token_type not in _NAMES:
+            nested_ifs += 1
+        elif t == TokenType.ELSE and depth == 0 and not cases:
+            if not nested_ifs:
+                return i
+            nested_ifs -= 1  # this ELSE belongs to a nested IF
+    return len(tokens)
+
+
+_NAMES = {TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER}  # 'SELECT', [IF]: not keywords
+
+
+@dataclass
+class IfStatement:
+    """``IF <condition> <then> [ELSE <else>]``: the T-SQL text of each part (a branch may be a
+    ``BEGIN … END`` block: its inner statements)."""
+
+    condition: str
+    then: str
+    otherwise: str | None
+
+
+def split_if(raw: RawStatement) -> IfStatement:
+    toks = raw.tokens
+    base = toks[0].start
+
+    def text(a: int, b: int) -> str:
+        return raw.text[toks[a].start - base : toks[b - 1].end + 1 - base] if b > a else ""
+
+    def branch(a: int, b: int) -> str:
+        if _opens_block(toks, a, True):  # the block's statements
+            return text(a + 1, b - 1)
+        return text(a, b).rstrip().rstrip(";")
+
+    depth, cond_end = 0, None
+    for i in range(1, len(toks)):
+        depth += toks[i].token_type == TokenType.L_PAREN
+        depth -= toks[i].token_type == TokenType.R_PAREN
+        if depth == 0 and i > 1 and toks[i].text.upper() in _STATEMENT_WORDS and toks[i].token_type not in _NAMES:
+            cond_end = i
+            break
+    if cond_end is None:
+        raise errors.syntax_error("IF")
+    then_end = _branch_end(toks, cond_end)
+    otherwise = None
+    if then_end < len(toks) and toks[then_end].token_type == TokenType.SEMICOLON:
+        then_end += 1
+    if then_end < len(toks):
+        if toks[then_end].token_type != TokenType.ELSE or then_end + 1 >= len(toks):
+            raise errors.syntax_error(toks[then_end].text)
+        else_end = _branch_end(toks, then_end + 1)
+        otherwise = branch(then_end + 1, else_end)
+    return IfStatement(text(1, cond_end), branch(cond_end, then_end), otherwise)
 
 
 def parse_statement(raw: RawStatement) -> exp.Expression:
@@ -120,16 +239,24 @@ def parse_statement(raw: RawStatement) -> exp.Expression:
     statements = [p for p in parsed if p is not None]
     if len(statements) != 1:
         raise errors.syntax_error(raw.first_word)
-    return mark_sysdatetime(statements[0], raw.text)
+    return mark_source_forms(statements[0], raw.text)
 
 
-def mark_sysdatetime(node: exp.Expression, text: str) -> exp.Expression:
-    """sqlglot reads GETDATE(), CURRENT_TIMESTAMP and SYSDATETIME() alike; SQL Server's GETDATE()
-    returns ``datetime`` (1/300 s ticks), SYSDATETIME() ``datetime2(7)``: keep the latter apart."""
+def mark_source_forms(node: exp.Expression, text: str) -> exp.Expression:
+    """What sqlglot's tree no longer tells apart, from the statement's text:
+
+    * GETDATE(), CURRENT_TIMESTAMP and SYSDATETIME() parse alike; SQL Server's GETDATE() returns
+      ``datetime`` (1/300 s ticks), SYSDATETIME() ``datetime2(7)``: keep the latter apart;
+    * ``0x``, "(empty binary string)" ("Constants (Transact-SQL)"), parses as the name ``[0x]``:
+      a two-character identifier is the constant."""
     for found in list(node.find_all(exp.CurrentTimestamp)):
         start, end = found.meta.get("start"), found.meta.get("end")
         if start is not None and end is not None and text[start : end + 1].upper() == "SYSDATETIME":
             found.replace(exp.Anonymous(this="SYSDATETIME"))
+    for name in list(node.find_all(exp.Identifier)):
+        start, end = name.meta.get("start"), name.meta.get("end")
+        if name.name.lower() == "0x" and start is not None and end == start + 1 and isinstance(name.parent, exp.Column):
+            name.parent.replace(exp.HexString(this=""))
     return node
 
 
@@ -634,6 +761,28 @@ def _convert_to_legacy_time(node: exp.Expression, scope: ColumnScope) -> None:
             found.set("expressions", [convert(found.this, e) or e for e in found.expressions])
 
 
+def _plus_as_concatenation(node: exp.Expression, scope: ColumnScope) -> None:
+    """``+`` between character or binary strings concatenates ("+ (String Concatenation)"); DuckDB's
+    ``||`` keeps SQL Server's default CONCAT_NULL_YIELDS_NULL ON (NULL + 'a' is NULL)."""
+
+    def textual(e: exp.Expression) -> bool:
+        while isinstance(e, exp.Paren):
+            e = e.this
+        if isinstance(e, (exp.HexString, exp.DPipe)):
+            return True
+        if scope.type_name(e) in ("binary", "varbinary") or scope.kind(e) is not None:
+            return True
+        return isinstance(e, exp.Cast) and e.to.this in (exp.DType.BINARY, exp.DType.VARBINARY)
+
+    def numeric(e: exp.Expression) -> bool:
+        return isinstance(e, exp.Literal) and not e.is_string
+
+    for add in list(node.find_all(exp.Add)):
+        sides = (add.this, add.expression)
+        if any(textual(s) for s in sides) and not any(numeric(s) for s in sides):
+            add.replace(exp.DPipe(this=add.this, expression=add.expression))
+
+
 def _instant(side: exp.Expression, scope: ColumnScope) -> exp.Expression:
     """The UTC instant of a datetimeoffset column, or of any other value read as datetimeoffset."""
     if scope.type_name(side) == "datetimeoffset":
@@ -678,12 +827,12 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
     """Rewrite a parsed T-SQL statement so that DuckDB runs it with SQL Server's meaning."""
     node = node.copy()
     _pad_lsn_literal(node)
-    if ctx.column_types is not None:
-        scope = ColumnScope(node, ctx.column_types, ctx.variables)
-        if not scope.empty:
-            apply_collation(node, scope)
-            _convert_to_legacy_time(node, scope)
-            _datetimeoffset_as_instant(node, scope)
+    scope = ColumnScope(node, ctx.column_types or (lambda schema, name: None), ctx.variables)
+    if not scope.empty:
+        apply_collation(node, scope)
+        _convert_to_legacy_time(node, scope)
+        _datetimeoffset_as_instant(node, scope)
+    _plus_as_concatenation(node, scope)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):
