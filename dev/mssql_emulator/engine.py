@@ -32,7 +32,7 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from . import bulk, catalog, cdc, ddl, dml, errors, merge, procs, security
+from . import bulk, catalog, cdc, ddl, dml, errors, merge, procs, security, storage
 from .catalog import OBJECT_ID_BASE, OBJECT_ID_STEP, TableInfo
 from .clock import Clock
 from .coltypes import annotate as annotate_types
@@ -115,6 +115,7 @@ class Engine:
         cur.execute(catalog.BOOTSTRAP_TABLES)
         cur.execute(catalog.BOOTSTRAP_VIEWS)
         cur.execute(catalog.BOOTSTRAP_MACROS)
+        storage.upgrade_datetimeoffset(cur)
         security.bootstrap(cur)
         if cur.execute("SELECT count(*) FROM emu.schemas").fetchone()[0] == 0:
             cur.executemany("INSERT INTO emu.schemas VALUES (?, ?)", catalog.DEFAULT_SCHEMAS)

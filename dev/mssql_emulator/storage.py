@@ -25,11 +25,12 @@ the change tables and every reader see the value SQL Server would hold.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
-from .sqltypes import SqlType
+from .sqltypes import DATETIMEOFFSET_DUCK, SqlType
 
 # DuckDB macros (created with the catalog's, in schema sys). x: anything that casts to TIMESTAMP.
 MACROS = r"""
@@ -116,3 +117,20 @@ def stored_sql(expr_sql: str, sql_type: SqlType) -> str:
     """:func:`stored` (with the cast) for SQL text."""
     node = stored(sqlglot.parse_one(expr_sql, read="duckdb"), sql_type, cast=True)
     return node.sql(dialect="duckdb", identify=True)
+
+
+def upgrade_datetimeoffset(cur: Any) -> None:
+    """A file written by an emulator that stored datetimeoffset as DuckDB TIMESTAMPTZ (UTC): its
+    columns become the (instant, offset) storage, offset +00:00. The emulator creates no other
+    TIMESTAMPTZ column."""
+    columns = cur.execute(
+        "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND data_type = 'TIMESTAMP WITH TIME ZONE'"
+    ).fetchall()
+    for schema, table, column in columns:
+        name = '"' + column.replace('"', '""') + '"'
+        qualified = '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+        cur.execute(
+            f"ALTER TABLE {qualified} ALTER COLUMN {name} TYPE {DATETIMEOFFSET_DUCK} USING CASE WHEN {name} "
+            f"IS NOT NULL THEN struct_pack(dto_utc := timezone('UTC', {name}), dto_offset := CAST(0 AS SMALLINT)) END"
+        )

@@ -157,3 +157,30 @@ def test_a_datetimeoffset_parameter_from_mssql_python_keeps_its_offset(events: S
         (1, (datetime(2026, 1, 1, 12, 0, 0, 199000), timedelta(hours=5, minutes=30))),
         (2, (datetime(2026, 1, 1, 10, 0), timedelta(hours=-8))),
     ]
+
+
+def test_a_file_from_an_emulator_that_stored_utc_is_upgraded_on_open(tmp_path: Any) -> None:
+    from dev.mssql_emulator import Engine
+
+    path = str(tmp_path / "old.duckdb")
+    engine = Engine(path)
+    Sql(engine.connect(autocommit=True))("CREATE TABLE dbo.o (id int NOT NULL PRIMARY KEY, at datetimeoffset NULL)")
+    cur = engine.cursor()  # as an older emulator stored it: TIMESTAMPTZ, the UTC instant
+    cur.execute('ALTER TABLE dbo.o ALTER COLUMN "at" TYPE TIMESTAMPTZ USING NULL')
+    cur.execute("INSERT INTO dbo.o VALUES (1, TIMESTAMPTZ '2026-01-01 06:30:00+00'), (2, NULL)")
+    cur.close()
+    engine.close()
+    engine = Engine(path)
+    try:
+        sql = Sql(engine.connect(autocommit=True))
+        assert [(i, exact(v)) for i, v in sql("SELECT id, at FROM dbo.o ORDER BY id")] == [
+            (1, (datetime(2026, 1, 1, 6, 30), timedelta(0))),
+            (2, None),
+        ]
+        sql("INSERT INTO dbo.o VALUES (3, '2026-01-01 12:00 +05:30')")
+        assert exact(sql.one("SELECT at FROM dbo.o WHERE id = 3")) == (
+            datetime(2026, 1, 1, 12, 0),
+            timedelta(hours=5, minutes=30),
+        )
+    finally:
+        engine.close()
