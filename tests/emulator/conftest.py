@@ -100,3 +100,17 @@ def tds(engine: Engine) -> Iterator[Sql]:
         conn.close()
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(params=["in-process", "tds"])
+def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
+    """The in-process connection, then pymssql over TDS to the same database: a test taking it runs
+    once with each, so both paths must give the same values and errors."""
+    return sql if request.param == "in-process" else request.getfixturevalue("tds")
+
+
+def track(sql: Sql, table: str) -> Sql:
+    """Enable CDC on the database and on ``dbo.<table>`` (capture instance ``dbo_<table>``)."""
+    sql("EXEC sys.sp_cdc_enable_db")
+    sql(f"EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'{table}', @role_name = NULL")
+    return sql

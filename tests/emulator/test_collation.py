@@ -23,19 +23,13 @@ import re
 import pymssql
 import pytest
 
-from tests.emulator.conftest import Sql
+from tests.emulator.conftest import Sql, track
 
 TRAILER = b"DB-Lib error message 20018, severity 14:\nGeneral SQL Server error: Check messages from the SQL Server\n"
 REPRO_MERGE = (
     "MERGE dbo.t AS t USING (SELECT 'XY30' AS code, 2 AS v) AS s ON t.code = s.code"
     " WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT (code, v) VALUES (s.code, s.v);"
 )
-
-
-@pytest.fixture(params=["in-process", "tds"])
-def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
-    """The emulator's in-process connection, or pymssql over TDS to the same database."""
-    return sql if request.param == "in-process" else request.getfixturevalue("tds")
 
 
 def error(client: Sql, statement: str) -> tuple[int, bytes]:
@@ -49,8 +43,7 @@ def test_issue_24_reproduction_merge_matches_the_key_and_the_case_only_update_su
     # Given the issue's table and row,
     sql("CREATE TABLE dbo.t (code varchar(20) NOT NULL PRIMARY KEY, v int NULL)")
     sql("INSERT INTO dbo.t VALUES ('xy30', 1)")
-    sql("EXEC sys.sp_cdc_enable_db")
-    sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N't', @role_name = NULL")
+    track(sql, "t")
     # when MERGE's source row differs from it only in case, it matches: one row, the stored key kept;
     sql(REPRO_MERGE)
     assert sql("SELECT code, v FROM dbo.t") == [("xy30", 2)]

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from tests.emulator.conftest import Sql
+from tests.emulator.conftest import Sql, track
 
 IST = timezone(timedelta(hours=5, minutes=30))
 PST = timezone(timedelta(hours=-8))
@@ -28,16 +28,10 @@ def exact(value: Any) -> Any:
     return (value.replace(tzinfo=None), value.utcoffset()) if isinstance(value, datetime) else value
 
 
-@pytest.fixture(params=["in-process", "tds"])
-def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
-    return sql if request.param == "in-process" else request.getfixturevalue("tds")
-
-
 @pytest.fixture
 def events(sql: Sql) -> Sql:
     sql("CREATE TABLE dbo.ev (id int NOT NULL PRIMARY KEY, at datetimeoffset(7) NULL, note varchar(10) NULL)")
-    sql("EXEC sys.sp_cdc_enable_db")
-    sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'ev', @role_name = NULL")
+    track(sql, "ev")
     return sql
 
 

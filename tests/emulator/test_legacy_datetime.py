@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 from dev.mssql_emulator import Engine
-from tests.emulator.conftest import Sql
+from tests.emulator.conftest import Sql, track
 
 DAY = "2026-01-01 "
 ROUNDING = [  # (written, stored) for datetime: the documentation's examples and the issue's
@@ -47,16 +47,10 @@ SMALL = [  # (written, stored) for smalldatetime
 ]
 
 
-@pytest.fixture(params=["in-process", "tds"])
-def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
-    return sql if request.param == "in-process" else request.getfixturevalue("tds")
-
-
 @pytest.fixture
 def legacy(sql: Sql) -> Sql:
     sql("CREATE TABLE dbo.d (id int NOT NULL PRIMARY KEY, at datetime NULL, sat smalldatetime NULL, n int NULL)")
-    sql("EXEC sys.sp_cdc_enable_db")
-    sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'd', @role_name = NULL")
+    track(sql, "d")
     return sql
 
 

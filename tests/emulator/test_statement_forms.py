@@ -18,14 +18,7 @@ Sources:
 
 from __future__ import annotations
 
-import pytest
-
 from tests.emulator.conftest import Sql
-
-
-@pytest.fixture(params=["in-process", "tds"])
-def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
-    return sql if request.param == "in-process" else request.getfixturevalue("tds")
 
 
 def test_plus_concatenates_character_and_binary_strings(client: Sql) -> None:
