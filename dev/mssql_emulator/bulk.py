@@ -21,18 +21,16 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import sqlglot
 
 from . import errors
 from .catalog import dq, load_table
-from .dml import _blob_literal, _pad, all_bits_mask
-from .translate import to_duckdb
+from .dml import _blob_literal, all_bits_mask
+from .storage import round_datetime, stored_sql
 
 
-def _cast_sql(name: str, duck_type: str, sql_type: Any) -> str:
-    """The column cast to its storage type, char(n) blank-padded as the SQL path stores it."""
-    cast = sqlglot.parse_one(f"CAST({dq(name)} AS {duck_type})", read="duckdb")
-    return to_duckdb(_pad(cast, sql_type))
+def _cast_sql(name: str, sql_type: Any) -> str:
+    """The column as the SQL path stores it (char(n) padded, datetime ticks: :mod:`.storage`)."""
+    return stored_sql(dq(name), sql_type)
 
 
 def bulk_apply(
@@ -59,7 +57,7 @@ def bulk_apply(
                 if info is None:
                     raise errors.invalid_object(qualified)
                 cur.register("__bulk_rows_arrow", table)
-                casts = ", ".join(f"{_cast_sql(c.name, c.duck_type, c.type)} AS {dq(c.name)}" for c in info.columns)
+                casts = ", ".join(f"{_cast_sql(c.name, c.type)} AS {dq(c.name)}" for c in info.columns)
                 cur.execute(
                     "CREATE OR REPLACE TEMP TABLE __bulk AS SELECT r.__tx, r.__seq, r.__op, r.__cmd, "
                     f"t.commit_off, {casts} FROM __bulk_rows_arrow r JOIN __bulk_tx t ON t.tx = r.__tx"
@@ -109,7 +107,7 @@ def bulk_apply(
                 f"INSERT INTO cdc.lsn_time_mapping SELECT sys.int_to_lsn({base}::HUGEINT + commit_off), ?, ?, "
                 f"sys.int_to_lsn({tran_base}::HUGEINT + tran_off), sys.int_to_lsn({base}::HUGEINT + begin_off) "
                 "FROM __bulk_tx ORDER BY commit_off",
-                [now, now],
+                [round_datetime(now), round_datetime(now)],
             )
             cur.execute("DROP TABLE __bulk_tx")
             cur.execute("COMMIT")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .sqltypes import SYS_TYPES, SYSNAME_USER_TYPE_ID, SqlType, parse_type
+from .storage import MACROS as STORAGE_MACROS
 
 # Columns holding binary(10) LSNs; a shorter 0x… literal compared with them is zero-padded on the
 # right, as SQL Server compares binary values (it ignores trailing 0x00 bytes).
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS emu.columns(
     system_type_id INTEGER, user_type_id INTEGER, max_length SMALLINT, precision UTINYINT,
     scale UTINYINT, is_nullable BOOLEAN, is_identity BOOLEAN);
 CREATE TABLE IF NOT EXISTS emu.key_columns(object_id INTEGER, key_ordinal INTEGER, column_name VARCHAR);
+CREATE TABLE IF NOT EXISTS emu.unique_keys(
+    object_id INTEGER, name VARCHAR, is_constraint BOOLEAN, index_id INTEGER, key_ordinal INTEGER,
+    column_name VARCHAR);
 CREATE TABLE IF NOT EXISTS emu.computed_columns(
     object_id INTEGER, column_id INTEGER, definition VARCHAR, is_persisted BOOLEAN);
 CREATE TABLE IF NOT EXISTS emu.commits(
@@ -138,15 +142,24 @@ WHERE o.type = 'U';
 CREATE OR REPLACE VIEW sys.indexes AS
 SELECT o.object_id, o.pk_name AS name, 1 AS index_id, 1 AS type, 'CLUSTERED' AS type_desc,
        true AS is_unique, true AS is_primary_key, false AS is_unique_constraint
-FROM emu.objects o WHERE o.pk_name IS NOT NULL;
+FROM emu.objects o WHERE o.pk_name IS NOT NULL
+UNION ALL
+SELECT DISTINCT u.object_id, u.name, u.index_id, 2 AS type, 'NONCLUSTERED' AS type_desc,
+       true AS is_unique, false AS is_primary_key, u.is_constraint AS is_unique_constraint
+FROM emu.unique_keys u;
 
 CREATE OR REPLACE VIEW sys.index_columns AS
 SELECT k.object_id, 1 AS index_id, k.key_ordinal AS index_column_id, c.column_id, k.key_ordinal,
        false AS is_descending_key, false AS is_included_column
-FROM emu.key_columns k JOIN emu.columns c ON c.object_id = k.object_id AND lower(c.name) = lower(k.column_name);
+FROM emu.key_columns k JOIN emu.columns c ON c.object_id = k.object_id AND lower(c.name) = lower(k.column_name)
+UNION ALL
+SELECT u.object_id, u.index_id, u.key_ordinal AS index_column_id, c.column_id, u.key_ordinal,
+       false AS is_descending_key, false AS is_included_column
+FROM emu.unique_keys u JOIN emu.columns c ON c.object_id = u.object_id AND lower(c.name) = lower(u.column_name);
 """
 
-BOOTSTRAP_MACROS = """
+BOOTSTRAP_MACROS = (
+    """
 CREATE OR REPLACE MACRO sys.lsn_to_int(b) AS
     CASE WHEN b IS NULL THEN NULL WHEN octet_length(b) = 0 THEN 0::HUGEINT ELSE ('0x' || hex(b))::HUGEINT END;
 CREATE OR REPLACE MACRO sys.int_to_lsn(n) AS unhex(lpad(hex(n::HUGEINT), 20, '0'));
@@ -189,6 +202,8 @@ CREATE OR REPLACE MACRO sys.object_id_parts(s, n) AS (
     SELECT o.object_id FROM emu.objects o WHERE lower(o.name) = lower(n) AND lower(o.schema_name) = lower(s) LIMIT 1);
 CREATE OR REPLACE MACRO sys.db_name() AS (SELECT value FROM emu.state WHERE key = 'db_name');
 """
+    + STORAGE_MACROS
+)
 
 DEFAULT_SCHEMAS = [(1, "dbo"), (2, "guest"), (3, "INFORMATION_SCHEMA"), (4, "sys"), (5, "cdc")]
 
@@ -243,8 +258,17 @@ class InstanceInfo:
 
 
 @dataclass
+class UniqueKey:
+    """A PRIMARY KEY, a UNIQUE constraint or a unique index: what a duplicate violates."""
+
+    name: str
+    columns: list[str]
+    kind: str  # "PRIMARY KEY" or "UNIQUE KEY" (constraints, Msg 2627), "INDEX" (Msg 2601)
+
+
+@dataclass
 class TableInfo:
-    """What DML on a source table needs to know: columns, key and capture instances."""
+    """What DML on a source table needs to know: columns, keys and capture instances."""
 
     object_id: int
     schema: str
@@ -253,6 +277,7 @@ class TableInfo:
     pk: list[str]
     pk_name: str | None
     instances: list[InstanceInfo] = field(default_factory=list)
+    uniques: list[UniqueKey] = field(default_factory=list)  # the primary key first
 
     @property
     def qualified(self) -> str:
@@ -294,6 +319,16 @@ def load_table(cur, schema: str, name: str) -> TableInfo | None:
         ).fetchall()
     ]
     info = TableInfo(object_id, schema_name, table_name, cols, pk, pk_name)
+    if pk:
+        info.uniques.append(UniqueKey(pk_name or "PK", pk, "PRIMARY KEY"))
+    keys: dict[str, UniqueKey] = {}
+    for name, is_constraint, column in cur.execute(
+        "SELECT name, is_constraint, column_name FROM emu.unique_keys WHERE object_id = ? "
+        "ORDER BY index_id, key_ordinal",
+        [object_id],
+    ).fetchall():
+        keys.setdefault(name, UniqueKey(name, [], "UNIQUE KEY" if is_constraint else "INDEX")).columns.append(column)
+    info.uniques.extend(keys.values())
     for ct_id, ci, start_lsn, net in cur.execute(
         "SELECT object_id, capture_instance, start_lsn, supports_net_changes FROM cdc.change_tables "
         "WHERE source_object_id = ? ORDER BY create_date, object_id",
@@ -319,9 +354,10 @@ def load_table(cur, schema: str, name: str) -> TableInfo | None:
     return info
 
 
-def pk_constraint_name(table: str, object_id: int) -> str:
-    """SQL Server's generated name: ``PK__<first 8 chars of table>__<16 hex digits>``."""
-    return f"PK__{table[:8]}__{(object_id * 2654435761) & 0xFFFFFFFFFFFFFFFF:016X}"
+def pk_constraint_name(table: str, object_id: int, prefix: str = "PK", serial: int = 0) -> str:
+    """SQL Server's generated name: ``PK__<first 8 chars of table>__<16 hex digits>`` (``UQ__…`` for
+    an unnamed UNIQUE constraint)."""
+    return f"{prefix}__{table[:8]}__{(object_id * 2654435761 + serial) & 0xFFFFFFFFFFFFFFFF:016X}"
 
 
 def column_rows(object_id: int, columns: list[tuple[int, str, SqlType, bool, bool]]) -> list[list[Any]]:

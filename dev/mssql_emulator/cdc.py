@@ -18,6 +18,7 @@ from . import errors
 from .catalog import TableInfo, column_rows, dq, insert_columns, load_table
 from .lsn import ZERO_LSN, format_lsn, int_to_lsn
 from .sqltypes import SqlType, make_type
+from .storage import round_datetime
 
 CT_PREFIX_COLUMNS: list[tuple[str, SqlType, bool]] = [
     ("__$start_lsn", make_type("binary", ["10"]), False),
@@ -162,7 +163,7 @@ def enable_table(
         _begin(session)
         ct_id = engine.new_object_id(cur)
         start_lsn = engine.alloc_lsn()
-        now = engine.clock.now()
+        now = round_datetime(engine.clock.now())  # create_date is datetime
         col_defs = [
             f"{dq(name)} {t.duck_type()}{'' if nullable else ' NOT NULL'}" for name, t, nullable in CT_PREFIX_COLUMNS
         ]
@@ -301,12 +302,13 @@ def scan_once(engine: Any, cur: duckdb.DuckDBPyConnection, maxtrans: int, *, idl
                 )
                 cur.execute(f"DELETE FROM emu.{dq('pending_' + ci)} WHERE __tran IN (SELECT tran_id FROM __emu_scan)")
             cur.execute(
-                "INSERT INTO cdc.lsn_time_mapping SELECT commit_lsn, begin_time, end_time, "
+                "INSERT INTO cdc.lsn_time_mapping SELECT commit_lsn, sys.round_datetime(begin_time), "
+                "sys.round_datetime(end_time), "
                 "sys.int_to_lsn(tran_id), begin_lsn FROM __emu_scan WHERE has_changes ORDER BY commit_lsn"
             )
             cur.execute(
                 "INSERT INTO cdc.ddl_history SELECT d.source_object_id, d.object_id, d.required_column_update, "
-                "d.ddl_command, d.ddl_lsn, s.end_time FROM emu.pending_ddl d JOIN __emu_scan s "
+                "d.ddl_command, d.ddl_lsn, sys.round_datetime(s.end_time) FROM emu.pending_ddl d JOIN __emu_scan s "
                 "ON d.tran_id = s.tran_id ORDER BY d.ddl_lsn"
             )
             cur.execute("DELETE FROM emu.pending_ddl WHERE tran_id IN (SELECT tran_id FROM __emu_scan)")
@@ -315,7 +317,7 @@ def scan_once(engine: Any, cur: duckdb.DuckDBPyConnection, maxtrans: int, *, idl
             has_instances = cur.execute("SELECT count(*) FROM cdc.change_tables").fetchone()[0]
             top = cur.execute("SELECT max(start_lsn) FROM cdc.lsn_time_mapping").fetchone()[0]
             if has_instances and (top is None or int.from_bytes(bytes(top), "big") < log_end):
-                now = engine.clock.now()
+                now = round_datetime(engine.clock.now())
                 cur.execute(
                     "INSERT INTO cdc.lsn_time_mapping VALUES (?, ?, ?, ?, NULL)",
                     [int_to_lsn(log_end), now, now, ZERO_LSN],

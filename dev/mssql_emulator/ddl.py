@@ -13,13 +13,15 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from . import cdc, errors
-from .catalog import TableInfo, column_rows, dq, insert_columns, pk_constraint_name
+from . import cdc, errors, keys
+from .catalog import TableInfo, UniqueKey, column_rows, dq, insert_columns, pk_constraint_name
 from .results import Result
 from .sqltypes import SqlType, make_type
+from .storage import has_rule, round_datetime, stored, stored_sql
 from .translate import (
     ColumnDef,
     RawStatement,
+    mark_source_forms,
     parse_alter_add,
     parse_column_def,
     parse_create_table,
@@ -54,8 +56,9 @@ def execute(session: Any, node: exp.Expression, raw: RawStatement) -> Result:
 
 
 def create_unique_index(session: Any, node: exp.Create) -> Result:
-    """``CREATE UNIQUE [NONCLUSTERED|CLUSTERED] INDEX ix ON t (cols)``: a DuckDB unique index, so
-    duplicates fail (Msg 2601) and MERGE logs its updates as SQL Server does on such a table."""
+    """``CREATE UNIQUE [NONCLUSTERED|CLUSTERED] INDEX ix ON t (cols)``: recorded and enforced by the
+    emulator under the collation (Msg 2601, see :mod:`.keys`); MERGE logs its updates on such a
+    table as SQL Server does."""
     index = node.this
     table = index.args.get("table")
     schema, name = table_parts(table)
@@ -67,10 +70,28 @@ def create_unique_index(session: Any, node: exp.Create) -> Result:
         col = info.column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
         if col is None:
             raise errors.invalid_column(ordered.this.name if isinstance(ordered, exp.Ordered) else ordered.name)
-        columns.append(f"{dq(col.name)}")
+        columns.append(col.name)
+    if any(u.name.lower() == index.name.lower() for u in info.uniques):
+        raise errors.SqlServerError(
+            1913,
+            f"The operation failed because an index or statistics with name '{index.name}' already exists on "
+            f"table '{info.display}'.",
+        )
     _mark_ddl(session)
-    session.run_duck(f"CREATE UNIQUE INDEX {dq(index.name)} ON {info.qualified} ({', '.join(columns)})", table=info)
+    if session.cur.execute(f"SELECT count(*) FROM (SELECT 1 FROM {info.qualified} LIMIT 1)").fetchone()[0]:
+        keys.check_existing(session, info, UniqueKey(index.name, columns, "INDEX"))
+    _record_unique(session.cur, info.object_id, index.name, False, columns)
     return Result(None, -1)
+
+
+def _record_unique(cur: Any, object_id: int, name: str, is_constraint: bool, columns: list[str]) -> None:
+    index_id = cur.execute(
+        "SELECT coalesce(max(index_id), 1) + 1 FROM emu.unique_keys WHERE object_id = ?", [object_id]
+    ).fetchone()[0]
+    cur.executemany(
+        "INSERT INTO emu.unique_keys VALUES (?, ?, ?, ?, ?, ?)",
+        [[object_id, name, is_constraint, index_id, i + 1, c] for i, c in enumerate(columns)],
+    )
 
 
 def _mark_ddl(session: Any) -> None:
@@ -82,7 +103,7 @@ def _computed_sql(session: Any, col: ColumnDef) -> str:
     """A computed column as a DuckDB virtual generated column (typed when the T-SQL says so)."""
     assert col.computed_sql is not None
     try:
-        expression = sqlglot.parse_one(col.computed_sql, read="tsql")
+        expression = mark_source_forms(sqlglot.parse_one(col.computed_sql, read="tsql"), col.computed_sql)
     except sqlglot.errors.ParseError as exc:
         raise errors.syntax_error(col.computed_sql[:30]) from exc
     duck = to_duckdb(transform(expression, session.context(dynamic_time=True), top_level=False))
@@ -132,10 +153,11 @@ def _column_sql(session: Any, col: ColumnDef, seq_name: str | None) -> str:
         parts.append("DEFAULT nextval('" + seq_name.replace("'", "''") + "')")
     elif col.default_sql:
         try:
-            default = sqlglot.parse_one(col.default_sql, read="tsql")
+            default = mark_source_forms(sqlglot.parse_one(col.default_sql, read="tsql"), col.default_sql)
         except sqlglot.errors.ParseError as exc:
             raise errors.syntax_error(col.default_sql) from exc
-        parts.append(f"DEFAULT ({to_duckdb(transform(default, session.context(dynamic_time=True), top_level=False))})")
+        value = transform(default, session.context(dynamic_time=True), top_level=False)
+        parts.append(f"DEFAULT ({to_duckdb(stored(value, col.type))})")
     return " ".join(parts)
 
 
@@ -173,7 +195,7 @@ def create_table(session: Any, raw: RawStatement) -> Result:
         for c in table.columns:
             if c.computed_sql is not None and c.type is None:
                 c.type = _inferred_type(duck_types[c.name], c.name)
-    now = session.engine.clock.now()
+    now = round_datetime(session.engine.clock.now())  # sys.objects dates are datetime
     pk_name = table.pk_name or (pk_constraint_name(table.name, object_id) if table.pk else None)
     cur.execute(
         "INSERT INTO emu.objects VALUES (?, ?, ?, 'U', ?, ?, false, ?)",
@@ -195,6 +217,12 @@ def create_table(session: Any, raw: RawStatement) -> Result:
             "INSERT INTO emu.key_columns VALUES (?, ?, ?)",
             [[object_id, i + 1, names[k.lower()]] for i, k in enumerate(table.pk)],
         )
+    for serial, (unique_name, unique_columns) in enumerate(table.uniques):
+        for c in unique_columns:
+            if c.lower() not in names:
+                raise errors.invalid_column(c)
+        name = unique_name or pk_constraint_name(table.name, object_id, "UQ", serial + 1)
+        _record_unique(cur, object_id, name, True, [names[c.lower()] for c in unique_columns])
     return Result(None, -1)
 
 
@@ -277,10 +305,12 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                             f"ALTER TABLE DROP COLUMN failed because column '{col_node.name}' does not "
                             f"exist in table '{info.name}'.",
                         )
-                    if col.name.lower() in {k.lower() for k in info.pk}:
-                        raise errors.SqlServerError(
-                            5074, f"The object '{info.pk_name}' is dependent on column '{col.name}'."
-                        )
+                    for unique in info.uniques:
+                        if col.name.lower() in {k.lower() for k in unique.columns}:
+                            what = "index" if unique.kind == "INDEX" else "object"
+                            raise errors.SqlServerError(
+                                5074, f"The {what} '{unique.name}' is dependent on column '{col.name}'."
+                            )
                     session.run_duck(f"ALTER TABLE {info.qualified} DROP COLUMN {dq(col.name)}")
                     cur.execute(
                         "DELETE FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)",
@@ -297,7 +327,7 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                 new_type = _alter_column_type(raw, col.name) or sqltype_from_datatype(action.args["dtype"])
                 _refuse_if_computed_depends(session, info, col.name)
                 session.run_duck(
-                    f"ALTER TABLE {info.qualified} ALTER COLUMN {dq(col.name)} TYPE {new_type.duck_type()}"
+                    f"ALTER TABLE {info.qualified} ALTER COLUMN {dq(col.name)} TYPE {_retype(col.name, new_type)}"
                 )
                 row = column_rows(info.object_id, [(col.column_id, col.name, new_type, col.nullable, False)])[0]
                 cur.execute(
@@ -314,7 +344,8 @@ def alter_table(session: Any, node: exp.Alter, raw: RawStatement) -> Result:
                     102, "Incorrect syntax near 'ALTER'. (only ADD, DROP COLUMN and ALTER COLUMN are emulated)", 15
                 )
     cur.execute(
-        "UPDATE emu.objects SET modify_date = ? WHERE object_id = ?", [session.engine.clock.now(), info.object_id]
+        "UPDATE emu.objects SET modify_date = ? WHERE object_id = ?",
+        [round_datetime(session.engine.clock.now()), info.object_id],
     )
     _record_ddl(session, info, raw.text, required_update)
     return Result(None, -1)
@@ -337,9 +368,9 @@ def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: S
     changes to source tables", learn.microsoft.com/sql/relational-databases/track-changes/
     about-change-data-capture-sql-server); earlier change rows are converted with it. Added columns,
     by contrast, are not captured (the change table keeps its shape)."""
-    duck = new_type.duck_type()
-    session.run_duck(f"ALTER TABLE {inst.ct_table} ALTER COLUMN {dq(column)} TYPE {duck}")
-    session.run_duck(f"ALTER TABLE {inst.pending_table} ALTER COLUMN {dq(column)} TYPE {duck}")
+    retype = _retype(column, new_type)
+    session.run_duck(f"ALTER TABLE {inst.ct_table} ALTER COLUMN {dq(column)} TYPE {retype}")
+    session.run_duck(f"ALTER TABLE {inst.pending_table} ALTER COLUMN {dq(column)} TYPE {retype}")
     ct_column_id = session.cur.execute(
         "SELECT column_id FROM emu.columns WHERE object_id = ? AND lower(name) = lower(?)", [inst.object_id, column]
     ).fetchone()[0]
@@ -353,6 +384,13 @@ def _alter_change_table_column(session: Any, inst: Any, column: str, new_type: S
         "UPDATE cdc.captured_columns SET column_type = ? WHERE object_id = ? AND lower(column_name) = lower(?)",
         [new_type.name, inst.object_id, column],
     )
+
+
+def _retype(column: str, new_type: SqlType) -> str:
+    """``TYPE <duck type>`` of ALTER COLUMN, converting the stored values as SQL Server stores them
+    in the new type (datetime ticks, char(n) padding: :mod:`.storage`)."""
+    duck = new_type.duck_type()
+    return f"{duck} USING {stored_sql(dq(column), new_type)}" if has_rule(new_type) else duck
 
 
 def _alter_column_type(raw: RawStatement, column: str) -> SqlType | None:
@@ -403,6 +441,7 @@ def drop(session: Any, node: exp.Drop) -> Result:
             "DELETE FROM emu.columns WHERE object_id = ?",
             "DELETE FROM emu.computed_columns WHERE object_id = ?",
             "DELETE FROM emu.key_columns WHERE object_id = ?",
+            "DELETE FROM emu.unique_keys WHERE object_id = ?",
             "DELETE FROM emu.objects WHERE object_id = ?",
         ):
             cur.execute(sql, [info.object_id])

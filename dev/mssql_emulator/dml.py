@@ -10,6 +10,7 @@ a row the same statement just re-inserted (e.g. renumbering ``line_no = line_no 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,14 @@ import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
-from . import errors
+from . import errors, keys
 from .catalog import InstanceInfo, TableInfo, dq
+from .collation import collation_equal
 from .duckdb_cursor import settle
 from .lsn import int_to_lsn
 from .results import Result
-from .translate import collation_equal, duck_datatype, table_parts, to_duckdb, transform
+from .storage import has_rule, stored
+from .translate import table_parts, to_duckdb, transform
 
 ROWS_VIEW = "__emu_rows"
 
@@ -64,14 +67,16 @@ def execute(session: Any, node: exp.Expression) -> Result:
         node.set("this", node.args["tables"][0])
         node.set("tables", None)
     session.begin_write()
-    if info is None or not info.instances:
+    checked = bool(info is not None and keys.checked(info))
+    joined = bool(node.args.get("from_") or node.args.get("using"))
+    if info is None or not (info.instances or (checked and not joined and not isinstance(node, exp.Delete))):
         tnode = transform(node, session.context())
         if info is not None:
-            tnode = _pad_chars(tnode, info)
+            tnode = _store_values(tnode, info)
         cur = session.run_duck(to_duckdb(tnode), table=info, names=names)
         row = cur.fetchone()
         return Result(None, int(row[0]) if row else 0)
-    if node.args.get("from_") or node.args.get("using"):
+    if joined:
         raise errors.SqlServerError(
             102,
             "Incorrect syntax near 'FROM'. (the emulator does not support UPDATE/DELETE … FROM on a "
@@ -85,42 +90,27 @@ def execute(session: Any, node: exp.Expression) -> Result:
     return _delete(session, node, info, names)
 
 
-# -- char(n) padding ---------------------------------------------------------------------------
-def _char_length(sql_type: Any) -> int | None:
-    if sql_type.name in ("char", "nchar") and (sql_type.length or 0) > 0:
-        return int(sql_type.length)
-    return None
-
-
-def _pad(expr: exp.Expression, sql_type: Any) -> exp.Expression:
-    """char(n)/nchar(n) values are blank-padded to n, as SQL Server stores (and pymssql returns) them."""
-    n = _char_length(sql_type)
-    if n is None:
-        return expr
-    x = to_duckdb(expr)
-    return sqlglot.parse_one(f"CASE WHEN length({x}) < {n} THEN rpad({x}, {n}, ' ') ELSE {x} END", read="duckdb")
-
-
-def _pad_chars(node: exp.Expression, info: TableInfo) -> exp.Expression:
-    """Pad char(n) columns written by an (already translated) INSERT or UPDATE."""
-    if not any(_char_length(c.type) for c in info.columns):
+# -- values as the columns store them (char(n) padding, datetime ticks: see .storage) -------------
+def _store_values(node: exp.Expression, info: TableInfo) -> exp.Expression:
+    """Apply the storage rules to the columns an (already translated) INSERT or UPDATE writes."""
+    if not any(has_rule(c.type) for c in info.columns):
         return node
     if isinstance(node, exp.Update):
         for eq in node.expressions:
             col = info.column(eq.this.name) if isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Column) else None
-            if col is not None and _char_length(col.type):
-                eq.set("expression", _pad(eq.expression, col.type))
+            if col is not None and has_rule(col.type):
+                eq.set("expression", stored(eq.expression, col.type))
         return node
     if not isinstance(node, exp.Insert) or node.expression is None:
         return node
     target = node.this
     names = [i.name for i in target.expressions] if isinstance(target, exp.Schema) else [c.name for c in info.columns]
     cols = [info.column(n) for n in names]
-    if not any(c is not None and _char_length(c.type) for c in cols):
+    if not any(c is not None and has_rule(c.type) for c in cols):
         return node
     aliases = ", ".join(f'"__c{i}"' for i in range(len(names)))
     proj = ", ".join(
-        to_duckdb(_pad(exp.column(f"__c{i}", quoted=True), c.type)) if c is not None else f'"__c{i}"'
+        to_duckdb(stored(exp.column(f"__c{i}", quoted=True), c.type)) if c is not None else f'"__c{i}"'
         for i, c in enumerate(cols)
     )
     source = sqlglot.parse_one(f"SELECT {proj} FROM ({to_duckdb(node.expression)}) AS __src({aliases})", read="duckdb")
@@ -141,14 +131,43 @@ def _blob_literal(value: bytes) -> str:
 
 # -- INSERT ------------------------------------------------------------------------------------
 def _insert(session: Any, node: exp.Insert, info: TableInfo, names: dict[str, str]) -> Result:
-    sql = to_duckdb(_pad_chars(transform(node, session.context()), info)) + " RETURNING *"
+    """INSERT into a tracked table (logged) or one whose keys the emulator checks (:mod:`.keys`):
+    the new rows are computed first, checked, then inserted."""
+    tnode = _store_values(transform(node, session.context()), info)
+    returning = " RETURNING *" if info.instances else ""
+    source = tnode.expression
     try:
-        cur = session.cur.execute(sql)
-        rows = cur.fetchall()
-        returned_cols = [d[0] for d in cur.description]
+        if keys.checked(info) and isinstance(source, (exp.Query, exp.Values)):
+            target = tnode.this
+            columns = (
+                [i.name for i in target.expressions]
+                if isinstance(target, exp.Schema)
+                else [c.name for c in info.columns]
+            )
+            settle(session.cur)
+            new = session.cur.sql(to_duckdb(source)).to_arrow_table()
+            if new.num_columns == len(columns):  # otherwise the INSERT itself fails, as it should
+                keys.check(session, info, columns, new)
+            col_sql = ", ".join(dq(c) for c in columns)
+            settle(session.cur)
+            session.cur.register(ROWS_VIEW, new)
+            try:
+                cur = session.cur.execute(
+                    f"INSERT INTO {info.qualified} ({col_sql}) SELECT * FROM {ROWS_VIEW}{returning}"
+                )
+                rows = cur.fetchall()
+            finally:
+                with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses even this
+                    session.cur.unregister(ROWS_VIEW)
+        else:
+            cur = session.cur.execute(to_duckdb(tnode) + returning)
+            rows = cur.fetchall()
     except duckdb.Error as exc:
         session._fail_statement()
         raise errors.from_duckdb(exc, table=info.display, pk_name=info.pk_name, names=names, spid=session.spid) from exc
+    if not info.instances:
+        return Result(None, int(rows[0][0]) if rows else 0)
+    returned_cols = [d[0] for d in cur.description]
     n = len(rows)
     if n == 0:
         return Result(None, 0)
@@ -222,7 +241,7 @@ def _affected_rows(
             if expr is None:
                 proj.append(f"{ref}.{dq(col.name)}")
             else:
-                proj.append(to_duckdb(_pad(exp.Cast(this=expr, to=duck_datatype(col.type)), col.type)))
+                proj.append(to_duckdb(stored(expr, col.type, cast=True)))
     where = node.args.get("where")
     where_sql = (" " + to_duckdb(where)) if where is not None else ""
     order = ", ".join(f"{ref}.{dq(k)}" for k in info.pk) if info.pk else f"{ref}.rowid"
@@ -285,6 +304,10 @@ def _update(session: Any, node: exp.Update, info: TableInfo, names: dict[str, st
     columns = [("__rid", "BIGINT")] + [(f"__a{i}", info.columns[i].duck_type) for i in assigned]
     values = [[row[0]] + [row[1 + ncols + i] for i in assigned] for row in rows]
     sets = ", ".join(f'{dq(info.columns[i].name)} = __v."__a{i}"' for i in assigned)
+    if any(c.lower() in assignments for u in keys.checked(info) for c in u.columns):
+        keys.check(
+            session, info, [c.name for c in info.columns], [row[1 + ncols :] for row in rows], [r[0] for r in rows]
+        )
     _with_rows(
         session,
         columns,
@@ -293,6 +316,8 @@ def _update(session: Any, node: exp.Update, info: TableInfo, names: dict[str, st
         info,
         names,
     )
+    if not info.instances:
+        return Result(None, n)
     tran = session.ensure_tran_id()
     base = session.engine.alloc_lsns(2 * n)
     cmd0 = session.command_seq
@@ -339,7 +364,7 @@ def split_update(session: Any, before: Sequence[Any], after: Sequence[Any], pk_i
       of a unique column that affects only one row is logged as an UPDATE, not as a DELETE/INSERT
       pair; Microsoft, DBCC TRACEON - Trace Flags) makes a one-row key update a 3/4 pair too.
     """
-    if not any(not collation_equal(before[i], after[i]) for i in pk_idx):
+    if all(collation_equal(before[i], after[i], session.cur) for i in pk_idx):
         return False
     return not (rows == 1 and 8207 in session.engine.trace_flags)
 

@@ -29,9 +29,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 
-from . import bulk, catalog, cdc, ddl, dml, errors, merge, procs, security
+from . import bulk, catalog, cdc, ddl, dml, errors, merge, procs, security, storage
 from .catalog import OBJECT_ID_BASE, OBJECT_ID_STEP, TableInfo
 from .clock import Clock
 from .coltypes import annotate as annotate_types
@@ -44,8 +45,10 @@ from .translate import (
     TranslateContext,
     bind_params,
     duck_datatype,
+    mark_source_forms,
     parse_statement,
     split_batch,
+    split_if,
     sqltype_from_datatype,
     to_duckdb,
     transform,
@@ -112,6 +115,7 @@ class Engine:
         cur.execute(catalog.BOOTSTRAP_TABLES)
         cur.execute(catalog.BOOTSTRAP_VIEWS)
         cur.execute(catalog.BOOTSTRAP_MACROS)
+        storage.upgrade_datetimeoffset(cur)
         security.bootstrap(cur)
         if cur.execute("SELECT count(*) FROM emu.schemas").fetchone()[0] == 0:
             cur.executemany("INSERT INTO emu.schemas VALUES (?, ?)", catalog.DEFAULT_SCHEMAS)
@@ -373,11 +377,13 @@ class Session:
             results: list[Result] = []
             for index, raw in enumerate(statements):
                 last = index == len(statements) - 1
-                result = self._run(raw, stream=last)
-                if result is not None:
-                    results.append(result)
-                    if result.has_rows and last:
-                        self._stream = result
+                for result in (
+                    self._run_if(raw, stream=last) if raw.first_word == "IF" else [self._run(raw, stream=last)]
+                ):
+                    if result is not None:
+                        results.append(result)
+                        if result.has_rows and last:
+                            self._stream = result
             return results
 
     def commit(self) -> None:
@@ -638,6 +644,29 @@ class Session:
         self._end_statement()
         return result
 
+    def _run_if(self, raw: RawStatement, *, stream: bool) -> list[Result | None]:
+        """``IF <condition> <statement or BEGIN … END> [ELSE …]``: the condition is evaluated as a
+        query (``EXISTS (…)``, comparisons, variables), then the chosen branch's statements run."""
+        parts = split_if(raw)
+        text = f"SELECT CASE WHEN {parts.condition} THEN 1 ELSE 0 END"
+        try:
+            condition = sqlglot.parse_one(text, read="tsql")
+        except sqlglot.errors.ParseError as exc:
+            raise errors.syntax_error("IF") from exc
+        sql = self.translate(mark_source_forms(condition, text))
+        settle(self.cur)
+        holds = self.run_duck(sql).fetchone()[0] == 1
+        branch = parts.then if holds else parts.otherwise
+        statements = split_batch(branch) if branch else []
+        results: list[Result | None] = []
+        for index, inner in enumerate(statements):
+            last = stream and index == len(statements) - 1
+            if inner.first_word == "IF":
+                results.extend(self._run_if(inner, stream=last))
+            else:
+                results.append(self._run(inner, stream=last))
+        return results
+
     def _dbcc(self, raw: RawStatement) -> None:
         """``DBCC TRACEON (n[, …], -1)`` / ``DBCC TRACEOFF (…)``: global trace flags (others: no effect)."""
         words = [t.text.upper() for t in raw.tokens]
@@ -711,7 +740,9 @@ class Session:
                 value = None
                 if default:
                     expr = default
-                    if isinstance(kind, exp.DataType):
+                    if isinstance(kind, exp.DataType) and kind.this in _ROUNDED_TYPES:
+                        value = self.eval_scalar(exp.Cast(this=default, to=kind.copy()))  # ticks, minutes
+                    elif isinstance(kind, exp.DataType):
                         expr = exp.Cast(this=default, to=duck_datatype(sqltype_from_datatype(kind)))
                         value = self._eval_duck_expr(expr, default)
                     else:
@@ -724,6 +755,9 @@ class Session:
             return self.cur.execute(f"SELECT CAST({inner_sql} AS {cast.to.sql('duckdb')})").fetchone()[0]
         except duckdb.Error as exc:
             raise errors.from_duckdb(exc, spid=self.spid) from exc
+
+
+_ROUNDED_TYPES = {exp.DType.DATETIME, exp.DType.SMALLDATETIME}  # see .storage
 
 
 def _guarded(batches: Any, session: Session) -> Any:

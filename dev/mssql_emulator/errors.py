@@ -114,6 +114,8 @@ _TABLE_NOT_FOUND = re.compile(r"Table with name (.+?) does not exist", re.IGNORE
 _FUNC_NOT_FOUND = re.compile(r"(?:Scalar|Table|Aggregate)? ?Function with name ([^ !]+) does not exist", re.IGNORECASE)
 _REF_TABLE_NOT_FOUND = re.compile(r'Referenced table "([^"]+)" not found', re.IGNORECASE)
 _DUP_KEY = re.compile(r'Duplicate key "(.*)" violates (primary key|unique) constraint', re.IGNORECASE | re.DOTALL)
+# DuckDB's wording when an UPDATE or a COMMIT finds the duplicate: values only, no column names
+_DUP_VALUES = re.compile(r'PRIMARY KEY or UNIQUE constraint violation: duplicate key "(.*)"', re.DOTALL)
 _NOT_NULL = re.compile(r"NOT NULL constraint failed: ([^.\s]+)\.(\S+)", re.IGNORECASE)
 _CONVERT = re.compile(r"Could not convert string '([^']*)' to (\w+)", re.IGNORECASE)
 
@@ -159,6 +161,9 @@ def from_duckdb(
     if match:
         key = ", ".join(part.split(": ", 1)[-1] for part in match.group(1).split(", "))
         return pk_violation(pk_name or "PK", table or "?", key)
+    match = _DUP_VALUES.search(text)
+    if match:
+        return pk_violation(pk_name or "PK", table or "?", match.group(1))
     match = _NOT_NULL.search(first)
     if match:
         return null_violation(match.group(2), table or match.group(1))

@@ -26,17 +26,18 @@ from typing import Any
 import duckdb
 from sqlglot import exp
 
-from . import errors
+from . import errors, keys
 from .catalog import TableInfo, dq
 from .dml import _distinct, _image, _insert_pending, _names, _with_rows, all_bits_mask, record_columns, update_mask
 from .lsn import int_to_lsn
 from .results import Result
-from .translate import duck_datatype, table_parts, to_duckdb, transform
+from .storage import stored
+from .translate import table_parts, to_duckdb, transform
 
 
 def has_unique_index(session: Any, info: TableInfo) -> bool:
-    """A primary key, or a unique index created with ``CREATE UNIQUE INDEX`` (kept by DuckDB)."""
-    if info.pk:
+    """A primary key, a UNIQUE constraint or a unique index (also one an older emulator left to DuckDB)."""
+    if info.uniques:
         return True
     rows = session.cur.execute(
         "SELECT count(*) FROM duckdb_indexes() WHERE is_unique AND lower(schema_name) = lower(?)"
@@ -85,7 +86,7 @@ def execute(session: Any, node: exp.Merge) -> Result:
                 if col is None:
                     raise errors.invalid_column(eq.this.name if isinstance(eq, exp.EQ) else "?")
                 positions[index_of[col.name.lower()]] = len(proj)
-                proj.append(f"CAST({to_duckdb(eq.expression)} AS {to_duckdb(duck_datatype(col.type))})")
+                proj.append(to_duckdb(stored(eq.expression, col.type, cast=True)))
         elif isinstance(then, exp.Insert):
             action = "insert"
             targets = then.this.expressions if isinstance(then.this, exp.Tuple) else [exp.column(c.name) for c in cols]
@@ -101,7 +102,7 @@ def execute(session: Any, node: exp.Merge) -> Result:
                 if col is None:
                     raise errors.invalid_column(col_expr.name)
                 positions[index_of[col.name.lower()]] = len(proj)
-                proj.append(f"CAST({to_duckdb(value)} AS {to_duckdb(duck_datatype(col.type))})")
+                proj.append(to_duckdb(stored(value, col.type, cast=True)))
         elif isinstance(then, exp.Var) and then.name.upper() == "DELETE":
             action = "delete"
         else:
@@ -150,6 +151,9 @@ def execute(session: Any, node: exp.Merge) -> Result:
             break
     if not order:
         return Result(None, 0)
+    if keys.checked(info):
+        rewritten = [rid for rid, _, _ in updates] + [rid for rid, _ in deletes]
+        keys.check(session, info, [c.name for c in cols], [a for _, _, a in updates] + inserts, rewritten)
     if deletes:
         _with_rows(
             session,

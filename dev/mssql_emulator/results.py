@@ -2,7 +2,7 @@
 
 Both the in-process cursor and the network client receive Arrow record batches and convert
 them here, so the two paths return identical values: ``bytes`` for binary, ``Decimal`` with the
-column's scale, naive ``datetime`` for datetime2, tz-aware for datetimeoffset, ``uuid.UUID`` for
+column's scale, naive ``datetime`` for datetime2, tz-aware (with its offset) for datetimeoffset, ``uuid.UUID`` for
 uniqueidentifier, ``bool`` for bit.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, SafeUUID
@@ -18,7 +18,7 @@ from uuid import UUID, SafeUUID
 import numpy as np
 import pyarrow as pa
 
-from .sqltypes import api_type_code
+from .sqltypes import api_type_code, is_datetimeoffset
 from .translate import NONAME_PREFIX
 
 Converter = Callable[[pa.Array], list[Any]]
@@ -77,7 +77,21 @@ def _bigint(arr: pa.Array) -> list[Any]:
     return [None if v is None else int(v) for v in arr.to_pylist()]
 
 
+def _datetimeoffset(arr: pa.Array) -> list[Any]:
+    """datetimeoffset storage (UTC instant, offset in minutes) → tz-aware datetimes in their offset,
+    as pymssql returns them."""
+    instants = _plain(arr.field("dto_utc"))
+    offsets = arr.field("dto_offset").to_pylist()
+    nulls = arr.is_null().to_pylist()
+    return [
+        None if null or utc is None else utc.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=off)))
+        for utc, off, null in zip(instants, offsets, nulls, strict=True)
+    ]
+
+
 def converter_for(duck_type: str) -> Converter:
+    if is_datetimeoffset(duck_type):
+        return _datetimeoffset
     t = duck_type.upper()
     if t == "UUID":
         return _uuid

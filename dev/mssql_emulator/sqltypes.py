@@ -57,6 +57,9 @@ _ALIASES = {
     "national character varying": "nvarchar",
 }
 
+# datetimeoffset: "stored in the database and processed, compared, sorted, and indexed in the server as in
+# UTC. The time zone offset is preserved in the database for retrieval." (datetimeoffset (Transact-SQL))
+DATETIMEOFFSET_DUCK = "STRUCT(dto_utc TIMESTAMP, dto_offset SMALLINT)"
 _STRING_TYPES = {"char", "varchar", "nchar", "nvarchar"}
 _BINARY_TYPES = {"binary", "varbinary"}
 LOB_MAX_TYPES = {"varchar", "nvarchar", "varbinary"}  # with length MAX
@@ -107,7 +110,7 @@ class SqlType:
             # DuckDB rounds to the storage precision on cast, as SQL Server rounds datetime2(n).
             return "TIMESTAMP_S" if scale == 0 else "TIMESTAMP_MS" if scale <= 3 else "TIMESTAMP"
         if n == "datetimeoffset":
-            return "TIMESTAMPTZ"
+            return DATETIMEOFFSET_DUCK  # the UTC instant and the offset (.storage)
         if n == "uniqueidentifier":
             return "UUID"
         if n in _BINARY_TYPES or n in ("image", "timestamp"):
@@ -238,11 +241,18 @@ def make_type(name: str, args: list[str]) -> SqlType:
     return SqlType(name)
 
 
+def is_datetimeoffset(duck_type: str) -> bool:
+    """Whether a DuckDB result type is the emulator's datetimeoffset storage."""
+    return duck_type.replace('"', "").replace(" ", "").upper() == DATETIMEOFFSET_DUCK.replace(" ", "").upper()
+
+
 def api_type_code(duck_type: str) -> int:
     """pymssql's DB-API type code for a result column: STRING 1, BINARY 2, NUMBER 3, DATETIME 4, DECIMAL 5."""
     t = duck_type.upper()
     if t.startswith("DECIMAL"):
         return 5
+    if is_datetimeoffset(duck_type):
+        return 4
     if t in ("BLOB",):
         return 2
     if t.startswith(("TIMESTAMP", "DATE", "TIME")):

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .sqltypes import SqlType
+from .sqltypes import SqlType, is_datetimeoffset
 
 # TYPE_INFO type bytes (MS-TDS 2.2.5.4)
 INTN, BITN, FLTN, MONEYN, DATETIMN = 0x26, 0x68, 0x6D, 0x6E, 0x6F
@@ -243,6 +243,15 @@ def _datetime2_encoder(scale: int, offset: bool) -> Callable[[pa.Array, bool], E
     size = tsize + 3 + (2 if offset else 0)
 
     def enc(arr: pa.Array, nbc: bool) -> Encoded:
+        minutes = None
+        if pa.types.is_struct(arr.type):  # the emulator's datetimeoffset: UTC instant + offset. MS-TDS
+            # (learn.microsoft.com/openspecs/windows_protocols/ms-tds/786f5b8a-f87d-4980-9070-b9b7274c681d):
+            # datetime2(n) - the UTC instant, as drivers decode it - then the offset in minutes (int16)
+            minutes = _as_bytes_matrix(_numeric_values(arr.field("dto_offset"), "int64"), "<i2")
+            nulls = _nulls(arr)
+            arr = arr.field("dto_utc")
+            if nulls is not None:
+                arr = pc.if_else(pa.array(nulls), pa.scalar(None, arr.type), arr)
         us = _micros(arr)
         days, us_of_day = np.divmod(us, _US_PER_DAY)
         parts = [
@@ -250,7 +259,7 @@ def _datetime2_encoder(scale: int, offset: bool) -> Callable[[pa.Array, bool], E
             _as_bytes_matrix(days + _DAYS_0001_TO_1970, "<i8")[:, :3],
         ]
         if offset:
-            parts.append(np.zeros((len(us), 2), dtype=np.uint8))  # stored as UTC instants: offset +00:00
+            parts.append(minutes if minutes is not None else np.zeros((len(us), 2), dtype=np.uint8))
         values = np.concatenate(parts, axis=1)
         return _fixed(values, size, bytes([size]), _nulls(arr), b"" if nbc else b"\x00")
 
@@ -268,7 +277,9 @@ def _datetime_encoder(small: bool) -> Callable[[pa.Array, bool], Encoded]:
             )
             width = 4
         else:
-            ticks = (us_of_day * 3 + 5000) // 10000  # 1/300 s, rounded
+            ticks = (us_of_day * 3 + 5000) // 10000  # 1/300 s, rounded (stored values are ticks already)
+            carry = ticks >= 25_920_000  # 23:59:59.999 of a file written before values were rounded
+            days, ticks = days + carry, np.where(carry, 0, ticks)
             values = np.concatenate([_as_bytes_matrix(days, "<i4"), _as_bytes_matrix(ticks, "<u4")], axis=1)
             width = 8
         return _fixed(values, width, bytes([width]), _nulls(arr), b"" if nbc else b"\x00")
@@ -526,6 +537,8 @@ def wire_column(name: str, duck_type: str, sql_type: SqlType | None = None) -> W
 
 
 def _from_duck(duck_type: str) -> SqlType:
+    if is_datetimeoffset(duck_type):
+        return SqlType("datetimeoffset", scale=7)
     t = duck_type.upper()
     if t.startswith("DECIMAL"):
         return SqlType("decimal")
@@ -559,6 +572,8 @@ def _from_duck(duck_type: str) -> SqlType:
 
 def compatible(sql_type: SqlType, duck_type: str) -> bool:
     """Whether values of ``duck_type`` can be sent as the declared ``sql_type``."""
+    if sql_type.name == "datetimeoffset" or is_datetimeoffset(duck_type):
+        return sql_type.name == "datetimeoffset" and is_datetimeoffset(duck_type)
     want = sql_type.duck_type().upper()
     have = duck_type.upper()
     if want.startswith("DECIMAL") and have.startswith("DECIMAL"):

@@ -26,7 +26,9 @@ from sqlglot.tokens import Token, TokenType
 
 from . import errors
 from .catalog import LSN_COLUMNS
+from .collation import ColumnScope, apply_collation
 from .sqltypes import SqlType, UnknownTypeError, make_type
+from .storage import round_datetime
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -82,21 +84,50 @@ class RawStatement:
         return self.tokens[0].text.upper() if self.tokens else ""
 
 
+class _BatchTokenizer(TSQL.tokenizer_class):  # type: ignore[name-defined,misc]
+    """T-SQL's tokenizer, except that ``END`` after ``;`` or ``BEGIN`` is a keyword, not a command
+    swallowing the rest of the statement as text (``IF … BEGIN …; END ELSE …``)."""
+
+    COMMANDS = TSQL.tokenizer_class.COMMANDS - {TokenType.END}
+
+
+_TOKENIZER = _BatchTokenizer(dialect=TSQL)
+# BEGIN followed by these is a statement (BEGIN TRAN …), not the start of a statement block
+_BEGIN_STATEMENTS = {"TRAN", "TRANSACTION", "DISTRIBUTED", "TRY", "CATCH", "DIALOG", "CONVERSATION"}
+
+
+def _opens_block(tokens: list[Token], i: int, in_statement: bool) -> bool:
+    nxt = tokens[i + 1].text.upper() if i + 1 < len(tokens) else ""
+    return tokens[i].token_type == TokenType.BEGIN and in_statement and nxt not in _BEGIN_STATEMENTS
+
+
 def split_batch(sql: str) -> list[RawStatement]:
-    """Split a batch at top-level semicolons (T-SQL's optional terminators)."""
+    """Split a batch at top-level semicolons (T-SQL's optional terminators). A ``BEGIN … END``
+    statement block of an IF, and an ``ELSE`` after a semicolon, stay in their IF statement."""
     try:
-        tokens = TSQL.tokenize(sql)
+        tokens = _TOKENIZER.tokenize(sql)
     except sqlglot.errors.TokenError as exc:
         raise errors.syntax_error(str(exc)[:60]) from exc
     out: list[RawStatement] = []
     current: list[Token] = []
-    depth = 0
-    for tok in tokens:
+    depth = blocks = cases = 0
+    for i, tok in enumerate(tokens):
         if tok.token_type == TokenType.L_PAREN:
             depth += 1
         elif tok.token_type == TokenType.R_PAREN:
             depth -= 1
-        if tok.token_type == TokenType.SEMICOLON and depth <= 0:
+        elif tok.token_type == TokenType.CASE:
+            cases += 1
+        elif _opens_block(tokens, i, bool(current)):
+            blocks += 1
+        elif tok.token_type == TokenType.END:
+            if cases:
+                cases -= 1
+            elif blocks:
+                blocks -= 1
+        if tok.token_type == TokenType.SEMICOLON and depth <= 0 and not blocks:
+            if i + 1 < len(tokens) and tokens[i + 1].token_type == TokenType.ELSE and current:
+                continue  # IF … <statement>; ELSE …: one statement
             if current:
                 out.append(RawStatement(sql[current[0].start : current[-1].end + 1], current))
             current = []
@@ -105,6 +136,96 @@ def split_batch(sql: str) -> list[RawStatement]:
     if current:
         out.append(RawStatement(sql[current[0].start : current[-1].end + 1], current))
     return out
+
+
+_STATEMENT_WORDS = {
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "EXEC", "EXECUTE", "CREATE", "ALTER", "DROP", "TRUNCATE",
+    "SET", "DECLARE", "BEGIN", "COMMIT", "ROLLBACK", "SAVE", "IF", "WITH", "USE", "DBCC", "GRANT", "DENY",
+    "REVOKE", "PRINT", "RETURN",
+}  # fmt: skip
+
+
+def _branch_end(tokens: list[Token], start: int) -> int:
+    """Index after the IF branch starting at ``start``: a ``BEGIN … END`` block, or one statement up
+    to a top-level ELSE."""
+    if _opens_block(tokens, start, True):
+        blocks = cases = 0
+        for i in range(start, len(tokens)):
+            t = tokens[i].token_type
+            if t == TokenType.CASE:
+                cases += 1
+            elif t == TokenType.BEGIN and _opens_block(tokens, i, True):
+                blocks += 1
+            elif t == TokenType.END:
+                if cases:
+                    cases -= 1
+                else:
+                    blocks -= 1
+                    if blocks == 0:
+                        return i + 1
+        raise errors.syntax_error("BEGIN")
+    depth = cases = nested_ifs = 0
+    for i in range(start, len(tokens)):
+        t = tokens[i].token_type
+        depth += t == TokenType.L_PAREN
+        depth -= t == TokenType.R_PAREN
+        if t == TokenType.CASE:
+            cases += 1
+        elif t == TokenType.END and cases:
+            cases -= 1
+        elif tokens[i].text.upper() == "IF" and i > start and tokens[i].token_type not in _NAMES:
+            nested_ifs += 1
+        elif t == TokenType.ELSE and depth == 0 and not cases:
+            if not nested_ifs:
+                return i
+            nested_ifs -= 1  # this ELSE belongs to a nested IF
+    return len(tokens)
+
+
+_NAMES = {TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.IDENTIFIER}  # 'SELECT', [IF]: not keywords
+
+
+@dataclass
+class IfStatement:
+    """``IF <condition> <then> [ELSE <else>]``: the T-SQL text of each part (a branch may be a
+    ``BEGIN … END`` block: its inner statements)."""
+
+    condition: str
+    then: str
+    otherwise: str | None
+
+
+def split_if(raw: RawStatement) -> IfStatement:
+    toks = raw.tokens
+    base = toks[0].start
+
+    def text(a: int, b: int) -> str:
+        return raw.text[toks[a].start - base : toks[b - 1].end + 1 - base] if b > a else ""
+
+    def branch(a: int, b: int) -> str:
+        if _opens_block(toks, a, True):  # the block's statements
+            return text(a + 1, b - 1)
+        return text(a, b).rstrip().rstrip(";")
+
+    depth, cond_end = 0, None
+    for i in range(1, len(toks)):
+        depth += toks[i].token_type == TokenType.L_PAREN
+        depth -= toks[i].token_type == TokenType.R_PAREN
+        if depth == 0 and i > 1 and toks[i].text.upper() in _STATEMENT_WORDS and toks[i].token_type not in _NAMES:
+            cond_end = i
+            break
+    if cond_end is None:
+        raise errors.syntax_error("IF")
+    then_end = _branch_end(toks, cond_end)
+    otherwise = None
+    if then_end < len(toks) and toks[then_end].token_type == TokenType.SEMICOLON:
+        then_end += 1
+    if then_end < len(toks):
+        if toks[then_end].token_type != TokenType.ELSE or then_end + 1 >= len(toks):
+            raise errors.syntax_error(toks[then_end].text)
+        else_end = _branch_end(toks, then_end + 1)
+        otherwise = branch(then_end + 1, else_end)
+    return IfStatement(text(1, cond_end), branch(cond_end, then_end), otherwise)
 
 
 def parse_statement(raw: RawStatement) -> exp.Expression:
@@ -118,7 +239,25 @@ def parse_statement(raw: RawStatement) -> exp.Expression:
     statements = [p for p in parsed if p is not None]
     if len(statements) != 1:
         raise errors.syntax_error(raw.first_word)
-    return statements[0]
+    return mark_source_forms(statements[0], raw.text)
+
+
+def mark_source_forms(node: exp.Expression, text: str) -> exp.Expression:
+    """What sqlglot's tree no longer tells apart, from the statement's text:
+
+    * GETDATE(), CURRENT_TIMESTAMP and SYSDATETIME() parse alike; SQL Server's GETDATE() returns
+      ``datetime`` (1/300 s ticks), SYSDATETIME() ``datetime2(7)``: keep the latter apart;
+    * ``0x``, "(empty binary string)" ("Constants (Transact-SQL)"), parses as the name ``[0x]``:
+      a two-character identifier is the constant."""
+    for found in list(node.find_all(exp.CurrentTimestamp)):
+        start, end = found.meta.get("start"), found.meta.get("end")
+        if start is not None and end is not None and text[start : end + 1].upper() == "SYSDATETIME":
+            found.replace(exp.Anonymous(this="SYSDATETIME"))
+    for name in list(node.find_all(exp.Identifier)):
+        start, end = name.meta.get("start"), name.meta.get("end")
+        if name.name.lower() == "0x" and start is not None and end == start + 1 and isinstance(name.parent, exp.Column):
+            name.parent.replace(exp.HexString(this=""))
+    return node
 
 
 # -- DDL: column definitions (parsed from tokens to keep SQL Server's exact type names) --------
@@ -132,6 +271,7 @@ class ColumnDef:
     identity: tuple[int, int] | None = None
     computed_sql: str | None = None  # ``name AS (expr) [PERSISTED]``: T-SQL text of the expression
     persisted: bool = False
+    unique: str | None = None  # ``[CONSTRAINT name] UNIQUE``: the name, "" when SQL Server generates it
 
 
 @dataclass
@@ -141,6 +281,7 @@ class TableDef:
     columns: list[ColumnDef] = field(default_factory=list)
     pk: list[str] = field(default_factory=list)
     pk_name: str | None = None
+    uniques: list[tuple[str, list[str]]] = field(default_factory=list)  # UNIQUE constraints ("" = unnamed)
 
 
 _ELEMENT_END = {TokenType.COMMA}
@@ -226,6 +367,7 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
             2715, f"Column, parameter, or variable #{1}: Cannot find data type {' '.join(type_words)}."
         ) from exc
     col = ColumnDef(name, sql_type)
+    constraint = ""
     while i < len(toks):
         word = toks[i].text.upper()
         if word == "NOT" and i + 1 < len(toks) and toks[i + 1].text.upper() == "NULL":
@@ -237,6 +379,7 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
         elif word in ("PRIMARY KEY", "PRIMARY"):
             col.primary_key = True
             col.nullable = False
+            constraint = ""
             i += 1 if word == "PRIMARY KEY" else 2
         elif word == "IDENTITY":
             i += 1
@@ -248,6 +391,7 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
             col.identity = (seed, inc)
             col.nullable = False
         elif word == "DEFAULT":
+            constraint = ""
             i += 1
             start = i
             depth = 0
@@ -261,7 +405,13 @@ def parse_column_def(toks: list[Token], sql: str) -> ColumnDef:
                     break
                 i += 1
             col.default_sql = sql[toks[start].start : toks[i - 1].end + 1]
-        elif word == "COLLATE" or word == "CONSTRAINT":
+        elif word == "CONSTRAINT":
+            constraint = toks[i + 1].text if i + 1 < len(toks) else ""
+            i += 2
+        elif word == "UNIQUE":
+            col.unique = constraint
+            i += 1
+        elif word == "COLLATE":
             i += 2
         else:
             i += 1  # CLUSTERED, NONCLUSTERED, SPARSE, ROWGUIDCOL… carry no data semantics here
@@ -329,7 +479,14 @@ def parse_create_table(raw: RawStatement) -> TableDef:
             table.pk = _key_columns(group)
             table.pk_name = constraint_name
             continue
-        if word in ("UNIQUE", "FOREIGN", "CHECK", "INDEX", "FOREIGN KEY"):
+        if word == "UNIQUE":
+            k = j + 1
+            while k < len(element) and element[k].token_type != TokenType.L_PAREN:
+                k += 1
+            group, _ = _paren_group(element, k)
+            table.uniques.append((constraint_name or "", _key_columns(group)))
+            continue
+        if word in ("FOREIGN", "CHECK", "INDEX", "FOREIGN KEY"):
             continue
         col = parse_column_def(element, raw.text)
         if col.primary_key:
@@ -339,6 +496,8 @@ def parse_create_table(raw: RawStatement) -> TableDef:
                 if element[k].text.upper() == "CONSTRAINT" and element[k + 2].text.upper().startswith("PRIMARY"):
                     table.pk_name = element[k + 1].text
         table.columns.append(col)
+        if col.unique is not None:
+            table.uniques.append((col.unique, [col.name]))
     for col in table.columns:
         if col.name.lower() in {p.lower() for p in table.pk}:
             col.nullable = False
@@ -531,128 +690,6 @@ def _pad_lsn_literal(node: exp.Expression) -> None:
                 lit.set("this", digits.ljust(20, "0"))
 
 
-# -- collation -------------------------------------------------------------------------------
-# The database default collation SQL_Latin1_General_CP1_CI_AS (SQL Server's default for an
-# English-locale install) is modelled for character columns of user tables:
-# * comparisons are case-insensitive and ignore trailing blanks (ANSI padding: "SQL Server follows
-#   the ANSI/ISO SQL-92 specification on how to compare strings with spaces", Microsoft KB 316626);
-# * a SQL collation sorts and compares non-Unicode data (char/varchar/text, and '…' literals) with
-#   its own code-page sort order, character by character: '-' and "'" sort as punctuation before
-#   digits and letters (KB 322112, "Comparing SQL collations to Windows collations");
-# * Unicode data (nchar/nvarchar/ntext, N'…' literals) is compared with the Windows (Unicode)
-#   rules, a "word sort" in which hyphen and apostrophe are ignored at the first level, so that
-#   abctest < abc-test < abctest1 < abc-test1 (Microsoft blog "Sorting and comparing unicode and
-#   binary data - why do I get a weird sort order?", SQL_Latin1_General_CP1_CI_AS).
-# * comparing a varchar column with an nvarchar value converts the column to nvarchar (data type
-#   precedence), so ``varchar_col > N'…'`` uses the Unicode rules while ``ORDER BY varchar_col``
-#   uses the code-page order. That mismatch is what keyset paging with pymssql's N'…' parameters
-#   trips over.
-# The model: SQL sort key = upper(rtrim(x)); word sort key = upper(rtrim(x)) without '-' and "'",
-# then, for ties, the same text with '-' and "'" placed after every letter (so the hyphenated form
-# sorts after the plain one, as in Microsoft's example). Not modelled: accents, other scripts.
-_VARCHAR_TYPES = {"char", "varchar", "text"}
-_NVARCHAR_TYPES = {"nchar", "nvarchar", "ntext", "sysname"}
-
-
-def _fn(name: str, *args: exp.Expression) -> exp.Expression:
-    return exp.Anonymous(this=name, expressions=list(args))
-
-
-def _sql_sort_key(x: exp.Expression) -> exp.Expression:
-    return exp.Upper(this=_fn("rtrim", x, exp.Literal.string(" ")))
-
-
-def _word_sort_key(x: exp.Expression) -> exp.Expression:
-    base = _sql_sort_key(x)
-    primary = _fn(
-        "replace",
-        _fn("replace", base, exp.Literal.string("-"), exp.Literal.string("")),
-        exp.Literal.string("'"),
-        exp.Literal.string(""),
-    )
-    tie = _fn(
-        "replace",
-        _fn("replace", base.copy(), exp.Literal.string("-"), _fn("chr", exp.Literal.number(127))),
-        exp.Literal.string("'"),
-        _fn("chr", exp.Literal.number(126)),
-    )
-    return exp.Concat(expressions=[primary, _fn("chr", exp.Literal.number(1)), tie])
-
-
-def apply_collation(node: exp.Expression, column_types: Callable[[str | None, str], Mapping[str, str] | None]) -> None:
-    """Rewrite comparisons and ORDER BY keys on character columns of user tables to the sort keys
-    of the default collation (see the comment above). Works on the T-SQL tree, before translation."""
-    tables: dict[str, Mapping[str, str]] = {}
-    for table in node.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        db = table.args.get("db")
-        schema = db.name if db is not None else None
-        if (schema or "dbo").lower() in ("cdc", "sys", "emu", "information_schema"):
-            continue
-        cols = column_types(schema, table.name)
-        if cols is None:
-            continue
-        tables[table.alias_or_name.lower()] = cols
-        tables.setdefault(table.name.lower(), cols)
-    if not tables:
-        return
-    scopes = list({id(c): c for c in tables.values()}.values())
-
-    def kind(e: exp.Expression) -> str | None:
-        name: str | None = None
-        if isinstance(e, exp.Column):
-            qualifier = e.table.lower()
-            if qualifier and qualifier not in tables:
-                return None
-            candidates = [tables[qualifier]] if qualifier else scopes
-            found = {c[e.name.lower()] for c in candidates if e.name.lower() in c}
-            if len(found) != 1:
-                return None
-            name = found.pop()
-        elif isinstance(e, exp.National):
-            return "n"
-        elif isinstance(e, exp.Literal) and e.is_string:
-            return "v"
-        elif isinstance(e, exp.Cast):
-            try:
-                name = sqltype_from_datatype(e.to).name
-            except (UnknownTypeError, ValueError):
-                return None
-        if name in _VARCHAR_TYPES:
-            return "v"
-        if name in _NVARCHAR_TYPES:
-            return "n"
-        return None
-
-    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
-        if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
-            continue  # an assignment, not a comparison
-        left, right = cmp.this, cmp.expression
-        kl, kr = kind(left), kind(right)
-        if kl is None or kr is None or not (isinstance(left, exp.Column) or isinstance(right, exp.Column)):
-            continue
-        key = _word_sort_key if "n" in (kl, kr) else _sql_sort_key
-        cmp.set("this", key(left.copy()))
-        cmp.set("expression", key(right.copy()))
-    for ordered in list(node.find_all(exp.Ordered)):
-        select = ordered.find_ancestor(exp.Select)
-        if select is not None and select.args.get("distinct"):
-            continue  # DuckDB wants DISTINCT's ORDER BY keys in the select list
-        if isinstance(ordered.this, exp.Column):
-            k = kind(ordered.this)
-            if k is not None:
-                ordered.set("this", (_word_sort_key if k == "n" else _sql_sort_key)(ordered.this.copy()))
-
-
-def collation_equal(a: Any, b: Any) -> bool:
-    """Equality of two key values under the default collation (strings: case-insensitive, trailing
-    blanks ignored); other values compare as they are."""
-    if isinstance(a, str) and isinstance(b, str):
-        return a.rstrip(" ").upper() == b.rstrip(" ").upper()
-    return bool(a == b)
-
-
 def _value_literal(value: Any) -> exp.Expression:
     """A Python value (variable contents) as a DuckDB-typed literal node."""
     if value is None:
@@ -663,8 +700,10 @@ def _value_literal(value: Any) -> exp.Expression:
         return exp.HexString(this=bytes(value).hex().upper())
     if isinstance(value, (int, float, Decimal)):
         return exp.Literal.number(str(value))
+    if isinstance(value, datetime) and value.tzinfo is not None:  # a datetimeoffset parameter (RPC)
+        return _sys_call("to_datetimeoffset", [exp.Literal.string(value.isoformat(sep=" "))])
     if isinstance(value, datetime):
-        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMPTZ" if value.tzinfo else "TIMESTAMP")
+        return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
     if isinstance(value, date):
         return exp.cast(exp.Literal.string(value.isoformat()), "DATE")
     if isinstance(value, time):
@@ -674,16 +713,126 @@ def _value_literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def _timestamp_literal(value: datetime) -> exp.Expression:
-    return exp.cast(exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds")), "TIMESTAMP")
+def _timestamp_literal(value: datetime, duck_type: str = "TIMESTAMP") -> exp.Expression:
+    text = exp.Literal.string(value.isoformat(sep=" ", timespec="microseconds"))
+    return exp.Cast(this=text, to=exp.DataType.build(duck_type, dialect="duckdb"))
+
+
+# CAST/CONVERT to these types: the storage rules of .storage (ticks, minutes, offset)
+_CONVERSION_MACROS = {
+    exp.DType.DATETIME: "round_datetime",
+    exp.DType.SMALLDATETIME: "round_smalldatetime",
+    exp.DType.TIMESTAMPTZ: "to_datetimeoffset",
+}
+_DATETIME_FUNCS = {"GETDATE", "CURRENT_TIMESTAMP", "GETUTCDATE"}  # these return datetime (ticks)
+
+
+def _convert_to_legacy_time(node: exp.Expression, scope: ColumnScope) -> None:
+    """A string (or a pymssql datetime parameter, which is a string) compared with a ``datetime`` or
+    ``smalldatetime`` column is converted to the column's type first, as SQL Server converts the
+    lower-precedence side: ``at = '… 12:00:00.199'`` matches the row stored as .200."""
+
+    def convert(column: exp.Expression, other: exp.Expression) -> exp.Expression | None:
+        macro = {"datetime": "round_datetime", "smalldatetime": "round_smalldatetime"}.get(
+            scope.type_name(column) or ""
+        )
+        textual = (
+            isinstance(other, exp.National)
+            or (isinstance(other, exp.Literal) and other.is_string)
+            or (isinstance(other, exp.Parameter) and isinstance(scope.variables.get(other.name.lower()), str))
+        )
+        return _sys_call(macro, [other.copy()]) if macro and textual else None
+
+    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
+            continue
+        for side, other in (("this", "expression"), ("expression", "this")):
+            converted = convert(cmp.args[side], cmp.args[other])
+            if converted is not None:
+                cmp.set(other, converted)
+                break
+    for between in list(node.find_all(exp.Between)):
+        for bound in ("low", "high"):
+            converted = convert(between.this, between.args[bound])
+            if converted is not None:
+                between.set(bound, converted)
+    for found in list(node.find_all(exp.In)):
+        if found.expressions and scope.type_name(found.this) in ("datetime", "smalldatetime"):
+            found.set("expressions", [convert(found.this, e) or e for e in found.expressions])
+
+
+def _plus_as_concatenation(node: exp.Expression, scope: ColumnScope) -> None:
+    """``+`` between character or binary strings concatenates ("+ (String Concatenation)"); DuckDB's
+    ``||`` keeps SQL Server's default CONCAT_NULL_YIELDS_NULL ON (NULL + 'a' is NULL)."""
+
+    def textual(e: exp.Expression) -> bool:
+        while isinstance(e, exp.Paren):
+            e = e.this
+        if isinstance(e, (exp.HexString, exp.DPipe)):
+            return True
+        if scope.type_name(e) in ("binary", "varbinary") or scope.kind(e) is not None:
+            return True
+        return isinstance(e, exp.Cast) and e.to.this in (exp.DType.BINARY, exp.DType.VARBINARY)
+
+    def numeric(e: exp.Expression) -> bool:
+        return isinstance(e, exp.Literal) and not e.is_string
+
+    for add in list(node.find_all(exp.Add)):
+        sides = (add.this, add.expression)
+        if any(textual(s) for s in sides) and not any(numeric(s) for s in sides):
+            add.replace(exp.DPipe(this=add.this, expression=add.expression))
+
+
+def _instant(side: exp.Expression, scope: ColumnScope) -> exp.Expression:
+    """The UTC instant of a datetimeoffset column, or of any other value read as datetimeoffset."""
+    if scope.type_name(side) == "datetimeoffset":
+        return exp.Anonymous(this="struct_extract", expressions=[side.copy(), exp.Literal.string("dto_utc")])
+    value = _sys_call("to_datetimeoffset", [side.copy()])
+    return exp.Anonymous(this="struct_extract", expressions=[value, exp.Literal.string("dto_utc")])
+
+
+def _datetimeoffset_as_instant(node: exp.Expression, scope: ColumnScope) -> None:
+    """datetimeoffset is "processed, compared, sorted, and indexed in the server as in UTC": a
+    comparison with a datetimeoffset column compares instants; converting the column to another date
+    or time type copies its local date and time, to a string gives SQL Server's text with the offset."""
+    dto = "datetimeoffset"
+    for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
+        if not isinstance(cmp.parent, (exp.Update, exp.SetItem)) and dto in (
+            scope.type_name(cmp.this),
+            scope.type_name(cmp.expression),
+        ):
+            cmp.set("this", _instant(cmp.this, scope))
+            cmp.set("expression", _instant(cmp.expression, scope))
+    for between in list(node.find_all(exp.Between)):
+        if scope.type_name(between.this) == dto:
+            for part in ("this", "low", "high"):
+                between.set(part, _instant(between.args[part], scope))
+    for found in list(node.find_all(exp.In)):
+        if scope.type_name(found.this) == dto and found.expressions:
+            found.set("expressions", [_instant(e, scope) for e in found.expressions])
+            found.set("this", _instant(found.this, scope))
+    for cast in list(node.find_all(exp.Cast, exp.Convert)):
+        value = cast.this if isinstance(cast, exp.Cast) else cast.expression
+        target = cast.args.get("to") if isinstance(cast, exp.Cast) else cast.this
+        if value is None or scope.type_name(value) != dto or not isinstance(target, exp.DataType):
+            continue
+        if target.this == exp.DType.TIMESTAMPTZ:
+            continue
+        textual = target.this in (exp.DType.CHAR, exp.DType.VARCHAR, exp.DType.NCHAR, exp.DType.NVARCHAR)
+        converted = _sys_call("dto_text" if textual else "dto_local", [value.copy()])
+        cast.set("this" if isinstance(cast, exp.Cast) else "expression", converted)
 
 
 def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = True) -> exp.Expression:
     """Rewrite a parsed T-SQL statement so that DuckDB runs it with SQL Server's meaning."""
     node = node.copy()
     _pad_lsn_literal(node)
-    if ctx.column_types is not None:
-        apply_collation(node, ctx.column_types)
+    scope = ColumnScope(node, ctx.column_types or (lambda schema, name: None), ctx.variables)
+    if not scope.empty:
+        apply_collation(node, scope)
+        _convert_to_legacy_time(node, scope)
+        _datetimeoffset_as_instant(node, scope)
+    _plus_as_concatenation(node, scope)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):
@@ -697,10 +846,18 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
                 return duck_datatype(sqltype_from_datatype(n))
             except (UnknownTypeError, ValueError):
                 return n
-        if isinstance(n, exp.CurrentTimestamp):
+        if isinstance(n, exp.CurrentTimestamp):  # GETDATE(), CURRENT_TIMESTAMP: datetime
             if ctx.dynamic_time:
-                return exp.Anonymous(this="current_localtimestamp")
-            return _timestamp_literal(ctx.now())
+                return _sys_call("round_datetime", [exp.Anonymous(this="current_localtimestamp")])
+            return _timestamp_literal(round_datetime(ctx.now()), "TIMESTAMP_MS")
+        if isinstance(n, (exp.Cast, exp.Convert)):
+            target = n.args.get("to") if isinstance(n, exp.Cast) else n.this
+            value = n.this if isinstance(n, exp.Cast) else n.expression
+            macro = _CONVERSION_MACROS.get(target.this) if isinstance(target, exp.DataType) else None
+            if macro is not None and value is not None:
+                if isinstance(n, exp.TryCast):
+                    value = exp.TryCast(this=value, to=exp.DataType.build("TIMESTAMP"))
+                return _sys_call(macro, [sub(value)])
         if isinstance(n, exp.ObjectId):
             return _object_id(sub(n.this))
         if isinstance(n, exp.CurrentUser) or (isinstance(n, exp.Column) and n.name.upper() == "SYSTEM_USER"):
@@ -709,7 +866,12 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
             name = n.name.upper() if isinstance(n.this, str) else str(n.this).upper()
             if name in _TIME_FUNCS:
                 if ctx.dynamic_time:
-                    return exp.Anonymous(this="current_localtimestamp")
+                    now: exp.Expression = exp.Anonymous(this="current_localtimestamp")
+                    return _sys_call("round_datetime", [now]) if name in _DATETIME_FUNCS else now
+                if name in _DATETIME_FUNCS:
+                    return _timestamp_literal(round_datetime(ctx.now()), "TIMESTAMP_MS")
+                if name == "SYSDATETIMEOFFSET":  # the emulator clock has no zone: +00:00
+                    return _sys_call("to_datetimeoffset", [_timestamp_literal(ctx.now())])
                 return _timestamp_literal(ctx.now())
             if name in _SYS_FUNCS and not isinstance(n.parent, exp.Dot):
                 return _sys_call(_SYS_FUNCS[name], [sub(a) for a in n.expressions])

@@ -81,3 +81,36 @@ def ct_rows(sql: Sql, instance: str = "dbo_t", columns: str = "id, name, amount"
         f"SELECT [__$start_lsn], [__$seqval], [__$operation], [__$update_mask], {columns} "
         f"FROM cdc.[{instance}_CT] ORDER BY [__$start_lsn], [__$seqval], [__$operation]"
     )
+
+
+@pytest.fixture
+def tds(engine: Engine) -> Iterator[Sql]:
+    """The same database as ``sql``, through pymssql over TDS (a server thread of this process)."""
+    import pymssql
+
+    from dev.mssql_emulator.server import DEFAULT_LOGIN, DEFAULT_PASSWORD, serve_in_thread
+
+    server, port = serve_in_thread(engine)
+    conn = pymssql.connect(
+        server="127.0.0.1", port=str(port), user=DEFAULT_LOGIN, password=DEFAULT_PASSWORD, autocommit=True
+    )
+    try:
+        yield Sql(conn)
+    finally:
+        conn.close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["in-process", "tds"])
+def client(request: pytest.FixtureRequest, sql: Sql) -> Sql:
+    """The in-process connection, then pymssql over TDS to the same database: a test taking it runs
+    once with each, so both paths must give the same values and errors."""
+    return sql if request.param == "in-process" else request.getfixturevalue("tds")
+
+
+def track(sql: Sql, table: str) -> Sql:
+    """Enable CDC on the database and on ``dbo.<table>`` (capture instance ``dbo_<table>``)."""
+    sql("EXEC sys.sp_cdc_enable_db")
+    sql(f"EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'{table}', @role_name = NULL")
+    return sql

@@ -1,0 +1,173 @@
+"""The database's default collation, SQL_Latin1_General_CP1_CI_AS, wherever SQL Server applies it:
+``MERGE … ON``, joins, ``WHERE``, ``GROUP BY`` / ``DISTINCT`` and the uniqueness of PRIMARY KEY,
+UNIQUE constraints and unique indexes, the check and the operation alike (issue 24).
+
+Sources (docs/emulator.md "Collation" lists them with the rule each one backs):
+* case-insensitive, trailing blanks ignored: collation name (CI) and KB 316626 / "How SQL Server
+  compares strings with trailing spaces" (ANSI padding);
+* width-insensitive for Unicode data: the description ``sys.fn_helpcollations()`` and
+  ``sp_helpsort`` give for it, "Latin1-General, case-insensitive, accent-sensitive,
+  kanatype-insensitive, width-insensitive for Unicode Data, SQL Server Sort Order 52 on Code Page
+  1252 for non-Unicode Data";
+* errors: "Database engine events and errors (2000 to 2999)", learn.microsoft.com/sql/relational-
+  databases/errors-events/database-engine-events-and-errors-2000-to-2999 — 2601 (severity 14)
+  "Cannot insert duplicate key row in object '%.*ls' with unique index '%.*ls'. The duplicate key
+  value is %ls." and 2627 (severity 14) "Violation of %ls constraint '%.*ls'. Cannot insert
+  duplicate key in object '%.*ls'. The duplicate key value is %ls." (%ls: PRIMARY KEY or UNIQUE KEY).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pymssql
+import pytest
+
+from tests.emulator.conftest import Sql, track
+
+TRAILER = b"DB-Lib error message 20018, severity 14:\nGeneral SQL Server error: Check messages from the SQL Server\n"
+REPRO_MERGE = (
+    "MERGE dbo.t AS t USING (SELECT 'XY30' AS code, 2 AS v) AS s ON t.code = s.code"
+    " WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT (code, v) VALUES (s.code, s.v);"
+)
+
+
+def error(client: Sql, statement: str) -> tuple[int, bytes]:
+    with pytest.raises(pymssql.IntegrityError) as exc:
+        client(statement)
+    number, message = exc.value.args
+    return number, message
+
+
+def test_issue_24_reproduction_merge_matches_the_key_and_the_case_only_update_succeeds(sql: Sql) -> None:
+    # Given the issue's table and row,
+    sql("CREATE TABLE dbo.t (code varchar(20) NOT NULL PRIMARY KEY, v int NULL)")
+    sql("INSERT INTO dbo.t VALUES ('xy30', 1)")
+    track(sql, "t")
+    # when MERGE's source row differs from it only in case, it matches: one row, the stored key kept;
+    sql(REPRO_MERGE)
+    assert sql("SELECT code, v FROM dbo.t") == [("xy30", 2)]
+    # and the key update to a value the collation calls equal succeeds (same key to SQL Server),
+    sql("UPDATE dbo.t SET code = 'XY30' WHERE code = 'xy30'")
+    assert sql("SELECT code, v FROM dbo.t") == [("XY30", 2)]
+    # captured as an update pair whose images hold the two spellings (the emulator's documented
+    # choice: the index key did not change, so no split update; the pipeline handles both forms).
+    sql.scan()
+    rows = sql("SELECT [__$operation], code, v FROM cdc.dbo_t_CT ORDER BY [__$start_lsn], [__$seqval], [__$operation]")
+    assert rows[-2:] == [(3, "xy30", 2), (4, "XY30", 2)]
+
+
+def test_primary_key_is_unique_under_the_collation_with_sql_servers_2627(client: Sql) -> None:
+    client("CREATE TABLE dbo.pk (code varchar(20) NOT NULL CONSTRAINT pk_code PRIMARY KEY, v int NULL)")
+    client("INSERT INTO dbo.pk VALUES ('xy30', 1)")
+    for duplicate in ("XY30", "xy30  ", "Xy30 "):
+        number, message = error(client, f"INSERT INTO dbo.pk VALUES ('{duplicate}', 2)")
+        assert number == 2627
+        assert message == (
+            b"Violation of PRIMARY KEY constraint 'pk_code'. Cannot insert duplicate key in object 'dbo.pk'. "
+            b"The duplicate key value is (" + duplicate.encode() + b")." + TRAILER
+        )
+    assert client("SELECT code, v FROM dbo.pk") == [("xy30", 1)]
+
+
+def test_generated_primary_key_name_and_composite_key_value(client: Sql) -> None:
+    client("CREATE TABLE dbo.t (code varchar(20) NOT NULL PRIMARY KEY, v int NULL)")
+    client("INSERT INTO dbo.t VALUES ('xy30', 1)")
+    number, message = error(client, "INSERT INTO dbo.t VALUES ('XY30', 1)")
+    assert number == 2627
+    assert re.fullmatch(
+        rb"Violation of PRIMARY KEY constraint 'PK__t__[0-9A-F]{16}'\. Cannot insert duplicate key in object "
+        rb"'dbo\.t'\. The duplicate key value is \(XY30\)\.DB-Lib.*",
+        message,
+        re.DOTALL,
+    )
+    client("CREATE TABLE dbo.c (region char(2) NOT NULL, code nvarchar(10) NOT NULL, PRIMARY KEY (region, code))")
+    client("INSERT INTO dbo.c VALUES ('EU', N'ab')")
+    client("INSERT INTO dbo.c VALUES ('US', N'AB')")  # another region: another key
+    number, message = error(client, "INSERT INTO dbo.c VALUES ('eu', N'Ab ')")
+    assert number == 2627 and b"The duplicate key value is (eu, Ab )." in message
+
+
+def test_key_update_and_merge_insert_that_collide_under_the_collation_fail_with_2627(client: Sql) -> None:
+    client("CREATE TABLE dbo.m (k varchar(10) NOT NULL CONSTRAINT pk_m PRIMARY KEY, v int NULL)")
+    client("INSERT INTO dbo.m VALUES ('ab', 1), ('cd', 2)")
+    number, message = error(client, "UPDATE dbo.m SET k = 'AB' WHERE k = 'cd'")
+    assert number == 2627 and b"The duplicate key value is (AB)." in message
+    # two source rows MERGE does not match, equal under the collation: the second one collides
+    number, message = error(
+        client,
+        "MERGE dbo.m AS t USING (VALUES ('q', 1), ('Q ', 2)) AS s (k, v) ON t.k = s.k"
+        " WHEN NOT MATCHED THEN INSERT (k, v) VALUES (s.k, s.v);",
+    )
+    assert number == 2627 and b"The duplicate key value is (Q )." in message
+    # a multi-row key update that swaps case is fine: every new key is unique
+    client("UPDATE dbo.m SET k = UPPER(k)")
+    assert sorted(client("SELECT k, v FROM dbo.m")) == [("AB", 1), ("CD", 2)]
+
+
+def test_unique_index_is_2601_and_unique_constraint_2627_under_the_collation(client: Sql) -> None:
+    client("CREATE TABLE dbo.u (id int NOT NULL PRIMARY KEY, email nvarchar(80) NOT NULL, sku varchar(10) NULL)")
+    client("CREATE UNIQUE NONCLUSTERED INDEX ux_u_email ON dbo.u (email)")
+    client("INSERT INTO dbo.u VALUES (1, N'a@example.com', 'S1')")
+    number, message = error(client, "INSERT INTO dbo.u VALUES (2, N'A@Example.com', 'S2')")
+    assert number == 2601
+    assert message == (
+        b"Cannot insert duplicate key row in object 'dbo.u' with unique index 'ux_u_email'. "
+        b"The duplicate key value is (A@Example.com)." + TRAILER
+    )
+    client(
+        "CREATE TABLE dbo.w (id int NOT NULL PRIMARY KEY, code nvarchar(10) NOT NULL CONSTRAINT uq_w_code UNIQUE,"
+        " a int NULL, b varchar(5) NULL, CONSTRAINT uq_w_ab UNIQUE NONCLUSTERED (a, b))"
+    )
+    client("INSERT INTO dbo.w VALUES (1, N'x', 1, 'p'), (2, N'y', 1, NULL)")
+    number, message = error(client, "INSERT INTO dbo.w VALUES (3, N'X ', 2, 'q')")
+    assert number == 2627
+    assert message.startswith(
+        b"Violation of UNIQUE KEY constraint 'uq_w_code'. Cannot insert duplicate key in object 'dbo.w'. "
+        b"The duplicate key value is (X )."
+    )
+    number, message = error(client, "UPDATE dbo.w SET b = 'P' WHERE id = 2")
+    assert number == 2627 and b"constraint 'uq_w_ab'" in message and b"The duplicate key value is (1, P)." in message
+    # SQL Server's unique constraints and indexes allow one NULL, not two
+    number, message = error(client, "INSERT INTO dbo.w VALUES (4, N'z', 1, NULL)")
+    assert number == 2627 and b"The duplicate key value is (1, <NULL>)." in message
+
+
+def test_unicode_data_compares_width_insensitively(sql: Sql) -> None:
+    sql("CREATE TABLE dbo.n (k nvarchar(10) NOT NULL PRIMARY KEY)")
+    sql("INSERT INTO dbo.n VALUES (N'ab1')")
+    assert sql("SELECT k FROM dbo.n WHERE k = N'ＡＢ１'") == [("ab1",)]  # full-width forms
+    with pytest.raises(pymssql.IntegrityError) as exc:
+        sql("INSERT INTO dbo.n VALUES (N'Ａｂ１')")
+    assert exc.value.args[0] == 2627
+
+
+@pytest.fixture
+def heap(client: Sql) -> Sql:
+    client("CREATE TABLE dbo.g (k varchar(10) NULL, n nvarchar(10) NULL, v int NULL)")
+    client("INSERT INTO dbo.g VALUES ('a', N'x', 1), ('A', N'X ', 2), ('a  ', N'ｘ', 3), ('b', N'y', 4)")
+    client("CREATE TABLE dbo.h (k varchar(10) NOT NULL PRIMARY KEY, label nvarchar(10) NULL)")
+    client("INSERT INTO dbo.h VALUES ('A ', N'first'), ('B', N'second')")
+    return client
+
+
+def test_group_by_and_distinct_fold_values_the_collation_calls_equal(heap: Sql) -> None:
+    groups = heap("SELECT k, count(*), sum(v) FROM dbo.g GROUP BY k ORDER BY k")
+    assert [(k.rstrip().upper(), c, s) for k, c, s in groups] == [("A", 3, 6), ("B", 1, 4)]
+    assert len(heap("SELECT DISTINCT k FROM dbo.g")) == 2
+    assert len(heap("SELECT DISTINCT n FROM dbo.g")) == 2  # Unicode: case, trailing blanks and width
+    assert heap("SELECT count(DISTINCT k), count(DISTINCT n) FROM dbo.g") == [(2, 2)]
+    assert heap("SELECT k, v FROM dbo.g WHERE k IN ('B', 'z')") == [("b", 4)]
+    assert heap("SELECT count(*) FROM dbo.g WHERE k LIKE 'A%'") == [(3,)]
+
+
+def test_joins_and_derived_tables_compare_under_the_collation(heap: Sql) -> None:
+    rows = heap("SELECT g.v, h.label FROM dbo.g AS g JOIN dbo.h AS h ON g.k = h.k ORDER BY g.v")
+    assert rows == [(1, "first"), (2, "first"), (3, "first"), (4, "second")]
+    rows = heap("SELECT h.label FROM dbo.h AS h JOIN (SELECT 'b' AS k) AS s ON h.k = s.k")
+    assert rows == [("second",)]
+    rows = heap("SELECT h.label FROM (VALUES (N'a')) AS s (k) JOIN dbo.h AS h ON s.k = h.k")
+    assert rows == [("first",)]
+    assert heap("SELECT count(*) FROM dbo.g WHERE k IN (SELECT k FROM dbo.h)") == [(4,)]
+    heap("DELETE FROM dbo.g WHERE k = 'A'")
+    assert heap("SELECT k FROM dbo.g") == [("b",)]
