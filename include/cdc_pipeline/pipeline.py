@@ -46,6 +46,18 @@ from include.cdc_pipeline.warehouse import Warehouse
 log = logging.getLogger(__name__)
 
 
+def pii_tag_name(database: str) -> str | None:
+    """The PII tag of ``database`` as the access spec places it (``include/config/access.yaml``);
+    None when the spec cannot be read (the columns then load untagged, said in the log)."""
+    try:
+        from include.cdc_pipeline.governance.spec import load_access_spec, pii_tag
+
+        return pii_tag(database, load_access_spec())
+    except Exception:
+        log.warning("the access spec could not be read: PII columns are not tagged", exc_info=True)
+        return None
+
+
 def _check_target_names(label: str, mappings: Sequence[ColumnMapping]) -> None:
     """Two source columns must not land in one Snowflake column, nor in a metadata column. SQL
     Server's default collation keeps ``a b`` and ``A B`` apart only in a case-sensitive database,
@@ -198,6 +210,13 @@ class TablePipeline:
             columns=tuple(mappings),
             key=key,
             delete_mode=self.cfg.setting(self.table, "delete_mode"),
+            pii=tuple(
+                (m.target_name, str(self.table.pii_columns[name]))
+                for m in mappings
+                for name in self.table.pii_columns
+                if name.lower() == m.source.name.lower()
+            ),
+            pii_tag=pii_tag_name(t.database) if self.table.pii_columns else None,
         )
 
     def stage(self) -> Stage:

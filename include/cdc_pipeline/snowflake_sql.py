@@ -77,6 +77,9 @@ class TableLayout:
     columns: tuple[ColumnMapping, ...]
     key: tuple[str, ...]  # target column names of the primary key
     delete_mode: DeleteMode
+    # PII columns (target name, category) and the tag they carry in raw and history (governance)
+    pii: tuple[tuple[str, str], ...] = ()
+    pii_tag: str | None = None
 
     @property
     def raw(self) -> str:
@@ -132,6 +135,12 @@ def change_order(alias: str = "", descending: bool = False) -> str:
 def create_table(table: str, columns: Iterable[tuple[str, str]]) -> str:
     """``CREATE TABLE IF NOT EXISTS`` of a (qualified, quoted) table with ``(name, type)`` columns."""
     return f"CREATE TABLE IF NOT EXISTS {table} ({column_defs(columns)})"
+
+
+def set_column_tag(table: str, column: str, tag: str, value: str) -> str:
+    """``ALTER TABLE … MODIFY COLUMN … SET TAG <db.schema.tag> = '<value>'`` (the PII tag)."""
+    quoted_tag = ".".join(sf_ident(part) for part in tag.split("."))
+    return f"ALTER TABLE {table} MODIFY COLUMN {sf_ident(column)} SET TAG {quoted_tag} = '{value.replace(chr(39), '')}'"
 
 
 def add_column(table: str, name: str, type_: str) -> str:

@@ -129,6 +129,7 @@ class Warehouse:
             existing = self.existing_columns(layout.database, layout.raw_schema, table)
             if not existing:
                 self.execute(q.create_table(target, [*source, *meta]))
+                self._tag_pii(layout, target, [name for name, _ in source])
                 continue
             declared = self.declared_types(layout.database, layout.raw_schema, table)
             for name, type_ in [*source, *meta]:
@@ -137,6 +138,7 @@ class Warehouse:
                     self.execute(q.add_column(target, name, type_))
                     if (name, type_) in source:
                         added.append(f"{table}.{name}")
+                        self._tag_pii(layout, target, [name])
                     continue
                 have = declared.get(name, existing[name])
                 change = q.type_change(have, type_)
@@ -151,6 +153,27 @@ class Warehouse:
                         "Add a new column (or re-create the table) and re-snapshot, by hand"
                     )
         return added
+
+    def _tag_pii(self, layout: TableLayout, table: str, columns: Sequence[str]) -> None:
+        """Tag the PII columns of a table or columns just created, before any row lands in them
+        (the tag's masking policy then hides them from every role but the PII reader). Without the
+        tag (the access spec not applied yet: ``make access-apply``) the table loads untagged, said
+        once in the log; the preflight names such columns."""
+        wanted = [(c, category) for c, category in layout.pii if c in columns]
+        if not wanted or not layout.pii_tag:
+            return
+        try:
+            for column, category in wanted:
+                self.execute(q.set_column_tag(table, column, layout.pii_tag, category))
+        except Exception as exc:
+            log.warning(
+                "%s: PII column(s) %s not tagged %s (%s): they are NOT masked until the access spec is applied "
+                "(make access-apply, README 'Snowflake access')",
+                table,
+                [c for c, _ in wanted],
+                layout.pii_tag,
+                " ".join(str(exc).split())[:300],
+            )
 
     # -- stage --------------------------------------------------------------------------------
     def stage_remove(self, stage: str, path: str) -> None:

@@ -162,6 +162,40 @@ def test_administrators_see_raw_pii_masked(governed: dict[str, Any]) -> None:
     run(admin, "USE ROLE ACCOUNTADMIN")
 
 
+def test_raw_tables_the_loader_creates_are_tagged_before_any_row_lands(
+    local_snowflake: LocalSnowflake, governed: dict[str, Any]
+) -> None:
+    from include.cdc_pipeline.config import DeleteMode
+    from include.cdc_pipeline.pipeline import pii_tag_name
+    from include.cdc_pipeline.snowflake_sql import TableLayout
+    from include.cdc_pipeline.types import SourceColumn, map_column
+    from include.cdc_pipeline.warehouse import Warehouse
+
+    # Given a table with a PII column the pipeline meets for the first time (no access apply since),
+    columns = (
+        map_column(SourceColumn("id", "int", 4, 10, 0, False)),
+        map_column(SourceColumn("email", "nvarchar", 200, 0, 0, True)),
+    )
+    layout = TableLayout(DB, "RAW", "STAGING", "PEOPLE", "BILLING__PEOPLE", columns, ("ID",), DeleteMode.SOFT,
+                         pii=(("EMAIL", "email"),), pii_tag=pii_tag_name(DB))  # fmt: skip
+    loader = local_snowflake.connect(database=DB, schema="RAW", role="LOADER")
+    try:
+        # when the loader creates raw and history (as the first batch does) and a row lands,
+        Warehouse(loader).ensure_target_tables(layout)
+        for table in ("PEOPLE", "PEOPLE_HISTORY"):
+            run(loader, f"INSERT INTO RAW.{table} (ID, EMAIL) VALUES (1, 'ada@example.com')")
+    finally:
+        loader.close()
+    # then the column is masked from the first row on (SYSADMIN is no PII reader), with no apply between.
+    admin = governed["admin"]
+    run(admin, "USE ROLE SYSADMIN")
+    try:
+        for table in ("PEOPLE", "PEOPLE_HISTORY"):
+            assert run(admin, f"SELECT ID, EMAIL FROM {DB}.RAW.{table}") == [(1, "***MASKED***")]
+    finally:
+        run(admin, "USE ROLE ACCOUNTADMIN")
+
+
 def test_preflight_names_a_grant_missing_from_the_account(governed: dict[str, Any]) -> None:
     admin = governed["admin"]
     assert check_access(governed["sources"], lambda: admin).ok

@@ -20,7 +20,7 @@ ENABLE_ORDERS = "EXEC sys.sp_cdc_enable_table @source_schema=N'dbo', @source_nam
 ORDERS_TABLE = {"schema": "dbo", "table": "orders", "primary_key": ["region", "order_id"]}
 REGIONS = ("EU", "US", "AP")
 STATUSES = ("new", "paid", "shipped", "void")
-PAYLOADS = (None, b"\x00\xff\xfe", b"AB0c", "random")  # not b"": the emulator reads a bare 0x as a name
+PAYLOADS = (None, b"", b"\x00\xff\xfe", b"AB0c", "random")  # b"": an empty varbinary, sent as a bare 0x
 
 
 class OrdersWorkload:

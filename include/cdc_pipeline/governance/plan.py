@@ -216,8 +216,8 @@ def _column_tags(plan: Plan, wanted: State, live: State) -> None:
     for (db, schema, table), columns in sorted(wanted.pii_tables.items()):
         if (db, schema, table, "TABLE") not in live.tables:
             plan.notes.append(
-                f"{db}.{schema}.{table} does not exist yet: its PII columns are tagged by the first plan after "
-                "the first load (until then they are not masked for the roles that read RAW: LOADER, SYSADMIN)"
+                f"{db}.{schema}.{table} does not exist yet: the pipeline tags its PII columns when it creates it "
+                "(once this plan is applied and the tag exists)"
             )
             continue
         for column, value in sorted(columns.items()):
