@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -91,7 +92,17 @@ class _BatchTokenizer(TSQL.tokenizer_class):  # type: ignore[name-defined,misc]
     COMMANDS = TSQL.tokenizer_class.COMMANDS - {TokenType.END}
 
 
-_TOKENIZER = _BatchTokenizer(dialect=TSQL)
+# A tokenizer keeps its position and tokens on the instance while it runs: one per thread (the
+# server serves each connection from a thread of its own), never one shared by all.
+_TOKENIZERS = threading.local()
+
+
+def _tokenizer() -> _BatchTokenizer:
+    tokenizer = getattr(_TOKENIZERS, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = _TOKENIZERS.tokenizer = _BatchTokenizer(dialect=TSQL)
+    return tokenizer
+
 # BEGIN followed by these is a statement (BEGIN TRAN …), not the start of a statement block
 _BEGIN_STATEMENTS = {"TRAN", "TRANSACTION", "DISTRIBUTED", "TRY", "CATCH", "DIALOG", "CONVERSATION"}
 
@@ -105,7 +116,7 @@ def split_batch(sql: str) -> list[RawStatement]:
     """Split a batch at top-level semicolons (T-SQL's optional terminators). A ``BEGIN … END``
     statement block of an IF, and an ``ELSE`` after a semicolon, stay in their IF statement."""
     try:
-        tokens = _TOKENIZER.tokenize(sql)
+        tokens = _tokenizer().tokenize(sql)
     except sqlglot.errors.TokenError as exc:
         raise errors.syntax_error(str(exc)[:60]) from exc
     out: list[RawStatement] = []
