@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=0.6)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its servers
     if args.worker:
         worker(json.loads(args.worker))
         return
