@@ -167,3 +167,18 @@ def test_mssql_python_errors_carry_their_sqlstate() -> None:
     assert classify.classify(login).kind == "login"
     link = exceptions.sqlstate_to_exception("08S01", "[Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: reset")
     assert classify.classify(link).retryable
+
+
+def test_every_runbook_section_a_mail_names_exists() -> None:
+    from pathlib import Path
+
+    from include.cdc_pipeline.alerts import desk
+
+    headings = {
+        line.removeprefix("## ").strip()
+        for line in (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").read_text().splitlines()
+        if line.startswith("## ")
+    }
+    named = {section for _, section in classify.KINDS.values()} | {section for _, section in desk._HEALTH.values()}
+    named |= {"Deadline missed", "Run failed without a failed task"}
+    assert named <= headings, named - headings

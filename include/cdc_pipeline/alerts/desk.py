@@ -344,7 +344,7 @@ def report_run_failure(desk: Desk, context: Mapping[str, Any], store: state.Vari
             title=f"DAG run of {dag_id} failed: {reason}",
             error=reason,
             kind="timeout",
-            runbook="Deadline missed (`[CDC DEADLINE MISSED]`)",
+            runbook="Run failed without a failed task",
             at=now.isoformat(),
             where=f"{dag_id} run {run_id}",
             run=f"{dag_id}/{run_id}",
@@ -375,7 +375,7 @@ def _deadline_missed(desk: Desk, context: Mapping[str, Any]) -> None:
         error=f"run {run_id} of {dag_id}, queued at {run.get('queued_at')}, deadline {deadline.get('deadline_time')}, "
         f"state {run.get('state')}",
         kind="deadline",
-        runbook="Deadline missed (`[CDC DEADLINE MISSED]`)",
+        runbook="Deadline missed",
         at=_now().isoformat(),
         where=f"{dag_id} run {run_id}",
         run=f"{dag_id}/{run_id}",
