@@ -190,11 +190,10 @@ def incident_mail(notice: Any, source: str, realert_after: timedelta) -> tuple[s
     if kind == "grown":
         rows.append(_row("Newly failing", ", ".join(notice.new_tables)))
     if kind == "resolved":
-        rows += [
-            _row("Open", f"{_when(inc['opened_at'])} → {_when(inc['resolved_at'])}"),
-            _row("Recovered", _tables_text(inc, [RECOVERED])),
-            _row("Fails for another cause", _tables_text(inc, ["moved"])),
-        ]
+        rows.append(_row("Open", f"{_when(inc['opened_at'])} → {_when(inc['resolved_at'])}"))
+        for name, states in (("Recovered", [RECOVERED]), ("Fails for another cause", ["moved"])):
+            if any(s["state"] in states for s in inc["tables"].values()):
+                rows.append(_row(name, _tables_text(inc, states)))
     else:
         rows += [_row("Failing now", f"{_count(inc)}: {now_failing}"), _row("Open since", _when(inc["opened_at"]))]
     retry_note = (
