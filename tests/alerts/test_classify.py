@@ -43,6 +43,15 @@ def test_a_refused_connection_reads_as_one_line_per_message_number_first() -> No
         assert unreadable not in info.text
 
 
+def test_a_refused_connection_after_a_failed_login_is_still_a_refused_connection() -> None:
+    # pymssql keeps the number of the process's last server message: measured, a refused connection
+    # after a failed login comes as (18456, <DB-Lib 20009 text>). No server text: the number is stale.
+    stale = pymssql.exceptions.OperationalError((18456, REFUSED.args[0][1]))
+    assert classify.classify(stale).kind == "network" and classify.classify(stale).retryable
+    assert classify.error_info(stale).lines == classify.error_info(REFUSED).lines
+    assert classify.fingerprint("billing", stale) == classify.fingerprint("billing", REFUSED)
+
+
 def test_a_real_refused_connection_is_transient() -> None:
     with pytest.raises(pymssql.OperationalError) as caught:
         pymssql.connect(server="127.0.0.1", port="1", user="sa", password="x", login_timeout=5)

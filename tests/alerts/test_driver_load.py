@@ -31,30 +31,17 @@ import yaml
 
 from dev.localpipeline import pipelines
 from dev.mssql_emulator import connect
-from dev.mssql_emulator.process import start_server
 from dev.smtp_sink import body_text
 from dev.workload.tsql import Workload
 from include.cdc_pipeline.config import SourceConfig
 from include.cdc_pipeline.reconcile import reconcile
+from tests.alerts.billing_source import billing_yaml, seeded_server
 from tests.fixtures_mssql import mssql_airflow_conn
 from tests.unloadable_driver import MISSING, unloadable_driver
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = """
-name: billing
-mssql_conn_id: mssql_billing
-snowflake_conn_id: snowflake_default
-smtp_conn_id: smtp_default
-schedule: null
-alert_emails: [oncall@example.com]
-change_reader: {reader}
-target: {{database: DRIVERLOAD}}
-tables:
-  - {{schema: dbo, table: products, primary_key: [product_id]}}
-  - {{schema: dbo, table: payments, primary_key: [payment_id]}}
-"""
 
 
 @dataclass
@@ -66,7 +53,7 @@ class Source:
 
     def run_dag(self, reader: str) -> tuple[dict[str, Any], str]:
         """One ``billing_cdc`` run with ``change_reader: reader``; (its task instances, its output)."""
-        (self.config_dir / "billing.yaml").write_text(CONFIG.format(reader=reader))
+        (self.config_dir / "billing.yaml").write_text(billing_yaml("DRIVERLOAD", change_reader=reader))
         done = subprocess.run(
             [sys.executable, "-m", "tests.dag_run", str(self.config_dir), "billing"],
             env=self.env,
@@ -103,11 +90,7 @@ def source(
     """An emulator server seeded with the billing tables, snapshotted once by a run whose
     mssql-python driver cannot load (snapshots read with pymssql: the run succeeds)."""
     directory = tmp_path_factory.mktemp("driverload")
-    server = start_server(directory / "billing.duckdb", capture_interval=0.5, log_path=directory / "server.log")
-    conn = connect(server=server.host, port=server.port, database="billing")
-    Workload(conn, seed=5).init(accounts=10, products=5, invoices=10)
-    conn.commit()
-    conn.close()
+    server = seeded_server(directory / "billing.duckdb", seed=5)
     config_dir = directory / "config"
     config_dir.mkdir()
     from airflow.configuration import conf

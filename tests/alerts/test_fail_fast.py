@@ -17,36 +17,19 @@ from typing import Any
 import pytest
 
 from dev.mssql_emulator import connect
-from dev.mssql_emulator.process import start_server
 from dev.smtp_sink import body_text
-from dev.workload.tsql import Workload
+from tests.alerts.billing_source import billing_yaml, seeded_server
 from tests.fixtures_mssql import mssql_airflow_conn
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-CONFIG = """
-name: billing
-mssql_conn_id: mssql_billing
-snowflake_conn_id: snowflake_default
-smtp_conn_id: smtp_default
-schedule: null
-alert_emails: [oncall@example.com]
-target: {database: FAILFAST}
-tables:
-  - {schema: dbo, table: products, primary_key: [product_id]}
-  - {schema: dbo, table: payments, primary_key: [payment_id]}
-"""
+CONFIG = billing_yaml("FAILFAST")
 
 
 @pytest.fixture(scope="module")
 def source_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An emulator server of this module's own (one database per server), seeded with the billing tables."""
-    directory = tmp_path_factory.mktemp("failfast_mssql")
-    server = start_server(directory / "billing.duckdb", capture_interval=0.5, log_path=directory / "server.log")
-    conn = connect(server=server.host, port=server.port, database="billing")
-    Workload(conn, seed=3).init(accounts=10, products=5, invoices=10)
-    conn.commit()
-    conn.close()
+    server = seeded_server(tmp_path_factory.mktemp("failfast_mssql") / "billing.duckdb", seed=3)
     yield server
     server.stop()
 

@@ -28,40 +28,21 @@ import pytest
 from dev.mssql_emulator import connect
 from dev.mssql_emulator.process import start_server
 from dev.smtp_sink import body_text
-from dev.workload.tsql import Workload
+from tests.alerts.billing_source import billing_yaml, seeded_server
 from tests.fixtures_mssql import mssql_airflow_conn
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-CONFIG = """
-name: billing
-mssql_conn_id: mssql_billing
-snowflake_conn_id: snowflake_default
-smtp_conn_id: smtp_default
-schedule: null
-alert_emails: [oncall@example.com]
-target: {database: INCIDENTS}
-tables:
-  - {schema: dbo, table: accounts, primary_key: [account_id]}
-  - {schema: dbo, table: products, primary_key: [product_id]}
-  - {schema: dbo, table: invoices, primary_key: [invoice_id]}
-  - {schema: dbo, table: invoice_lines, primary_key: [invoice_id, line_no]}
-  - {schema: dbo, table: payments, primary_key: [payment_id]}
-"""
+CONFIG = billing_yaml("INCIDENTS", ("accounts", "products", "invoices", "invoice_lines", "payments"))
 TABLES = ["dbo_accounts", "dbo_invoice_lines", "dbo_invoices", "dbo_payments", "dbo_products"]
 
 
 @pytest.fixture(scope="module")
 def source_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The billing tables in an emulator database file of this module (servers come and go on it)."""
-    directory = tmp_path_factory.mktemp("incidents_mssql")
-    server = start_server(directory / "billing.duckdb", capture_interval=0.5, log_path=directory / "server.log")
-    conn = connect(server=server.host, port=server.port, database="billing")
-    Workload(conn, seed=7).init(accounts=8, products=5, invoices=8)
-    conn.commit()
-    conn.close()
-    server.stop()
-    yield directory / "billing.duckdb"
+    db_path = tmp_path_factory.mktemp("incidents_mssql") / "billing.duckdb"
+    seeded_server(db_path, seed=7).stop()
+    yield db_path
 
 
 def _run(dag: Any) -> tuple[Any, dict[str, tuple[str, int]]]:

@@ -10,7 +10,9 @@ carry, never the wording:
 - **pymssql** (``MsSqlHook``): a failed statement raises ``args == (number, message_bytes)``, a
   failed login ``args[0] == (number, message_bytes)`` (tests/emulator/test_tds.py). The number is
   SQL Server's, or FreeTDS DB-Library's (20000-20999) for client-side failures (20009 "unable to
-  connect", 20003 "timed out").
+  connect", 20003 "timed out"). When the server sent no message at all, pymssql still reports the
+  last server number the process saw (measured: a refused connection after a failed login carries
+  18456): the DB-Library number of the message text counts then.
 - **snowflake-connector-python**: ``.errno`` (SQL errors: Snowflake's number, e.g. 2003; login and
   session errors: the 390xxx code of the server; the connector's own 25xxxx) and ``.sqlstate``.
 - **mssql-python** (the change reader) carries no number, only the SQLSTATE its ODBC driver
@@ -236,6 +238,13 @@ def _pymssql_info(exc: BaseException) -> ErrorInfo | None:
         return None
     text = message.decode("utf-8", "replace") if isinstance(message, bytes | bytearray) else str(message)
     lead = text.split("DB-Lib error message", 1)[0]
+    library = [int(n) for n in re.findall(r"DB-Lib error message (\d+),", text)]
+    if not lead.strip() and library and 20018 not in library:
+        # The server sent no message (no text of its own, no 20018 "check messages from the
+        # server"): the client library failed, e.g. a refused connection. pymssql then still
+        # reports the number of the last server message of the process (a failed login minutes
+        # earlier gives a refused connection the number 18456): the library's number is the one.
+        number = library[0]
     lines = [f"{_system(number)} {number}: {_one_line(lead)}"] if lead.strip() else []
     for found in _DBLIB.finditer(text):
         dblib = int(found.group(1))

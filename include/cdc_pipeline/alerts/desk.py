@@ -10,15 +10,17 @@ failure. Passes run:
   each table the task worked on (:func:`affected_tables`), then a pass that may only *open*
   incidents — the page goes out within seconds of the failure;
 - **round passes**, which also update, remind and resolve: at the end of every CDC and dbt run
-  (``RunEnd``, the DAGs' ``on_failure_callback`` and, where wired, ``on_success_callback``), in every
-  ``cdc_health`` round (after its checks, and before them so a source down still gets its pass), and
-  when a Deadline Alert fires (``deadline_missed``, in the triggerer).
+  (``RunEnd``, the DAGs' ``on_failure_callback`` and, where wired, ``on_success_callback``), at the end of
+  every ``cdc_health`` round (a failed round too: its DAG's failure callback), and when a Deadline
+  Alert fires (``deadline_missed``, in the triggerer).
 
 **Resolution is detected** by round passes from the tables' run records: a table's report stands
 until its run record (``cdc_runs__<source>__<table>``, written by ``plan`` on an idle poll and by
 ``apply``) shows a completed run after it. The end-of-run callback sees it as soon as the run that
-fixes things ends (the dbt DAG wires it; the CDC DAG's ``on_success_callback`` is
-``callbacks.run_success_callback``), a cdc_health round within 15 minutes in any case.
+fixes things ends (the dbt and preflight DAGs wire it; for the CDC DAG it is
+``callbacks.run_success_callback``, to be wired as its ``on_success_callback``; a run that fails
+for another reason resolves at its end through the failure callback), a cdc_health round within 15
+minutes in any case.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.alerts import incidents as incidents_model
-from include.cdc_pipeline.alerts.messages import runbook_anchor
+from include.cdc_pipeline.alerts.messages import runbook_anchor as runbook_anchor  # the page's links and app.py
 from include.cdc_pipeline.alerts.state import LEDGER_PREFIX, ledger_key
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.extract import Batch
