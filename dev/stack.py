@@ -265,7 +265,7 @@ class Stack:
         self.say("drill 2/4: the SQL Server emulator stops (source down)")
         procs.stop(self.run_dir, "mssql")
         for attempt in range(1, outage_runs + 1):
-            self.say(f"drill 3/4: run {attempt} of {outage_runs} with the source down (cut fails after its retries)")
+            self.say(f"drill 3/4: run {attempt} of {outage_runs} with the source down (plan fails after its retries)")
             seconds = self.dag_test("billing_cdc", expect_failure=True, **short)
             mails = len(list(self.cfg.mail_dir.glob("*.eml")))
             self.say(f"  failed as expected in {seconds:.0f}s; mails so far: {mails}")

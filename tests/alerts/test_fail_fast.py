@@ -89,10 +89,10 @@ def test_a_failed_login_fails_in_one_try_with_one_mail(
 
     # when the DAG runs,
     run = build_cdc_dag("billing", directory=tmp_path).test()
-    # then `cut` failed in its first try (no table ran),
+    # then `plan` failed in its first try (no table ran),
     assert run.state == "failed"
-    cut = run.get_task_instance("cut")
-    assert cut.state == "failed" and cut.try_number == 1
+    plan = run.get_task_instance("plan")
+    assert plan.state == "failed" and plan.try_number == 1
     # and one mail pages, the server's error number and message first.
     mailbox.mails(expect=1)
     mails = mailbox.mails(expect=2, timeout=1.0)
@@ -101,7 +101,7 @@ def test_a_failed_login_fails_in_one_try_with_one_mail(
     assert subject.startswith("[CDC INCIDENT billing-1] billing: SQL Server 18456: Login failed for user"), subject
     assert "— 2 tables" in subject
     assert "login failed (failed at once: a retry cannot fix this)" in text
-    assert "billing_cdc.cut (try 1 of 4" in text and "pymssql.exceptions.OperationalError" in text
+    assert "billing_cdc.plan (try 1 of 4" in text and "pymssql.exceptions.OperationalError" in text
 
 
 @pytest.mark.parametrize(

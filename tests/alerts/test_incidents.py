@@ -26,8 +26,8 @@ def found(table: str, fp: str = "f-down", at: datetime = T0, run: str = "billing
         "error": "DB-Lib 20009: Unable to connect\npymssql.exceptions.OperationalError",
         "kind": "network",
         "runbook": "Source or Snowflake unreachable, login or permission errors",
-        "log_url": "http://airflow/log/cut",
-        "where": "billing_cdc.cut (try 4 of 4, run r1)",
+        "log_url": "http://airflow/log/plan",
+        "where": "billing_cdc.plan (try 4 of 4, run r1)",
     } | kw
     return Finding(table=table, fingerprint=fp, at=at.isoformat(), run=run, **fields)
 
@@ -37,7 +37,7 @@ def step(ledger: Any, findings: list[Finding], now: datetime, round_pass: bool =
 
 
 def test_one_cause_across_tables_and_runs_is_one_incident() -> None:
-    # Given the source down at `cut` (every table affected), reported by the first failure,
+    # Given the source down at `plan` (every table affected), reported by the first failure,
     down = [found(t) for t in TABLES]
     ledger, notices = step(None, down, T0, round_pass=False)
     # then one incident opens, naming every table;
@@ -159,10 +159,12 @@ def _context(task_id: str, rendered: str | None = None) -> dict[str, Any]:
 
 def test_the_tables_of_a_failing_task() -> None:
     desk = incident_desk.Desk(name="billing", tables=tuple(TABLES), dag_id="billing_cdc")
-    assert incident_desk.affected_tables(_context("dbo_payments.apply"), desk) == ["dbo_payments"]
-    assert incident_desk.affected_tables(_context("cut"), desk) == TABLES
-    assert incident_desk.affected_tables(_context("extract_load", "dbo_invoices"), desk) == ["dbo_invoices"]
-    two = _context("snapshot_chunk", "dbo_invoices, dbo_payments")
+    assert incident_desk.affected_tables(_context("tables.apply", "dbo_payments"), desk) == ["dbo_payments"]
+    named = _context("tables.extract_load") | {"cdc_table": "dbo_invoices"}  # set by the task as it starts
+    assert incident_desk.affected_tables(named, desk) == ["dbo_invoices"]
+    assert incident_desk.affected_tables(_context("plan"), desk) == TABLES
+    assert incident_desk.affected_tables(_context("dbo_payments.apply"), desk) == ["dbo_payments"]  # a table's group
+    two = _context("tables.snapshot_chunk", "dbo_invoices, dbo_payments")
     assert incident_desk.affected_tables(two, desk) == ["dbo_invoices", "dbo_payments"]
     dbt = _context("stg_accounts.run") | {"dag": type("D", (), {"dag_id": "billing_dbt"})()}
     assert incident_desk.affected_tables(dbt, desk) == ["-billing_dbt"]

@@ -75,7 +75,7 @@ messages from the SQL Server" (20018) says nothing and is left out, repeated lin
 
 **Fingerprint** (:func:`fingerprint`): the scope (a source), the error class (exception class and
 number) and the message with numbers, LSNs, hex, quoted names, ids and the source's table names
-replaced by placeholders — so the same cause on five tables, in ``cut`` or in ``extract_load``, in
+replaced by placeholders — so the same cause on five tables, in ``plan`` or in ``extract_load``, in
 this run or the next, is one fingerprint, and the table is not part of it.
 
 Free of Airflow but for ``AirflowException``'s name (checked by class name, not imported).

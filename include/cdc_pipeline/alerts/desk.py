@@ -14,10 +14,10 @@ failure. Passes run:
   every ``cdc_health`` round (a failed round too: its DAG's failure callback), and when a Deadline
   Alert fires (``deadline_missed``, in the triggerer).
 
-**Resolution is detected** by round passes from the tables' run records: a table's report stands
-until its run record (``cdc_runs__<source>__<table>``, written by ``plan`` on an idle poll and by
-``apply``) shows a completed run after it. The end-of-run callback sees it as soon as the run that
-fixes things ends (the dbt and preflight DAGs wire it; for the CDC DAG it is
+**Resolution is detected** by round passes: a table's report stands until the table completed a
+run after it — an ``apply`` (its run record ``cdc_runs__<source>__<table>``) or an idle poll (the
+source's latest plan, ``cdc_status__<source>``, names it idle). The end-of-run callback sees it as
+soon as the run that fixes things ends (the dbt and preflight DAGs wire it; for the CDC DAG it is
 ``callbacks.run_success_callback``, to be wired as its ``on_success_callback``; a run that fails
 for another reason resolves at its end through the failure callback), a cdc_health round within 15
 minutes in any case.
@@ -101,26 +101,27 @@ def _dag_id(context: Mapping[str, Any]) -> str | None:
 def affected_tables(context: Mapping[str, Any], desk: Desk) -> list[str]:
     """The tables a failing task worked on: the one place that maps a task to tables.
 
-    - a task in a table's task group (``<table>.<step>``): that table;
-    - a mapped task: the tables its rendered map index names (``map_index_template`` = the table's
-      name, or several names joined by commas or blanks for a task that carries several);
-    - any other task of the CDC DAG (``cut``, ``publish``) or a whole-run failure: every table;
-    - a task of another DAG (the dbt DAG, cdc_health): that DAG, as the part ``-<dag_id>``.
+    - a mapped table task (``tables.extract_load`` / ``tables.apply``): the table it names — in its
+      context (``cdc_table``, set by the task as it starts) or its rendered map index (the DAG's
+      ``map_index_template``); several names joined by commas or blanks for a task that carries
+      several tables;
+    - a task in a table's own task group (``<table>.<step>``): that table;
+    - any other task of the CDC DAG (``plan``, ``publish``) or a whole-run failure: every table;
+    - a task of another DAG (the dbt DAG, cdc_health, cdc_preflight): that DAG, as the part ``-<dag_id>``.
     """
     dag_id = _dag_id(context)
     if not desk.tables or (dag_id and dag_id != desk.dag_id):
         return [f"-{dag_id or 'dag'}"]
     ti = context.get("ti") or context.get("task_instance")
     known = set(desk.tables)
+    for named in (context.get("cdc_table"), getattr(ti, "rendered_map_index", None)):
+        tables = [n for n in re.split(r"[\s,]+", str(named or "")) if n in known]
+        if tables:
+            return list(dict.fromkeys(tables))
     task_id = str(getattr(ti, "task_id", "") or "")
     group = task_id.split(".", 1)[0]
     if "." in task_id and group in known:
         return [group]
-    rendered = getattr(ti, "rendered_map_index", None)
-    if rendered:
-        named = [n for n in re.split(r"[\s,]+", str(rendered)) if n in known]
-        if named:
-            return list(dict.fromkeys(named))
     return list(desk.tables)
 
 
@@ -175,9 +176,13 @@ def record_completion(store: state.Variables, desk: Desk, part: str, run_id: str
     )
 
 
-def _completed_after(record: Mapping[str, Any] | None, at: str) -> bool:
-    done = (record or {}).get("succeeded_at")
-    return isinstance(done, str) and datetime.fromisoformat(done) > datetime.fromisoformat(at)
+def _completed_after(record: Mapping[str, Any] | None, plan: Mapping[str, Any], table: str, at: str) -> bool:
+    """Whether the table completed a run after ``at``: an apply (its run record) or an idle poll
+    (the source's latest plan found it idle)."""
+    done = [(record or {}).get("succeeded_at")]
+    if table in (plan.get("idle") or []):
+        done.append(plan.get("checked_at"))
+    return any(isinstance(d, str) and datetime.fromisoformat(d) > datetime.fromisoformat(at) for d in done)
 
 
 def _dagrun_state(dag_id: str, run_id: str) -> str | None:
@@ -202,12 +207,14 @@ def _dagrun_state(dag_id: str, run_id: str) -> str | None:
 def current_findings(desk: Desk, store: state.Variables) -> list[Finding]:
     """What is wrong now: standing failure reports, the latest cdc_health round, missed deadlines."""
     found: list[Finding] = []
+    plan = store.get(state.source_plan_key(desk.name))
+    plan = plan if isinstance(plan, dict) else {}
     for key in store.keys(state.failure_key(desk.name, "")):
         report = store.get(key)
         if not isinstance(report, dict) or "fingerprint" not in report:
             continue
         finding = Finding.from_dict(report)
-        if not _completed_after(store.get(state.runs_key(desk.name, finding.table)), finding.at):
+        if not _completed_after(store.get(state.runs_key(desk.name, finding.table)), plan, finding.table, finding.at):
             found.append(finding)
     failing = {f.table for f in found}
     summary = store.get(state.health_key(desk.name))

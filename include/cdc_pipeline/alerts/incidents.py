@@ -6,7 +6,7 @@ reads, the ledger it keeps and the mails it sends are ``alerts.desk``'s.
 whose name starts with ``-``: ``-<dag_id>`` for a DAG that is no table's — the dbt DAG, the
 cdc_health check, a run past its deadline — and ``-capture`` for the capture job). Each carries
 the **fingerprint** of its cause (``alerts.classify.fingerprint``: source, error class, normalised
-message — never the table), so the same cause on five tables, in ``cut`` or ``extract_load``, in
+message — never the table), so the same cause on five tables, in ``plan`` or ``extract_load``, in
 this run or the next, is one group.
 
 **Incidents** group findings by fingerprint, across tasks and runs. :func:`decide` compares the

@@ -7,8 +7,9 @@ Keys (``<source>``: the source's name; ``<table>``: a table's name, or a part su
   mailed, when, which tables). Written only by a pass holding the lease. The status page reads it.
 - ``cdc_failure__<source>__<table>``: the **report** of the table's latest final failure (the
   failure callback writes it, one key per table, so simultaneous failures of several tables never
-  write the same key). It stands until the table's run record (``cdc_runs__<source>__<table>``,
-  written by the CDC tasks) shows a completed run after it.
+  write the same key). It stands until the table completed a run after it: its run record
+  (``cdc_runs__<source>__<table>``, written by ``apply``) or the source's latest plan
+  (``cdc_status__<source>``, written by ``plan``, which names the tables it found idle).
 - ``cdc_deadline__<source>__<dag_id>``: the latest missed deadline of a DAG (its run id).
 - ``cdc_health__<source>``: the latest cdc_health round (written by the health DAG) — read as is.
 - ``cdc_incident_lease__<source>``: who holds the source's lease, until when.
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_PREFIX, FAILURE_PREFIX, DEADLINE_PREFIX = "cdc_incidents__", "cdc_failure__", "cdc_deadline__"
 LEASE_PREFIX = "cdc_incident_lease__"
-RUNS_PREFIX, HEALTH_PREFIX = "cdc_runs__", "cdc_health__"  # as status.figures names them
+RUNS_PREFIX, HEALTH_PREFIX, STATUS_PREFIX = "cdc_runs__", "cdc_health__", "cdc_status__"  # as status.figures names them
 
 
 def ledger_key(source: str) -> str:
@@ -69,6 +70,12 @@ def runs_key(source: str, table: str) -> str:
 
 def health_key(source: str) -> str:
     return f"{HEALTH_PREFIX}{source}"
+
+
+def source_plan_key(source: str) -> str:
+    """The source's latest plan (written by the CDC DAG's ``plan``): the tables it found idle
+    completed that run, at its ``checked_at``."""
+    return f"{STATUS_PREFIX}{source}"
 
 
 def _in_task_sdk() -> bool:
