@@ -142,7 +142,8 @@ def test_preflight_names_every_failure_with_its_fix(
         assert ti.try_number == 1
         mails = mailbox.mails(expect=1)
         [subject] = [m["Subject"] for m in mails]
-        assert subject.startswith("[CDC INCIDENT all_sources-1] all_sources: preflight: 17 of 20 checks passed; FAILED")
+        assert subject.startswith("[CDC INCIDENT all_sources-1] all_sources: preflight: "), subject
+        assert "checks passed; FAILED: billing: SQL Server table dbo.payments" in subject
         assert subject.endswith("(AirflowFailException) — DAG cdc_preflight"), subject
         from include.cdc_pipeline import preflight
         from include.cdc_pipeline.orchestration.preflight_dag import run_preflight

@@ -38,12 +38,6 @@ def _table_of(context: dict[str, Any], ti: Any) -> str | None:
     return str(named) if named else None
 
 
-def _table_in(task: str) -> str | None:
-    """The table of a failed-task label ``tables.extract_load[dbo_x]`` (mapped instances are listed
-    with their name in brackets; ``plan`` and ``publish`` serve every table)."""
-    return task[task.index("[") + 1 : -1] if task.endswith("]") and "[" in task else None
-
-
 def _window_of(context: dict[str, Any]) -> dict[str, Any] | None:
     """The table's planned window (mode, capture instance, lower/upper LSN): the table task puts
     it in its context (``cdc_window``) as soon as it knows it."""
