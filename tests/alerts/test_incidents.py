@@ -164,6 +164,8 @@ def test_the_tables_of_a_failing_task() -> None:
     assert incident_desk.affected_tables(named, desk) == ["dbo_invoices"]
     assert incident_desk.affected_tables(_context("plan"), desk) == TABLES
     assert incident_desk.affected_tables(_context("dbo_payments.apply"), desk) == ["dbo_payments"]  # a table's group
+    worker = _context("tables.snapshot", "snapshot worker 1") | {"cdc_tables": ["dbo_invoices", "dbo_payments"]}
+    assert incident_desk.affected_tables(worker, desk) == ["dbo_invoices", "dbo_payments"]
     two = _context("tables.snapshot_chunk", "dbo_invoices, dbo_payments")
     assert incident_desk.affected_tables(two, desk) == ["dbo_invoices", "dbo_payments"]
     dbt = _context("stg_accounts.run") | {"dag": type("D", (), {"dag_id": "billing_dbt"})()}

@@ -101,10 +101,11 @@ def _dag_id(context: Mapping[str, Any]) -> str | None:
 def affected_tables(context: Mapping[str, Any], desk: Desk) -> list[str]:
     """The tables a failing task worked on: the one place that maps a task to tables.
 
+    - a task that carries several tables names them in its context as a list (``cdc_tables``: a
+      snapshot worker's tables);
     - a mapped table task (``tables.extract_load`` / ``tables.apply``): the table it names — in its
       context (``cdc_table``, set by the task as it starts) or its rendered map index (the DAG's
-      ``map_index_template``); several names joined by commas or blanks for a task that carries
-      several tables;
+      ``map_index_template``), several names joined by commas or blanks;
     - a task in a table's own task group (``<table>.<step>``): that table;
     - any other task of the CDC DAG (``plan``, ``publish``) or a whole-run failure: every table;
     - a task of another DAG (the dbt DAG, cdc_health, cdc_preflight): that DAG, as the part ``-<dag_id>``.
@@ -114,6 +115,9 @@ def affected_tables(context: Mapping[str, Any], desk: Desk) -> list[str]:
         return [f"-{dag_id or 'dag'}"]
     ti = context.get("ti") or context.get("task_instance")
     known = set(desk.tables)
+    several = context.get("cdc_tables")
+    if isinstance(several, list | tuple) and (tables := [str(n) for n in several if str(n) in known]):
+        return list(dict.fromkeys(tables))
     for named in (context.get("cdc_table"), getattr(ti, "rendered_map_index", None)):
         tables = [n for n in re.split(r"[\s,]+", str(named or "")) if n in known]
         if tables:
