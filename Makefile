@@ -16,7 +16,7 @@ AZURITE_VERSION := 3.37.0
 export PYTHONPATH := $(CURDIR)
 export DO_NOT_TRACK := 1
 
-.PHONY: help setup demo airflow preflight stop status mail test test-all browser lint audit format manifest bench clean access-plan access-apply
+.PHONY: help setup demo airflow preflight drill stop status mail test test-all browser lint audit format manifest bench clean access-plan access-apply
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ airflow: setup manifest ## Airflow UI on http://localhost:8080 (airflow standalo
 
 preflight: setup manifest ## Check connections, CDC, login rights, Snowflake grants, pools, salt, SMTP on the local stack
 	$(PY) -m dev.stack preflight
+
+drill: setup manifest ## Outage drill on the local stack: source down for 3 runs, then back; `make mail` shows 1 incident + 1 resolved mail
+	$(PY) -m dev.stack drill
 
 stop: ## Stop every local service this project started (by pid)
 	@test -x $(PY) && $(PY) -m dev.stack stop || true

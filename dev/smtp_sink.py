@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import html
 import itertools
 import os
 import re
@@ -125,10 +126,16 @@ def read_mails(directory: Path | None = None) -> list[email.message.EmailMessage
 
 
 def body_text(message: email.message.EmailMessage) -> str:
-    """The mail's text (HTML tags removed), for reading and for assertions."""
+    """The mail's text as a person reads it, for reading and for assertions: HTML tags removed,
+    one line per table row, heading or paragraph (``name: value``), entities decoded."""
     part = message.get_body(preferencelist=("plain", "html"))
     text = part.get_content() if part is not None else ""
-    return re.sub(r"[ \t]+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+    text = re.sub(r"</?(b|i|em|strong|span|a|pre|code)(\s[^>]*)?>", "", text)  # inline: no blank of their own
+    text = re.sub(r"</t[dh]>\s*<t[dh][^>]*>", ": ", text)
+    text = re.sub(r"</(tr|h\d|p|li|table)>|<br\s*/?>", "\n", text)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    lines = (re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def print_mails(directory: Path, last: int | None, with_body: bool) -> int:

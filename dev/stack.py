@@ -1,9 +1,10 @@
 """The embedded local stack: SQL Server CDC emulator + local Snowflake + Airflow, no Docker.
 
-    python -m dev.stack up | demo | airflow | preflight | stop | status
+    python -m dev.stack up | demo | airflow | preflight | drill | stop | status
 
-`make demo`, `make airflow`, `make preflight` and `make stop` call this. Every service runs in its own process
-group with its pid recorded under .local/run, and `stop` ends exactly those groups.
+`make demo`, `make airflow`, `make preflight`, `make drill` and `make stop` call this. Every service
+runs in its own process group with its pid recorded under .local/run, and `stop` ends exactly those
+groups.
 """
 
 from __future__ import annotations
@@ -189,10 +190,13 @@ class Stack:
             raise SystemExit(f"command failed ({result.returncode}): {' '.join(command)}\n{detail}")
         return result.stdout if capture else ""
 
-    def dag_test(self, dag_id: str, conf: dict[str, Any] | None = None) -> float:
+    def dag_test(
+        self, dag_id: str, conf: dict[str, Any] | None = None, expect_failure: bool = False, **env_extra: str
+    ) -> float:
+        """``airflow dags test``; a failed run stops the caller unless ``expect_failure``."""
         started = time.monotonic()
         # Deadline Alerts off under `dags test` (Airflow 3.3 bug, see alerts.callbacks.deadlines_enabled).
-        env = {**self.env, "CDC_DEADLINES": "off"}
+        env = {**self.env, "CDC_DEADLINES": "off", **env_extra}
         command = [PY, "-m", "airflow", "dags", "test", dag_id]
         if conf:
             command += ["--conf", json.dumps(conf)]
@@ -200,8 +204,8 @@ class Stack:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "a") as log:
             result = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"DAG {dag_id} failed; see {log_file}")
+        if (result.returncode != 0) != expect_failure:
+            raise SystemExit(f"DAG {dag_id} {'succeeded' if expect_failure else 'failed'}; see {log_file}")
         return time.monotonic() - started
 
     # -- the demo -----------------------------------------------------------------------------
@@ -239,6 +243,38 @@ class Stack:
             raise SystemExit("raw tables differ from the source: see above")
         if not marts_ok:
             raise SystemExit("marts differ from the source: see above")
+
+    def drill(self, outage_runs: int = 3) -> None:
+        """The outage drill (README "Alerts and on-call"): the source goes down for ``outage_runs``
+        runs of billing_cdc and comes back; a cdc_health round follows. ``make mail`` then shows one
+        incident mail and one resolved mail. Mails from before the drill move to ``mail/before-drill-*``."""
+        self.up()
+        self.check_dags()
+        old = sorted(self.cfg.mail_dir.glob("*.eml"))
+        if old:
+            keep = self.cfg.mail_dir / f"before-drill-{time.strftime('%Y%m%dT%H%M%S')}"
+            keep.mkdir(parents=True)
+            for mail in old:
+                mail.rename(keep / mail.name)
+            self.say(f"{len(old)} earlier mail(s) moved to {keep}")
+        # Retries as in production (3, exponential backoff) but each wait capped to 2 s by Airflow's
+        # own [core] max_task_retry_delay: the drill takes minutes, not ~10.
+        short = {"AIRFLOW__CORE__MAX_TASK_RETRY_DELAY": "2"}
+        self.say("drill 1/4: a run with the source up (loads what is new)")
+        self.dag_test("billing_cdc", **short)
+        self.say("drill 2/4: the SQL Server emulator stops (source down)")
+        procs.stop(self.run_dir, "mssql")
+        for attempt in range(1, outage_runs + 1):
+            self.say(f"drill 3/4: run {attempt} of {outage_runs} with the source down (plan fails after its retries)")
+            seconds = self.dag_test("billing_cdc", expect_failure=True, **short)
+            mails = len(list(self.cfg.mail_dir.glob("*.eml")))
+            self.say(f"  failed as expected in {seconds:.0f}s; mails so far: {mails}")
+        self.say("drill 4/4: the emulator starts again; a run, then a cdc_health round")
+        self.start_mssql()
+        self.dag_test("billing_cdc", **short)
+        self.dag_test("cdc_health", **short)
+        mails = len(list(self.cfg.mail_dir.glob("*.eml")))
+        self.say(f"drill done: {mails} mail(s) — `make mail` prints them (one incident, one resolved)")
 
     def preflight(self) -> int:
         """The preflight checks (include/cdc_pipeline/preflight.py) with the local stack's
@@ -294,7 +330,7 @@ def _wait_port(port: int, what: str, log_file: Path, pid: int, timeout: float = 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dev.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "demo", "airflow", "preflight", "stop", "status"])
+    parser.add_argument("command", choices=["up", "demo", "airflow", "preflight", "drill", "stop", "status"])
     args = parser.parse_args(argv)
     stack = Stack()
     if args.command == "status":

@@ -43,6 +43,15 @@ class SmtpSink:
         for path in self.directory.glob("*.eml"):
             path.unlink()
 
+    def one_mail(self) -> tuple[str, str]:
+        """The one mail expected (after a second one had the chance to arrive): subject and text."""
+        from dev.smtp_sink import body_text
+
+        self.mails(expect=1)
+        mails = self.mails(expect=2, timeout=1.0)
+        assert len(mails) == 1, [m["Subject"] for m in mails]
+        return str(mails[0]["Subject"]), body_text(mails[0])
+
     def mails(self, expect: int | None = None, timeout: float = 10.0) -> list[Any]:
         """The stored mails; with ``expect``, wait up to ``timeout`` s for at least that many."""
         from dev.smtp_sink import read_mails

@@ -337,6 +337,10 @@ class SourceConfig(_Strict):
     failing_runs_alert: int = Field(
         default=3, gt=0, description="Alert when a table has failed this many DAG runs in a row."
     )
+    realert_after: Duration = Field(
+        default=timedelta(hours=4),
+        description="An incident still open this long after its last mail is mailed again (a reminder).",
+    )
     source_timezone: str = Field(
         default="UTC",
         description="IANA time zone of the SQL Server's clock (commit times in cdc.lsn_time_mapping, GETDATE()).",

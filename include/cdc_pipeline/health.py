@@ -4,7 +4,8 @@ stuck or repeatedly failing table runs.
 Plain functions over a `CdcSource` (SQL Server) and a `Warehouse` (Snowflake), so they are tested
 against the emulator and the local Snowflake without Airflow. The ``cdc_health`` DAG
 (include/cdc_pipeline/orchestration/health_dag.py) runs them, appends the figures to
-``<db>.<control>.CDC_HEALTH`` and mails the on-call list about anything not ``ok``.
+``<db>.<control>.CDC_HEALTH``, and the incident desk (include/cdc_pipeline/alerts/desk.py) turns
+anything not ``ok`` into incidents.
 
 Time: ages are measured against the **source's clock** (``GETDATE()``), the clock that wrote
 ``cdc.lsn_time_mapping``, converted to UTC with the source's ``source_timezone`` -- the zone in which
@@ -15,7 +16,6 @@ tasks wrote with UTC now. Runbook for each check: docs/runbook.md.
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -388,30 +388,3 @@ def record(wh: Warehouse, database: str, schema: str, checks: Sequence[Check]) -
             {k: getattr(c, k) for k in ("source", "table", "check", "status", "value", "threshold", "unit", "detail")},
         )
     return len(checks)
-
-
-def alert_mail(source: SourceConfig, checks: Sequence[Check]) -> tuple[str, str] | None:
-    """One mail for everything not ok in this check round, or None when all is well."""
-    bad = [c for c in checks if c.alerting]
-    t = source.target
-    if not bad:
-        return None
-    worst = ALERT if any(c.status == ALERT for c in bad) else WARN
-    kinds = sorted({c.check for c in bad})
-    subject = f"[CDC HEALTH {worst.upper()}] {source.name}: {', '.join(kinds)} ({len(bad)} finding(s))"
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(v))}</td>"
-            for v in (c.status.upper(), c.check, c.table or "(source)", c.value, c.threshold, c.detail)
-        )
-        + "</tr>"
-        for c in bad
-    )
-    body = (
-        f"<h3>CDC health: {html.escape(source.name)}</h3><table border='1'>"
-        "<tr><th>status</th><th>check</th><th>table</th><th>value</th><th>threshold</th><th>detail</th></tr>"
-        f"{rows}</table><p>All figures: {html.escape(sf_table(t.database, t.control_schema, HEALTH_TABLE))}."
-        " Runbook: docs/runbook.md.</p>"
-    )
-    return subject, body

@@ -248,6 +248,25 @@ function renderSource(source, data) {
   return `<section class="source" data-source="${esc(source.name)}">${head}${summary(source, now)}${table}${charts}</section>`;
 }
 
+// Open incidents (the incident desk's ledgers) on top: cause, age, what fails, first log, runbook.
+function incidentCard(i, now) {
+  const failing = i.failing.length ? i.failing.join(", ") : "none (resolving)";
+  const log = i.log_url ? ` · <a target="_top" href="${esc(i.log_url)}" data-link="incident-log">first log</a>` : "";
+  return `<div class="incident" data-incident="${esc(i.id)}" data-source="${esc(i.source)}">` +
+    `<div><b>${esc(i.id)}</b> <span class="badge failing" data-field="age" data-age-s="${i.age_s}">open ${esc(fmtDuration(i.age_s))}</span> ` +
+    `<span class="small">since ${esc(fmtTime(i.opened_at))} · source ${esc(i.source)}</span></div>` +
+    `<div class="cause" data-field="cause">${esc(i.title)}</div>` +
+    `<div class="small" data-field="tables" data-count="${i.failing.length}">failing: ${esc(failing)}` +
+    `${i.where ? ` · first: ${esc(i.where)}` : ""}${log} · <a href="${esc(i.runbook)}" data-link="incident-runbook">runbook</a></div></div>`;
+}
+
+function incidents(data) {
+  const shown = data.incidents.filter((i) => !view.source || i.source === view.source);
+  if (!shown.length) return `<section class="incidents" data-incidents="0"><p class="muted">No open incident.</p></section>`;
+  return `<section class="incidents" data-incidents="${shown.length}"><h2>Open incidents (${shown.length})</h2>` +
+    shown.map((i) => incidentCard(i, data.generated_at)).join("") + `</section>`;
+}
+
 function render() {
   const data = view.data;
   const content = document.getElementById("content");
@@ -262,7 +281,7 @@ function render() {
   } else {
     body = sources.map((s) => renderSource(s, data)).join("");
   }
-  content.innerHTML = errors + body;
+  content.innerHTML = errors + incidents(data) + body;
 }
 
 function fillFilters(data) {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from include.cdc_pipeline.alerts.callbacks import deadline_alert
-from include.cdc_pipeline.alerts.messages import summary_mail
 from include.cdc_pipeline.config import load_source_config, source_files
 
 
@@ -38,16 +37,22 @@ def test_dbt_dag_gets_its_own_deadline_naming_itself() -> None:
     assert "billing_dbt" in str(data) and "billing_cdc" not in str(data)
 
 
-def test_deadline_alert_mails_through_the_smtp_notifier() -> None:
+def test_deadline_alert_reports_to_the_incident_desk() -> None:
     alert = deadline_alert(timedelta(minutes=45), ["a@example.com"], "smtp_x", "billing_dbt")
     data = alert.callback.serialize() if hasattr(alert.callback, "serialize") else vars(alert.callback)
     text = str(data)
-    assert "SmtpNotifier" in text and "smtp_x" in text and "billing_dbt" in text and "45m" in text
+    assert "include.cdc_pipeline.alerts.desk.deadline_missed" in text
+    assert "smtp_x" in text and "billing_dbt" in text and "45m" in text and "a@example.com" in text
 
 
-def test_summary_lists_tables() -> None:
-    subject, body = summary_mail(
-        "billing_cdc", "r1", ["tables.apply[dbo_a]", "tables.extract_load[dbo_b]", "plan"], "task_failure"
-    )
-    assert subject == "[CDC RUN FAILED] billing_cdc: 3 task(s) failed (dbo_a, dbo_b)"
-    assert "tables.extract_load[dbo_b]" in body
+def test_every_dag_of_a_source_reports_to_its_desk() -> None:
+    from include.cdc_pipeline.alerts.callbacks import IncidentNotifier, RunEnd
+    from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
+    from include.cdc_pipeline.orchestration.dbt_dag import build_dbt_dag
+
+    cdc, dbt = build_cdc_dag("billing"), build_dbt_dag("billing")
+    assert isinstance(cdc.default_args["on_failure_callback"], IncidentNotifier)
+    assert isinstance(cdc.on_failure_callback, RunEnd)
+    desk = cdc.default_args["on_failure_callback"].desk
+    assert desk.name == "billing" and desk.dag_id == "billing_cdc" and "dbo_payments" in desk.tables
+    assert isinstance(dbt.on_success_callback, RunEnd) and dbt.on_success_callback.success

@@ -1,4 +1,5 @@
-"""Deadline Alert e-mail under a real scheduler + triggerer (`airflow standalone`), ~30 s.
+"""Deadline Alert e-mail under a real scheduler + triggerer (`airflow standalone`), ~30 s: the
+triggerer runs the incident desk's callback (Variables through its supervisor, the lease, SMTP).
 
 Deadline Alerts fire only when a scheduler queues the run (dag.test() never sets ``queued_at``),
 and the e-mail callback runs in the triggerer. The test starts `airflow standalone` in its own
@@ -88,9 +89,10 @@ def test_missed_deadline_sends_mail(tmp_path: Path, smtp_sink) -> None:
         mails = []
         while time.monotonic() < deadline and not mails:
             time.sleep(2)
-            mails = [m for m in smtp_sink.mails() if "[CDC DEADLINE MISSED]" in m["Subject"]]
+            mails = [m for m in smtp_sink.mails() if "[CDC INCIDENT deadline_probe-1]" in m["Subject"]]
         assert mails, f"no deadline mail (see {log})"
-        assert "deadline_probe" in mails[0]["Subject"]
+        # the triggerer ran the incident desk: one incident, named after the DAG and its deadline
+        assert "Deadline missed: deadline_probe run still running 5s after it was queued" in mails[0]["Subject"]
     finally:
         # standalone exits on SIGTERM but its scheduler ignores it, and each task runs in a process
         # group of its own: end the whole session the test started, then check nothing is left.

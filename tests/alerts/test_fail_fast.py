@@ -8,7 +8,6 @@ of retries with backoff first.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,36 +16,18 @@ from typing import Any
 import pytest
 
 from dev.mssql_emulator import connect
-from dev.mssql_emulator.process import start_server
-from dev.smtp_sink import body_text
-from dev.workload.tsql import Workload
+from tests.alerts.billing_source import billing_yaml, seeded_server
 from tests.fixtures_mssql import mssql_airflow_conn
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-CONFIG = """
-name: billing
-mssql_conn_id: mssql_billing
-snowflake_conn_id: snowflake_default
-smtp_conn_id: smtp_default
-schedule: null
-alert_emails: [oncall@example.com]
-target: {database: FAILFAST}
-tables:
-  - {schema: dbo, table: products, primary_key: [product_id]}
-  - {schema: dbo, table: payments, primary_key: [payment_id]}
-"""
+CONFIG = billing_yaml("FAILFAST")
 
 
 @pytest.fixture(scope="module")
 def source_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An emulator server of this module's own (one database per server), seeded with the billing tables."""
-    directory = tmp_path_factory.mktemp("failfast_mssql")
-    server = start_server(directory / "billing.duckdb", capture_interval=0.5, log_path=directory / "server.log")
-    conn = connect(server=server.host, port=server.port, database="billing")
-    Workload(conn, seed=3).init(accounts=10, products=5, invoices=10)
-    conn.commit()
-    conn.close()
+    server = seeded_server(tmp_path_factory.mktemp("failfast_mssql") / "billing.duckdb", seed=3)
     yield server
     server.stop()
 
@@ -82,13 +63,37 @@ def test_table_not_captured_fails_in_one_try_with_one_mail(
     workers = [ti for (task, name), ti in tis.items() if task == "tables.apply" and name.startswith("snapshot worker")]
     assert workers and all(ti.state == "success" for ti in workers)
     # and exactly one mail names the table, the cause and the exact call that fixes it.
-    mailbox.mails(expect=1)
-    mails = mailbox.mails(expect=2, timeout=1.0)
-    assert len(mails) == 1, [m["Subject"] for m in mails]
-    subject, text = mails[0]["Subject"], html.unescape(body_text(mails[0]))
-    assert "billing_cdc.tables.extract_load table dbo_payments" in subject and "(try 1)" in subject
-    assert "TableNotCapturedError" in text and "not retryable" in text
+    subject, text = mailbox.one_mail()
+    assert subject.startswith("[CDC INCIDENT billing-1] billing: ") and "(TableNotCapturedError) — 1 table" in subject
+    assert "Failing now: 1 table: dbo_payments" in text
+    assert "billing_cdc.tables.extract_load (try 1 of 4" in text and "a retry cannot fix this" in text
     assert "EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'payments'" in text
+
+
+def test_a_failed_login_fails_in_one_try_with_one_mail(
+    source_server: Any, local_snowflake: Any, mailbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the source's connection with a wrong password (no retry can fix a login),
+    (tmp_path / "billing.yaml").write_text(CONFIG)
+    monkeypatch.setenv("CDC_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("CDC_DEADLINES", "off")
+    wrong = mssql_airflow_conn(source_server) | {"password": "not-the-password"}
+    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_BILLING", json.dumps(wrong))
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_DEFAULT", json.dumps(local_snowflake.airflow_conn(database="FAILFAST")))
+    from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
+
+    # when the DAG runs,
+    run = build_cdc_dag("billing", directory=tmp_path).test()
+    # then `plan` failed in its first try (no table ran),
+    assert run.state == "failed"
+    plan = run.get_task_instance("plan")
+    assert plan.state == "failed" and plan.try_number == 1
+    # and one mail pages, the server's error number and message first.
+    subject, text = mailbox.one_mail()
+    assert subject.startswith("[CDC INCIDENT billing-1] billing: SQL Server 18456: Login failed for user"), subject
+    assert "— 2 tables" in subject
+    assert "login failed (failed at once: a retry cannot fix this)" in text
+    assert "billing_cdc.plan (try 1 of 4" in text and "pymssql.exceptions.OperationalError" in text
 
 
 @pytest.mark.parametrize(
@@ -127,3 +132,37 @@ def test_transient_errors_keep_their_retries(error: Exception) -> None:
         with pytest.raises(type(transient)) as caught, tasks.fail_fast():
             raise transient
         assert caught.value is transient
+
+
+@pytest.mark.parametrize(
+    ("number", "message", "kind"),
+    [
+        (18456, "Login failed for user 'cdc_reader'.", "login failed"),
+        (229, "The SELECT permission was denied on the object 'dbo_accounts_CT'.", "permission denied"),
+        (4060, 'Cannot open database "billing" requested by the login. The login failed.', "database not accessible"),
+        (208, "Invalid object name 'cdc.dbo_accounts_CT'.", "object not found"),
+    ],
+)
+def test_server_errors_no_retry_can_fix_fail_at_once(number: int, message: str, kind: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from dev.mssql_emulator.errors import to_pymssql
+    from include.cdc_pipeline.orchestration import tasks
+
+    error = to_pymssql(number, message)
+    with pytest.raises(AirflowFailException) as caught, tasks.fail_fast():
+        raise error
+    assert str(caught.value).startswith(f"{type(error).__name__} (not retryable: a retry cannot fix this: {kind})")
+    assert f"SQL Server {number}: {message}" in str(caught.value)
+    assert caught.value.__cause__ is error
+
+
+def test_a_deadlock_keeps_its_retries() -> None:
+    from dev.mssql_emulator.errors import deadlock_victim, to_pymssql
+    from include.cdc_pipeline.orchestration import tasks
+
+    victim = deadlock_victim(51)
+    error = to_pymssql(victim.number, victim.message, victim.severity)
+    with pytest.raises(type(error)) as caught, tasks.fail_fast():
+        raise error
+    assert caught.value is error

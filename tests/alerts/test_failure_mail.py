@@ -1,4 +1,5 @@
-"""Failure e-mail through a real SMTP server: one mail per task that fails for good, after retries."""
+"""Failure e-mail through a real SMTP server: one mail per incident, after the retries of a transient
+error; several tables failing together for one cause are one mail."""
 
 from __future__ import annotations
 
@@ -24,18 +25,15 @@ def alert_dags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, obj
             # airflow dag file for the alert tests
             from tests.alerts.sample_dags import build
 
-            one = build("alerts_one_failure", ["dbo_invoices"])
-            two = build("alerts_two_failures", ["dbo_invoices", "dbo_payments"])
+            one = build("alertsone", ["dbo_invoices"])
+            two = build("alertstwo", ["dbo_invoices", "dbo_payments"])
             """
         )
     )
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(folder))
     from tests.alerts.sample_dags import build
 
-    return {
-        "one": build("alerts_one_failure", ["dbo_invoices"]),
-        "two": build("alerts_two_failures", ["dbo_invoices", "dbo_payments"]),
-    }
+    return {"one": build("alertsone", ["dbo_invoices"]), "two": build("alertstwo", ["dbo_invoices", "dbo_payments"])}
 
 
 def test_one_failed_task_sends_exactly_one_mail_after_retries(mailbox, alert_dags) -> None:
@@ -53,34 +51,38 @@ def test_one_failed_task_sends_exactly_one_mail_after_retries(mailbox, alert_dag
     assert len(mails) == 1, [m["Subject"] for m in mails]
     mail = mails[0]
     subject, text = mail["Subject"], body_text(mail)
-    assert "[CDC FAILED] alerts_one_failure.tables.apply" in subject
-    assert "table dbo_invoices" in subject and "(try 3)" in subject
-    assert set(mail["To"].addresses[i].addr_spec for i in range(2)) == {"oncall@example.com", "dba@example.com"}
+    assert subject == "[CDC INCIDENT alertsone-1] alertsone: injected failure: MERGE exploded (RuntimeError) — 1 table"
+    assert {a.addr_spec for a in mail["To"].addresses} == {"oncall@example.com", "dba@example.com"}
     for expected in (
-        "alerts_one_failure",
-        "tables.apply",
-        "dbo_invoices",
-        f"({LOWER}, {UPPER}] stream on dbo_x",
-        "3 of 3",
-        "RuntimeError: injected failure: MERGE exploded",
-        "Log",
+        "Failing now: 1 table: dbo_invoices",
+        "alertsone_cdc.tables.apply (try 3 of 3, run manual__",
+        f"LSN window ({LOWER}, {UPPER}] stream on dbo_x",
+        "Error: injected failure: MERGE exploded",
+        "RuntimeError",
+        "failed after its retries",
+        "First log: http",
+        "Runbook: docs/runbook.md#task-failed-errors-by-cause",
     ):
         assert expected in text, (expected, text)
 
 
-def test_several_tables_failing_together_add_one_run_summary(mailbox, alert_dags) -> None:
-    # Given two tables failing in the same run,
-    dag = alert_dags["two"]
-    run = dag.test()
+def test_several_tables_failing_together_for_one_cause_send_one_mail(mailbox, alert_dags) -> None:
+    # Given two tables failing for the same cause in the same run,
+    run = alert_dags["two"].test()
     assert run.state == "failed"
-    # then one mail per failed task plus one run summary listing both: three mails, not a storm.
-    mails = mailbox.mails(expect=3)
-    mailbox.mails(expect=4, timeout=1.0)
-    subjects = sorted(m["Subject"] for m in mailbox.mails())
-    assert len(subjects) == 3, subjects
-    summary = [m for m in mailbox.mails() if m["Subject"].startswith("[CDC RUN FAILED]")]
-    assert len(summary) == 1, subjects
-    text = body_text(summary[0])
-    assert "tables.apply[dbo_invoices]" in text and "tables.apply[dbo_payments]" in text
-    assert "2 task(s) failed (dbo_invoices, dbo_payments)" in summary[0]["Subject"]
-    assert mails
+    # then one mail pages (the second table joins the incident without a mail of its own),
+    mailbox.mails(expect=1)
+    mailbox.mails(expect=2, timeout=1.0)
+    subjects = [m["Subject"] for m in mailbox.mails()]
+    assert subjects == [
+        "[CDC INCIDENT alertstwo-1] alertstwo: injected failure: MERGE exploded (RuntimeError) — 1 table"
+    ]
+    # and the incident holds both tables (the status page shows them; so does the resolved mail).
+    from include.cdc_pipeline.alerts.state import Variables, ledger_key
+
+    [incident] = Variables().get(ledger_key("alertstwo"))["incidents"]
+    assert sorted(incident["tables"]) == ["dbo_invoices", "dbo_payments"] and incident["status"] == "open"
+    # A second run failing the same way sends nothing.
+    assert alert_dags["two"].test().state == "failed"
+    mailbox.mails(expect=2, timeout=1.0)
+    assert len(mailbox.mails()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,14 +68,22 @@ def test_source_moved_on_while_ingestion_paused_raises_freshness_alert(harness, 
     assert "holds newer changes" in fresh.detail
     # and the capture job itself is fine.
     assert checks[("capture_job", None)].status == "ok"
-    # The alert mail names the table and the check.
-    subject, body = health.alert_mail(config, list(checks.values()))
-    from include.cdc_pipeline.alerts.channels import send_alert
+    # The round's incident pass (as the cdc_health task runs it) mails once, naming table and check;
+    # the next round with the table still late sends nothing.
+    from include.cdc_pipeline.alerts import desk as incident_desk
+    from include.cdc_pipeline.alerts.callbacks import source_desk
+    from include.cdc_pipeline.alerts.state import MemoryVariables, health_key
+    from include.cdc_pipeline.status import figures
 
-    send_alert(config.alert_emails, subject, body)
+    desk = dataclasses.replace(source_desk(config), settle_s=0.0)
+    store = MemoryVariables()
+    store.set(health_key(config.name), figures.health_summary(config.name, list(checks.values())), "round")
+    assert [n.kind for n in incident_desk.run_pass(desk, round_pass=True, store=store)] == ["opened"]
+    assert incident_desk.run_pass(desk, round_pass=True, store=store) == []
     [mail] = mailbox.mails(expect=1)
-    assert "[CDC HEALTH ALERT] src" in mail["Subject"] and "freshness" in mail["Subject"]
-    assert "dbo_orders" in body_text(mail)
+    assert mail["Subject"] == "[CDC INCIDENT src-1] src: Freshness SLA missed — 1 table"
+    text = body_text(mail)
+    assert "dbo_orders — newest applied change committed at" in text and "lag 45.0 min" in text
 
 
 def test_watermark_near_retention_limit_warns(harness) -> None:
@@ -138,13 +147,13 @@ def test_repeatedly_failing_runs_alert_once_the_streak_reaches_the_limit(harness
     checks = _record_checks(config, store, t0 + timedelta(minutes=35))
     # then the retries of one run count once, and two is below the limit;
     assert checks["failing_runs"].status == "ok" and checks["failing_runs"].value == 2
-    assert "TimeoutError: Snowflake timed out" in checks["failing_runs"].detail
+    assert "Snowflake timed out (TimeoutError)" in checks["failing_runs"].detail
     # a third failed run alerts, naming the streak's start and the latest error;
     run_record.record_failure(store, "run-3", RuntimeError("still broken"), t0 + timedelta(minutes=45))
     checks = _record_checks(config, store, t0 + timedelta(minutes=50))
     failing = checks["failing_runs"]
     assert failing.status == "alert" and failing.value == 3 and failing.threshold == 3
-    assert "since 2026-03-01T08:15:00+00:00" in failing.detail and "RuntimeError: still broken" in failing.detail
+    assert "since 2026-03-01T08:15:00+00:00" in failing.detail and "still broken (RuntimeError)" in failing.detail
     assert checks["stuck_run"].status == "ok" and checks["stuck_run"].value == 50
     # and a completed run ends the streak.
     run_record.record_success(store, "run-4", t0 + timedelta(minutes=60))

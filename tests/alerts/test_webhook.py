@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 
 from dev.smtp_sink import body_text
 from include.cdc_pipeline.alerts.channels import send_alert
-from include.cdc_pipeline.alerts.messages import failure_mail, webhook_text
+from include.cdc_pipeline.alerts.incidents import Finding, decide
+from include.cdc_pipeline.alerts.messages import incident_mail, webhook_text
 
 
 @pytest.fixture
@@ -43,13 +45,17 @@ def webhook() -> Iterator[dict[str, Any]]:
 
 
 def _failure() -> tuple[str, str]:
-    return failure_mail(
-        {
-            "dag_id": "billing_cdc", "task_id": "dbo_invoices.apply", "run_id": "manual__1", "table": "dbo_invoices",
-            "lsn_window": "(0A, 2A] stream on dbo_invoices", "try_number": 3, "max_tries": 2,
-            "error": RuntimeError("MERGE exploded"), "log_url": "http://airflow/log",
-        }
+    finding = Finding(
+        table="dbo_invoices", fingerprint="f1", origin="task", title="MERGE exploded (RuntimeError)",
+        error="MERGE exploded\nRuntimeError", kind="other", runbook="Task failed (errors by cause)",
+        at="2026-03-01T02:00:00+00:00", log_url="http://airflow/log", run="billing_cdc/manual__1",
+        where="billing_cdc.dbo_invoices.apply (try 4 of 4, run manual__1); LSN window (0A, 2A] stream on dbo_invoices",
     )  # fmt: skip
+    _, [opened] = decide(
+        None, [finding], datetime(2026, 3, 1, 2, tzinfo=UTC), name="billing", round_pass=False,
+        realert_after=timedelta(hours=4),
+    )  # fmt: skip
+    return incident_mail(opened, "billing", timedelta(hours=4))
 
 
 def test_alert_goes_to_mail_and_webhook(mailbox, webhook, monkeypatch) -> None:
@@ -61,9 +67,9 @@ def test_alert_goes_to_mail_and_webhook(mailbox, webhook, monkeypatch) -> None:
     [posted] = webhook["received"]
     text = posted["text"]
     assert text.splitlines()[0] == f"*{subject}*"
-    for line in ("Table: dbo_invoices", "LSN window: (0A, 2A] stream on dbo_invoices", "Try: 3 of 3"):
+    for line in ("Failing now: 1 table: dbo_invoices", "Cause: MERGE exploded (RuntimeError)"):
         assert line in text.splitlines(), (line, text)
-    assert "RuntimeError: MERGE exploded" in text and "<td>" not in text
+    assert "LSN window (0A, 2A] stream on dbo_invoices" in text and "<td>" not in text
 
 
 def test_webhook_outage_never_stops_the_mail(mailbox, webhook, monkeypatch) -> None:
@@ -76,6 +82,6 @@ def test_webhook_outage_never_stops_the_mail(mailbox, webhook, monkeypatch) -> N
 
 def test_webhook_text_is_plain() -> None:
     text = webhook_text(
-        "[CDC HEALTH ALERT] billing", "<h3>CDC health</h3><table><tr><td>a &amp; b</td><td>1</td></tr></table>"
+        "[CDC INCIDENT billing-1] billing", "<h3>CDC health</h3><table><tr><td>a &amp; b</td><td>1</td></tr></table>"
     )
-    assert text == "*[CDC HEALTH ALERT] billing*\nCDC health\na & b: 1"
+    assert text == "*[CDC INCIDENT billing-1] billing*\nCDC health\na & b: 1"

@@ -117,6 +117,15 @@ def test_a_failing_table_shows_as_failing_with_its_streak(running, browser) -> N
     assert int(streak.get_attribute("data-streak")) == row["failures"]["streak"] >= 1
     assert "TableNotCapturedError" in streak.get_attribute("title")
     assert f"tables.extract_load[dbo_{FAILING}]" in shown.locator("a[data-link='log']").get_attribute("title")
+    # On top, the open incident: its cause, its age and the table it affects.
+    [incident] = wait_for(lambda: airflow.status()["incidents"] or None, "the incident to open")
+    assert incident["failing"] == [f"dbo_{FAILING}"] and "TableNotCapturedError" in incident["title"]
+    page.reload()
+    frame = _status_frame(page, airflow)
+    card = frame.locator(f"section[data-incidents] [data-incident='{incident['id']}']")
+    assert card.locator("[data-field='age']").inner_text().startswith("open")
+    assert f"dbo_{FAILING}" in card.locator("[data-field='tables']").inner_text()
+    assert "TableNotCapturedError" in card.locator("[data-field='cause']").inner_text()
     # The state filter narrows the rows to the failing table.
     frame.locator("#filter-state").select_option("failing")
     assert frame.locator("tr[data-table]").count() == 1

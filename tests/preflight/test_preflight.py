@@ -141,7 +141,10 @@ def test_preflight_names_every_failure_with_its_fix(
         ti = run.get_task_instance("preflight")
         assert ti.try_number == 1
         mails = mailbox.mails(expect=1)
-        assert [m["Subject"] for m in mails] == ["[CDC FAILED] cdc_preflight.preflight (try 1)"]
+        [subject] = [m["Subject"] for m in mails]
+        assert subject.startswith("[CDC INCIDENT all_sources-1] all_sources: preflight: "), subject
+        assert "checks passed; FAILED: billing: SQL Server table dbo.payments" in subject
+        assert subject.endswith("(AirflowFailException) — DAG cdc_preflight"), subject
         from include.cdc_pipeline import preflight
         from include.cdc_pipeline.orchestration.preflight_dag import run_preflight
 

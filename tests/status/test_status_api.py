@@ -95,7 +95,7 @@ def test_status_api_returns_the_recorded_figures(api_server, page_source) -> Non
     invoices = rows["dbo_invoices"]
     assert invoices["state"] == "failing"
     assert invoices["failures"]["streak"] == 2
-    assert invoices["failures"]["last_error"] == "RuntimeError: Login failed for user 'LOADER'"
+    assert invoices["failures"]["last_error"] == "Login failed for user 'LOADER' (RuntimeError)"
     # the tables that never ran are shown as such, and the summary counts them.
     assert rows["dbo_accounts"]["state"] == "no runs yet" and rows["dbo_accounts"]["last_batch"] is None
     assert source["summary"]["states"] == {

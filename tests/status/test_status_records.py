@@ -131,10 +131,10 @@ def test_table_states_from_the_records() -> None:
         "streak": 2,
         "alert_at": 3,
         "since": None,
-        "last_error": "RuntimeError: login failed for user LOADER",
+        "last_error": "login failed for user LOADER (RuntimeError)",
         "last_success": None,
     }
-    assert rows["dbo_invoices"]["links"]["runbook"] == "runbook#task-failed-cdc-failed"
+    assert rows["dbo_invoices"]["links"]["runbook"] == "runbook#task-failed-errors-by-cause"
     assert rows["dbo_invoice_lines"]["links"]["runbook"] == "runbook#table-stuck-stuck_run-warn"
     assert rows["dbo_payments"]["links"]["task_group"] == "../dags/billing_cdc/tasks/group/tables"  # mapped by table
     assert rows["dbo_payments"]["last_batch"]["rows"] == 5
@@ -171,3 +171,32 @@ def test_health_figures_give_freshness_and_retention_headroom() -> None:
 def test_every_runbook_section_the_page_links_to_exists() -> None:
     headings = re.findall(r"^#+ (.+)$", (ROOT / "docs/runbook.md").read_text(), flags=re.M)
     assert set(status.RUNBOOK.values()) <= set(headings)
+
+
+def test_open_incidents_come_first_with_their_age_and_tables() -> None:
+    # Given the incident desk's ledger with one open incident (the source down, every table) and one resolved,
+    from include.cdc_pipeline.alerts.incidents import Finding, decide
+
+    down = [
+        Finding(
+            table=t.name, fingerprint="f1", origin="task", title="DB-Lib 20009: Unable to connect (OperationalError)",
+            error="...", kind="network", runbook="Source or Snowflake unreachable, login or permission errors",
+            at=(T0 - timedelta(minutes=40)).isoformat(), log_url="http://airflow/log", where="billing_cdc.cut",
+        )
+        for t in SOURCE.tables
+    ]  # fmt: skip
+    old = [Finding.from_dict(down[0].as_dict() | {"fingerprint": "f0", "title": "gone"})]
+    ledger, _ = decide(None, old, T0 - timedelta(hours=2), name="billing", round_pass=True, realert_after=timedelta(1))
+    ledger, _ = decide(ledger, [], T0 - timedelta(hours=1), name="billing", round_pass=True, realert_after=timedelta(1))
+    ledger, _ = decide(ledger, down, T0 - timedelta(minutes=40), name="billing", round_pass=True,
+                       realert_after=timedelta(hours=4))  # fmt: skip
+    records = {"cdc_incidents__billing": ledger}
+    page = status.page([SOURCE], records, {"billing_cdc": {"is_paused": False}}, {}, {}, now=T0)
+    # then the page lists the open one on top: age, cause, every failing table, links;
+    [incident] = page["incidents"]
+    assert incident["id"] == "billing-2" and incident["age_s"] == 2400.0
+    assert incident["title"].startswith("DB-Lib 20009") and len(incident["failing"]) == 5
+    assert incident["runbook"] == "runbook#source-or-snowflake-unreachable-login-or-permission-errors"
+    assert incident["log_url"] == "http://airflow/log"
+    # the source's own section carries it too, and the resolved one is history, not shown.
+    assert [i["id"] for i in page["sources"][0]["incidents"]] == ["billing-2"]

@@ -1,23 +1,23 @@
-"""When alerts go out, as Airflow wires them, and to whom (runbook: docs/runbook.md).
+"""When alerts go out, as Airflow wires them, and to whom (runbook: docs/runbook.md, "Incidents").
 
-* **Task failure** (`failure_notifier`): ``on_failure_callback`` fires once per task instance,
-  after its last retry (retries with backoff happen before it), so one failed table yields one
-  mail naming DAG, task, table, LSN window (from the table's ``plan`` XCom), try, error and log URL.
-  Errors no retry can fix (``orchestration.tasks.NOT_RETRYABLE``) fail the task in its first try,
-  so that mail goes out at once.
-* **Run summary** (`run_failure_summary`): the DAG-level ``on_failure_callback``. It mails only when
-  the per-task mails do not already tell the story: when two or more tasks failed together (one
-  mail listing them all) or when the run failed without a failed task (e.g. ``dagrun_timeout``).
-  It reads the run's failed tasks from Airflow (through the supervisor, else the metadata DB).
-* **Deadline Alert** (`deadline_alert`): a `DeadlineAlert` whose callback is the provider's
-  `SmtpNotifier`, run by the triggerer when a run is still going ``interval`` after it was queued.
-* **Recipients** (`alert_emails`): the source's on-call list, else ``DEFAULT_ALERT_EMAILS``.
-* **Chat webhook** (optional, `alert_webhook_conn_id` in a source's YAML): task failures, run
-  summaries and health alerts are also posted to a Slack / Teams incoming webhook.
-  Deadline Alerts are e-mail only (their callback runs in the triggerer through `SmtpNotifier`).
+Every alert goes through the incident desk (``alerts.desk``, decisions in ``alerts.incidents``):
+one mail when something breaks, one when it is fixed, per source and cause.
 
-The texts live in ``alerts.messages``, the sending (SMTP, webhook; the health DAG's plain alerts)
-in ``alerts.channels``. Nothing here opens a connection at import or DAG-parse time.
+* **Task failure** (`failure_notifier`): ``on_failure_callback`` fires once per task instance, after
+  its last retry (retries with backoff happen before it), or in the first try for an error no retry
+  can fix (``orchestration.tasks.fail_fast``). It reports the tables the task worked on and runs a
+  first pass: a new cause opens an incident (one mail), a known one sends nothing.
+* **End of a run** (`run_failure_summary`, `run_success_callback`): the DAG-level callbacks run a
+  round pass — incidents grow, change cause, remind or resolve; a run that failed without a failed
+  task (``dagrun_timeout``) is reported for every table it carried.
+* **Deadline Alert** (`deadline_alert`): a ``DeadlineAlert`` whose callback is
+  ``alerts.desk.deadline_missed`` (an ``AsyncCallback``: Airflow 3.3 runs it in the **triggerer**
+  with the deadline's context — ``dag_run`` and ``deadline`` — plus the JSON kwargs given here; the
+  triggerer serves Variables to it), so a slow run is an incident like any other.
+* **Recipients** (`alert_emails`): the source's on-call list, else ``DEFAULT_ALERT_EMAILS``; the
+  chat webhook (``alert_webhook_conn_id``) gets every incident mail too.
+
+Nothing here opens a connection at import or DAG-parse time.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import BaseNotifier
 
-from include.cdc_pipeline.alerts.channels import send_alert, send_webhook
-from include.cdc_pipeline.alerts.messages import deadline_mail, failure_details, failure_mail, summary_mail
+from include.cdc_pipeline.alerts import desk as incident_desk
+from include.cdc_pipeline.alerts import state
+from include.cdc_pipeline.alerts.desk import Desk
+from include.cdc_pipeline.alerts.messages import human_span
 from include.cdc_pipeline.config import SourceConfig
 
 if TYPE_CHECKING:
@@ -42,43 +44,46 @@ log = logging.getLogger(__name__)
 DEFAULT_ALERT_EMAILS = ("oncall@example.com",)
 
 
-class CdcFailureNotifier(SmtpNotifier):
-    """SmtpNotifier whose subject and body are built in Python from the failure context, plus the
-    same alert to a chat webhook when one is configured.
-
-    (Jinja alone cannot reach the plan XCom of another task safely, nor quote an error text that
-    itself contains ``{{``.)
-    """
-
-    def __init__(self, *, webhook_conn_id: str | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.webhook_conn_id = webhook_conn_id
-
-    def notify(self, context: Any) -> None:
-        self.subject, self.html_content = failure_mail(failure_details(dict(context)))
-        super().notify(context)
-        if self.webhook_conn_id:
-            send_webhook(self.webhook_conn_id, self.subject, self.html_content)
-
-
 def alert_emails(source: SourceConfig | None) -> list[str]:
     """The source's on-call list, else the default one."""
     return list(source.alert_emails) if source is not None and source.alert_emails else list(DEFAULT_ALERT_EMAILS)
 
 
-def failure_notifier(source: SourceConfig) -> SmtpNotifier:
-    """One e-mail to the source's on-call list when a task fails for good (and its webhook, if any)."""
-    return CdcFailureNotifier(
-        to=alert_emails(source), smtp_conn_id=source.smtp_conn_id, webhook_conn_id=source.alert_webhook_conn_id
-    )
+def source_desk(source: SourceConfig) -> Desk:
+    """The incident desk of a source: its tables, DAGs, on-call list and channels."""
+    return Desk.of(source, alert_emails(source))
 
 
-def task_failure_notifier(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> SmtpNotifier:
-    """The same per-task failure mail for tasks of no single source (the health DAG's defaults)."""
-    return CdcFailureNotifier(to=list(to), smtp_conn_id=smtp_conn_id)
+class IncidentNotifier(BaseNotifier):
+    """``on_failure_callback`` of a task: report its tables to the desk, which decides whether to mail."""
+
+    def __init__(self, desk: Desk) -> None:
+        super().__init__()
+        self.desk = desk
+
+    def notify(self, context: Any) -> None:
+        try:
+            incident_desk.report_failure(self.desk, context)
+        except Exception:  # a callback must never hide the task's own error
+            log.exception("%s: could not report the failure to the incident desk", self.desk.name)
 
 
-# -- run-level summary ----------------------------------------------------------------------------
+def failure_notifier(source: SourceConfig) -> IncidentNotifier:
+    """The failure callback of the source's tasks (CDC DAG, dbt DAG, its cdc_health check)."""
+    return IncidentNotifier(source_desk(source))
+
+
+def all_sources_desk(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> Desk:
+    """The desk of what concerns no single source (the preflight DAG): its parts are its DAGs."""
+    return Desk(name="all_sources", to=tuple(to), smtp_conn_id=smtp_conn_id)
+
+
+def task_failure_notifier(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> IncidentNotifier:
+    """The failure callback of tasks of no single source (a DAG serving all sources)."""
+    return IncidentNotifier(all_sources_desk(to, smtp_conn_id))
+
+
+# -- end of a run -----------------------------------------------------------------------------------
 def _failed_tasks(dag_id: str, run_id: str) -> list[str] | None:
     """Task ids in state ``failed`` in the run; None when they cannot be read from here."""
     try:  # DAG processor (production): through the supervisor, like any Task SDK process
@@ -107,32 +112,40 @@ def _failed_tasks(dag_id: str, run_id: str) -> list[str] | None:
         return None
 
 
-class RunFailureSummary:
-    """DAG ``on_failure_callback``: one summary mail when several tasks failed (or none did)."""
+class RunEnd:
+    """DAG-level callback (``on_failure_callback`` / ``on_success_callback``): a round pass of each desk."""
 
-    def __init__(
-        self, to: Sequence[str], smtp_conn_id: str = "smtp_default", webhook_conn_id: str | None = None
-    ) -> None:
-        self.to = list(to)
-        self.smtp_conn_id = smtp_conn_id
-        self.webhook_conn_id = webhook_conn_id
-        self.__name__ = "cdc_run_failure_summary"
+    def __init__(self, desks: Sequence[Desk], success: bool = False) -> None:
+        self.desks = list(desks)
+        self.success = success
+        self.__name__ = "cdc_incidents_run_end"
 
     def __call__(self, context: Context) -> None:
         dag = context.get("dag")
         dag_run = context.get("dag_run")
         dag_id = getattr(dag, "dag_id", "") or getattr(dag_run, "dag_id", "?")
         run_id = context.get("run_id") or getattr(dag_run, "run_id", None) or "?"
-        failed = _failed_tasks(dag_id, run_id)
-        if failed is not None and len(failed) == 1:
-            log.info("%s %s: one failed task, its own mail is enough; no summary", dag_id, run_id)
-            return
-        subject, body = summary_mail(dag_id, run_id, failed, context.get("reason"))
-        send_alert(self.to, subject, body, smtp_conn_id=self.smtp_conn_id, webhook_conn_id=self.webhook_conn_id)
+        timed_out = not self.success and _failed_tasks(dag_id, run_id) == []
+        store = state.Variables()
+        for desk in self.desks:
+            try:
+                if timed_out:
+                    incident_desk.report_run_failure(desk, context, store)
+                if self.success and dag_id != desk.dag_id:  # the dbt DAG (its tasks report as a part)
+                    incident_desk.record_completion(store, desk, f"-{dag_id}", run_id)
+                incident_desk.run_pass(desk, round_pass=True, store=store)
+            except Exception:
+                log.exception("%s: incident pass at the end of %s %s failed", desk.name, dag_id, run_id)
 
 
-def run_failure_summary(source: SourceConfig) -> RunFailureSummary:
-    return RunFailureSummary(alert_emails(source), source.smtp_conn_id, source.alert_webhook_conn_id)
+def run_failure_summary(source: SourceConfig) -> RunEnd:
+    """``on_failure_callback`` of a source's DAG (the name it had when it mailed a run summary)."""
+    return RunEnd([source_desk(source)])
+
+
+def run_success_callback(source: SourceConfig) -> RunEnd:
+    """``on_success_callback`` of a source's DAG: a run that succeeds resolves what it fixed at once."""
+    return RunEnd([source_desk(source)], success=True)
 
 
 # -- Deadline Alerts --------------------------------------------------------------------------------
@@ -153,13 +166,15 @@ def deadline_alert(
     to: Iterable[str],
     smtp_conn_id: str = "smtp_default",
     dag_label: str = "",
+    desk: Desk | None = None,
 ) -> Any | None:
-    """A DeadlineAlert e-mailing ``to`` when a run is not done ``interval`` after it was queued
-    (None when deadlines are switched off, see ``deadlines_enabled``).
+    """A DeadlineAlert that reports to the incident desk (``desk``, else one named after the DAG
+    mailing ``to``) when a run is not done ``interval`` after it was queued (None when deadlines
+    are switched off, see ``deadlines_enabled``).
 
-    The callback is the SMTP provider's notifier run asynchronously in the **triggerer**
-    (``AsyncCallback``), so it fires only with a scheduler and a triggerer running (not under
-    ``dag.test()`` / ``airflow dags test``, which never queue a run).
+    The callback runs asynchronously in the **triggerer** (``AsyncCallback``), so it fires only with
+    a scheduler and a triggerer running (not under ``dag.test()`` / ``airflow dags test``, which
+    never queue a run).
     """
     if not deadlines_enabled():
         return None
@@ -169,19 +184,13 @@ def deadline_alert(
         DeadlineReference,
     )
 
-    subject, html_content = deadline_mail(interval, dag_label)
+    desk = desk or Desk(name=dag_label or "deadlines", to=tuple(to), smtp_conn_id=smtp_conn_id)
+    kwargs = desk.as_kwargs()
+    kwargs["extra"] = {**kwargs.get("extra", {}), "dag": dag_label, "interval": human_span(interval.total_seconds())}
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=interval,
-        callback=AsyncCallback(
-            SmtpNotifier,
-            kwargs={
-                "to": list(to),
-                "smtp_conn_id": smtp_conn_id,
-                "subject": subject,
-                "html_content": html_content,
-            },
-        ),
+        callback=AsyncCallback(incident_desk.deadline_missed, kwargs={"desk": kwargs}),
     )
 
 
@@ -191,4 +200,5 @@ def source_deadline_alert(source: SourceConfig, dbt_dag_id: str | None = None) -
     interval = (source.dbt_deadline or source.deadline) if dbt_dag_id else source.deadline
     if interval is None:
         return None
-    return deadline_alert(interval, alert_emails(source), source.smtp_conn_id, dbt_dag_id or source.dag_id)
+    desk = source_desk(source)
+    return deadline_alert(interval, desk.to, desk.smtp_conn_id, dbt_dag_id or source.dag_id, desk)

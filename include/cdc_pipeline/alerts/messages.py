@@ -1,10 +1,9 @@
-"""What an alert says: the subjects and HTML bodies of the failure, run-summary and Deadline
-mails, the plain-text form of an alert for a chat webhook, and the failure details read from an
-Airflow callback context (DAG, task, table, LSN window from the mapped table task's input, try,
-error, log URL).
+"""What an alert says: the incident mails (opened, update, reminder, resolved), the plain-text
+form of an alert for a chat webhook, and the failure details read from an Airflow callback context
+(DAG, task, table, LSN window from the mapped table task's input, try, error, log URL).
 
-Texts only: sending lives in ``alerts.channels``, the Airflow callbacks that decide when to send
-in ``alerts.callbacks``.
+Texts only: sending lives in ``alerts.channels``, the decisions in ``alerts.incidents``, the
+Airflow side in ``alerts.desk`` and ``alerts.callbacks``.
 """
 
 from __future__ import annotations
@@ -13,14 +12,15 @@ import html
 import logging
 import re
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 def _row(name: str, value: Any, pre: bool = False) -> str:
-    text = html.escape("" if value is None else str(value))
+    # quote=False: an apostrophe in a server message stays an apostrophe in the mail's source
+    text = html.escape("" if value is None else str(value), quote=False)
     return f"<tr><td><b>{name}</b></td><td>{f'<pre>{text}</pre>' if pre else text}</td></tr>"
 
 
@@ -36,12 +36,6 @@ def _table_of(context: dict[str, Any], ti: Any) -> str | None:
     sets ``cdc_table`` in its context; the rendered map index keeps it)."""
     named = context.get("cdc_table") or getattr(ti, "rendered_map_index", None)
     return str(named) if named else None
-
-
-def _table_in(task: str) -> str | None:
-    """The table of a failed-task label ``tables.extract_load[dbo_x]`` (mapped instances are listed
-    with their name in brackets; ``plan`` and ``publish`` serve every table)."""
-    return task[task.index("[") + 1 : -1] if task.endswith("]") and "[" in task else None
 
 
 def _window_of(context: dict[str, Any]) -> dict[str, Any] | None:
@@ -80,81 +74,6 @@ def failure_details(context: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def failure_mail(details: dict[str, Any]) -> tuple[str, str]:
-    """Subject and HTML body of the one mail for a task that failed for good."""
-    where = f"{details['dag_id']}.{details['task_id']}"
-    table = f" table {details['table']}" if details.get("table") else ""
-    subject = f"[CDC FAILED] {where}{table} (try {details['try_number']})"
-    error = details.get("error")
-    error_text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-    from airflow.sdk.exceptions import AirflowFailException
-
-    headline = (
-        "Task failed at once, without retries: a retry cannot fix this error (see what to do below)"
-        if isinstance(error, AirflowFailException)
-        else "Task failed after its last retry"
-    )
-    body = (
-        f"<h3>{headline}</h3><table>"
-        + _row("DAG", details["dag_id"])
-        + _row("Task", details["task_id"])
-        + _row("Table", details.get("table") or "n/a")
-        + _row("LSN window", details.get("lsn_window") or "n/a (no plan yet in this run)")
-        + _row("Run", details.get("run_id"))
-        + _row("Try", f"{details['try_number']} of {(details.get('max_tries') or 0) + 1}")
-        + _row("Error", error_text, pre=True)
-        + _link_row("Log", details.get("log_url"))
-        + "</table><p>Runbook: docs/runbook.md, section “Task failed”.</p>"
-    )
-    return subject, body
-
-
-def summary_mail(dag_id: str, run_id: str, failed: Sequence[str] | None, reason: str | None) -> tuple[str, str]:
-    """Subject and HTML body of the run summary: the failed tasks (None: unknown) and their tables."""
-    tables = sorted({name for t in failed or [] if (name := _table_in(t))})
-    subject = f"[CDC RUN FAILED] {dag_id}: {len(failed or [])} task(s) failed" + (
-        f" ({', '.join(tables)})" if tables else ""
-    )
-    items = "".join(f"<li>{html.escape(t)}</li>" for t in failed or []) or "<li>none (see reason)</li>"
-    body = (
-        "<h3>DAG run failed</h3><table>"
-        + _row("DAG", dag_id)
-        + _row("Run", run_id)
-        + _row("Reason", reason)
-        + _row("Tables", ", ".join(tables) or "n/a")
-        + f"</table><p>Failed tasks:</p><ul>{items}</ul>"
-        "<p>Each failed task also sent its own mail with error and LSN window. Runbook: docs/runbook.md.</p>"
-    )
-    return subject, body
-
-
-# -- Deadline Alerts: Jinja templates the SMTP notifier renders in the triggerer ------------------
-_DEADLINE_SUBJECT = "[CDC DEADLINE MISSED] {label}: run {{{{ dag_run.run_id }}}} still running after {interval}"
-_DEADLINE_BODY = (
-    "<h3>Deadline missed</h3><table>"
-    "<tr><td><b>DAG</b></td><td>{{{{ dag_run.dag_id }}}}</td></tr>"
-    "<tr><td><b>Run</b></td><td>{{{{ dag_run.run_id }}}}</td></tr>"
-    "<tr><td><b>Queued at</b></td><td>{{{{ dag_run.queued_at }}}}</td></tr>"
-    "<tr><td><b>Deadline</b></td><td>{{{{ deadline.deadline_time }}}} (queued + {interval})</td></tr>"
-    "<tr><td><b>State</b></td><td>{{{{ dag_run.state }}}}</td></tr>"
-    "</table><p>The run is slow or stuck. Runbook: docs/runbook.md, section “Deadline missed”.</p>"
-)
-
-
-def deadline_mail(interval: timedelta, dag_label: str = "") -> tuple[str, str]:
-    """Subject and HTML body templates (Jinja, rendered when the deadline fires) of a Deadline mail."""
-    fields = {"label": dag_label or "{{ dag_run.dag_id }}", "interval": _human(interval)}
-    return _DEADLINE_SUBJECT.format(**fields), _DEADLINE_BODY.format(**fields)
-
-
-def _human(interval: timedelta) -> str:
-    seconds = int(interval.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0 and seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 # -- chat -----------------------------------------------------------------------------------------
 def webhook_text(subject: str, html_content: str) -> str:
     """The alert as plain text for a chat message: subject, then one line per table row / paragraph."""
@@ -163,3 +82,134 @@ def webhook_text(subject: str, html_content: str) -> str:
     body = html.unescape(re.sub(r"<[^>]+>", "", body))
     lines = [line.strip() for line in body.splitlines() if line.strip()]
     return "\n".join([f"*{subject}*", *lines])
+
+
+# -- incidents (alerts.incidents decides, alerts.desk sends) ----------------------------------------
+RUNBOOK_FILE = "docs/runbook.md"
+
+
+def runbook_anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading (the runbook is read on GitHub and on the status page)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _when(iso: str | None) -> str:
+    return (iso or "?").replace("T", " ").split(".")[0].replace("+00:00", "") + (" UTC" if iso else "")
+
+
+def human_span(seconds: float) -> str:
+    """A duration as on-call reads it: ``45m``, ``4h``, ``1h 5m``, ``2d 3h``, ``5s``."""
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return f"{int(seconds)}s"
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    return " ".join(p for p in parts if p) or "0m"
+
+
+def _tables_text(incident: dict[str, Any], states: Sequence[str] | None = None) -> str:
+    from include.cdc_pipeline.alerts.incidents import label
+
+    shown = [
+        label(name)
+        + (f" (now: incident {s['moved_to_id']})" if s.get("moved_to_id") else "")
+        + (f" — {s['detail']}" if s.get("detail") else "")
+        for name, s in sorted(incident["tables"].items())
+        if states is None or s["state"] in states
+    ]
+    return "; ".join(shown) or "none"
+
+
+def _count(incident: dict[str, Any]) -> str:
+    """``5 tables``; for an incident of no table, what it affects (``DAG cdc_preflight``)."""
+    from include.cdc_pipeline.alerts.incidents import is_part, label
+
+    tables = [t for t in incident["tables"] if not is_part(t)]
+    if tables:
+        return f"{len(tables)} table{'s' if len(tables) != 1 else ''}"
+    return ", ".join(label(t) for t in sorted(incident["tables"])) or "no table"
+
+
+def _short(title: str, limit: int = 150) -> str:
+    """A subject stays readable on a phone: a long server message is cut (the body has all of it),
+    the exception class at its end is kept."""
+    if len(title) <= limit:
+        return title
+    message, cls = re.match(r"(.*?)((?: \([\w.]+\))?)$", title).groups()  # type: ignore[union-attr]
+    return message[: limit - len(cls) - 1].rstrip() + "…" + cls
+
+
+def _meaning(kind: str) -> str:
+    from include.cdc_pipeline.alerts.classify import KINDS
+
+    if kind in KINDS:
+        return KINDS[kind][0]
+    if kind.startswith("health:"):
+        return f"cdc_health check {kind.removeprefix('health:')}"
+    return {"deadline": "a run still going past its deadline"}.get(kind, kind)
+
+
+def incident_mail(notice: Any, source: str, realert_after: timedelta) -> tuple[str, str]:
+    """Subject and HTML body of an incident notice (``alerts.incidents.Notice``): opened, grown,
+    cause changed, reminder, resolved. The error is the server's text as a person reads it."""
+    from include.cdc_pipeline.alerts.incidents import FAILING, RECOVERED, duration
+
+    inc, kind = notice.incident, notice.kind
+    ident, title = inc["id"], _short(inc["title"])
+    now_failing = _tables_text(inc, [FAILING])
+    if kind == "opened":
+        subject = f"[CDC INCIDENT {ident}] {source}: {title} — {_count(inc)}"
+        headline = "New incident: one mail for this cause; repeats send nothing until it is resolved"
+    elif kind == "grown":
+        subject = f"[CDC INCIDENT {ident} UPDATE] {source}: {len(notice.new_tables)} more failing — {title}"
+        headline = "Incident update: more tables fail for the same cause"
+    elif kind == "cause":
+        subject = f"[CDC INCIDENT {ident} UPDATE] {source}: the cause changed — {title}"
+        headline = "Incident update: the same tables now fail for another cause"
+    elif kind == "reminder":
+        age = (datetime.now(UTC) - datetime.fromisoformat(inc["opened_at"])).total_seconds()
+        subject = f"[CDC INCIDENT {ident} STILL OPEN {human_span(age)}] {source}: {title}"
+        headline = f"Reminder: still open (reminders every {human_span(realert_after.total_seconds())})"
+    else:
+        took = duration(inc)
+        span = human_span(took.total_seconds()) if took else "?"
+        subject = f"[CDC RESOLVED {ident}] {source}: {title} — resolved after {span} ({_count(inc)})"
+        headline = f"Resolved after {span}: every affected table completed a run again or fails for another cause"
+    section = inc.get("runbook") or "On-call runbook: CDC → Snowflake alerts"
+    rows = [_row("Incident", f"{ident} ({inc['status']}), source {source}"), _row("Cause", inc["title"])]
+    if kind == "cause" and notice.previous:
+        rows.append(_row("Before", notice.previous))
+    if kind == "grown":
+        rows.append(_row("Newly failing", ", ".join(notice.new_tables)))
+    if kind == "resolved":
+        rows.append(_row("Open", f"{_when(inc['opened_at'])} → {_when(inc['resolved_at'])}"))
+        for name, states in (("Recovered", [RECOVERED]), ("Fails for another cause", ["moved"])):
+            if any(s["state"] in states for s in inc["tables"].values()):
+                rows.append(_row(name, _tables_text(inc, states)))
+    else:
+        rows += [_row("Failing now", f"{_count(inc)}: {now_failing}"), _row("Open since", _when(inc["opened_at"]))]
+    retry_note = (
+        "failed at once: a retry cannot fix this"
+        if not inc.get("retryable", True)
+        else "failed after its retries"
+        if inc.get("origin") == "task"
+        else inc.get("origin", "")
+    )
+    rows += [
+        _row("What it is", f"{_meaning(inc.get('kind', ''))} ({retry_note})"),
+        _row("First failure", f"{inc.get('where') or 'n/a'} at {_when(inc.get('first_at'))}"),
+        _row("Error", inc.get("error"), pre=True),
+        _link_row("First log", inc.get("log_url")),
+        _row("Runbook", f"{RUNBOOK_FILE}#{runbook_anchor(section)} (section “{section}”)"),
+    ]
+    if kind != "resolved":
+        rows.append(
+            _row(
+                "Next",
+                f"one mail when it is resolved; a reminder every {human_span(realert_after.total_seconds())} while it "
+                "stays open; an update when more tables fail or the cause changes",
+            )
+        )
+    return subject, f"<h3>{html.escape(headline)}</h3><table>{''.join(rows)}</table>"

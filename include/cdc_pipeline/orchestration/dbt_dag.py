@@ -51,7 +51,12 @@ from cosmos.constants import DbtResourceType, InvocationMode, SourceRenderingBeh
 from cosmos.profiles.snowflake.base import SnowflakeBaseProfileMapping
 from cosmos.profiles.snowflake.user_pass import SnowflakeUserPasswordProfileMapping
 
-from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
+from include.cdc_pipeline.alerts.callbacks import (
+    failure_notifier,
+    run_failure_summary,
+    run_success_callback,
+    source_deadline_alert,
+)
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
 from include.cdc_pipeline.orchestration.assets import published_asset
 from include.cdc_pipeline.orchestration.dbt_manifest import dbt_executable, manifest_path, project_dir
@@ -277,6 +282,8 @@ def build_dbt_dag(
         doc_md=_doc_md(source, project, mode, doc_md, source_freshness),
         dagrun_timeout=timedelta(hours=2),
         on_failure_callback=run_failure_summary(source),
+        # a run that succeeds resolves the dbt DAG's own incidents (its failures report as part -<dag_id>)
+        on_success_callback=run_success_callback(source),
         # dbt_deadline, else the source's deadline (off under dag.test(): alerts.callbacks.deadlines_enabled).
         **({"deadline": deadline} if (deadline := source_deadline_alert(source, dag_id)) else {}),
     ) as dag:

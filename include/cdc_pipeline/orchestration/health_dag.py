@@ -3,9 +3,12 @@
 One task per source (`check_<source>`): capture job alive, freshness per table, retention
 headroom, change-table rows, stuck or repeatedly failing table runs
 (include/cdc_pipeline/health.py). Figures are appended to ``<db>.<control>.CDC_HEALTH`` and the
-latest round is kept in the Variable ``cdc_health__<source>`` for the CDC status page; anything
-not ok is one mail to the source's on-call list. The task succeeds even when it alerts (the mail
-is the alert), and fails only when it cannot check.
+latest round is kept in the Variable ``cdc_health__<source>`` for the CDC status page and the
+incident desk: each round ends with an incident round pass (include/cdc_pipeline/alerts/desk.py),
+so what is not ok opens, updates or resolves the source's incidents — a stalled capture job that
+makes every table late is one incident — and incidents whose tables completed runs again are
+resolved here within 15 minutes at the latest. The task succeeds even when it alerts, and fails
+only when it cannot check (its failure callback reports it to the same desk).
 
 Parse time: only the YAML files are read; a broken one is skipped here (its own DAG file shows
 the import error) so the other sources keep their health checks.
@@ -22,10 +25,11 @@ from airflow.sdk import DAG, task
 
 from include.cdc_pipeline.alerts.callbacks import (
     DEFAULT_ALERT_EMAILS,
-    RunFailureSummary,
+    RunEnd,
     alert_emails,
     deadline_alert,
     failure_notifier,
+    source_desk,
     task_failure_notifier,
 )
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config, source_files
@@ -36,12 +40,15 @@ DAG_ID = "cdc_health"
 SOURCE_POOL = "cdc_sqlserver"
 
 
-def run_source_checks(config_path: str) -> dict[str, Any]:
-    """Run, record and alert for one source (the task body; importable for tests)."""
+def run_source_checks(config_path: str, run_id: str | None = None) -> dict[str, Any]:
+    """Run and record the checks of one source, then an incident round pass (the task body;
+    importable for tests). The round marks the check itself done (``-cdc_health``: a failure of
+    an earlier round no longer stands) and turns what is not ok into incidents."""
     from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
     from include.cdc_pipeline import health
-    from include.cdc_pipeline.alerts.channels import send_alert
+    from include.cdc_pipeline.alerts import desk as incident_desk
+    from include.cdc_pipeline.alerts.state import Variables
     from include.cdc_pipeline.orchestration.tasks import VariableStore
     from include.cdc_pipeline.snowflake import CdcSnowflakeHook
     from include.cdc_pipeline.source import CdcSource
@@ -68,12 +75,14 @@ def run_source_checks(config_path: str) -> dict[str, Any]:
     )
     for c in checks:
         log.log(logging.WARNING if c.alerting else logging.INFO, "%s %s %s: %s", c.status, c.check, c.table, c.detail)
-    mail = health.alert_mail(source, checks)
-    if mail:
-        send_alert(
-            alert_emails(source), *mail, smtp_conn_id=source.smtp_conn_id, webhook_conn_id=source.alert_webhook_conn_id
-        )
-    return {"checks": len(checks), "alerting": [f"{c.check}:{c.table}" for c in checks if c.alerting]}
+    desk, store = source_desk(source), Variables()
+    incident_desk.record_completion(store, desk, f"-{DAG_ID}", run_id or "manual")
+    notices = incident_desk.run_pass(desk, round_pass=True, store=store)
+    return {
+        "checks": len(checks),
+        "alerting": [f"{c.check}:{c.table}" for c in checks if c.alerting],
+        "incident_mails": [f"{n.kind} {n.incident['id']}" for n in notices],
+    }
 
 
 def _sources(directory: Path) -> list[tuple[Path, SourceConfig]]:
@@ -119,7 +128,7 @@ def build_health_dag(
         catchup=False,
         max_active_runs=1,
         default_args=all_sources_default_args(everyone, smtp_conn_id, timedelta(minutes=1)),
-        on_failure_callback=RunFailureSummary(everyone, smtp_conn_id),
+        on_failure_callback=RunEnd([source_desk(s) for _, s in sources]),
         tags=["cdc", "monitoring"],
         doc_md=__doc__
         + "\n\n| source | on-call | retention |\n|---|---|---|\n"
@@ -141,9 +150,9 @@ def build_health_dag(
                 owner=source.owner,
                 on_failure_callback=failure_notifier(source),
             )
-            def check(config_path: str = config_path) -> dict[str, Any]:
+            def check(config_path: str = config_path, **context: Any) -> dict[str, Any]:
                 """Capture job, freshness, retention headroom and change-table rows of one source."""
-                return run_source_checks(config_path)
+                return run_source_checks(config_path, context.get("run_id"))
 
             check()
     return dag

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, task
 
+from include.cdc_pipeline.alerts.callbacks import RunEnd, all_sources_desk
 from include.cdc_pipeline.config import SourceConfig, config_dir
 from include.cdc_pipeline.orchestration.health_dag import _sources, all_sources_default_args, on_call
 
@@ -98,6 +99,9 @@ def build_preflight_dag(doc_md: str | None = None) -> DAG:
         catchup=False,
         max_active_runs=1,
         default_args=all_sources_default_args(everyone, smtp_conn_id, timedelta(seconds=30)),
+        # a failed preflight is an incident (of all sources) until a run passes
+        on_failure_callback=RunEnd([all_sources_desk(everyone, smtp_conn_id)]),
+        on_success_callback=RunEnd([all_sources_desk(everyone, smtp_conn_id)], success=True),
         tags=["cdc", "preflight"],
         doc_md=doc_md or __doc__,
     ) as dag:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from include.cdc_pipeline.alerts.classify import error_info
 from include.cdc_pipeline.offsets import HintStore as Store  # the same JSON get/set store as the hint
 
 
@@ -27,10 +28,5 @@ def record_failure(store: Store, run_id: str, error: BaseException, now: datetim
         record["failed_runs"] = int(record.get("failed_runs") or 0) + 1
         if record["failed_runs"] == 1:
             record["failing_since"] = at
-    first_line = (str(error).strip().splitlines() or [""])[0]
-    record.update(
-        failed_run=run_id,
-        failed_at=at,
-        last_error=f"{type(error).__name__}: {first_line}"[:500],
-    )
+    record.update(failed_run=run_id, failed_at=at, last_error=error_info(error).summary[:500])
     store.set(record)

@@ -30,6 +30,7 @@ from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
+from include.cdc_pipeline.alerts import classify
 from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.errors import (
     ConfigError,
@@ -74,13 +75,21 @@ NOT_RETRYABLE_NOTE = "not retryable: a retry cannot fix this"
 
 @contextmanager
 def fail_fast() -> Iterator[None]:
-    """Turn the errors of ``NOT_RETRYABLE`` into ``AirflowFailException`` (the cause stays chained)."""
+    """Turn the errors no retry can fix into ``AirflowFailException`` (the cause stays chained):
+    ``NOT_RETRYABLE``, and the driver and server errors ``alerts.classify`` names (login failed,
+    permission denied, database not accessible, object not found, by SQL Server / Snowflake number)."""
     try:
         yield
-    except NOT_RETRYABLE as exc:
+    except Exception as exc:
+        verdict = classify.not_retryable(exc, NOT_RETRYABLE)
+        if verdict is None:
+            raise
         from airflow.sdk.exceptions import AirflowFailException
 
-        raise AirflowFailException(f"{type(exc).__name__} ({NOT_RETRYABLE_NOTE}): {exc}") from exc
+        if isinstance(exc, NOT_RETRYABLE):
+            raise AirflowFailException(f"{type(exc).__name__} ({NOT_RETRYABLE_NOTE}): {exc}") from exc
+        what = f"{NOT_RETRYABLE_NOTE}: {verdict.meaning}"
+        raise AirflowFailException(f"{type(exc).__name__} ({what}): {classify.error_info(exc).text}") from exc
 
 
 @cache
@@ -222,24 +231,25 @@ def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any
             opened.append(_warehouse(source))
         return opened[0]
 
-    conn = MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn()
-    try:
-        src = CdcSource(conn)
-        max_lsn = src.max_lsn()
-        cut = lsnlib.to_hex(max_lsn) if max_lsn else None
-        names = [t.name for t in source.tables]
-        hints = SourceHints(
-            VariableStore.source_hints(source.name), lambda name: VariableStore.hint(source.name, name), names
-        )
-        plan = source_planner(source, src, open_warehouse, hints).plan(
-            cut, lambda table: _wants_resnapshot(context, table)
-        )
-        captured_at = src.lsn_to_time(max_lsn) if max_lsn else None
-        started, snapshotting, initial = _snapshots(config_path, source, plan, hints, max_lsn, open_warehouse)
-    finally:
-        conn.close()
-        for wh in opened:
-            wh.connection.close()
+    with fail_fast():  # a failed login, a permission denied: in the first try, for the whole source
+        conn = MsSqlHook(mssql_conn_id=source.mssql_conn_id).get_conn()
+        try:
+            src = CdcSource(conn)
+            max_lsn = src.max_lsn()
+            cut = lsnlib.to_hex(max_lsn) if max_lsn else None
+            names = [t.name for t in source.tables]
+            hints = SourceHints(
+                VariableStore.source_hints(source.name), lambda name: VariableStore.hint(source.name, name), names
+            )
+            plan = source_planner(source, src, open_warehouse, hints).plan(
+                cut, lambda table: _wants_resnapshot(context, table)
+            )
+            captured_at = src.lsn_to_time(max_lsn) if max_lsn else None
+            started, snapshotting, initial = _snapshots(config_path, source, plan, hints, max_lsn, open_warehouse)
+        finally:
+            conn.close()
+            for wh in opened:
+                wh.connection.close()
     work = [p for p in plan.work if p.mode != "snapshot"]  # (a started snapshot is worker work)
     hints.save({p.table for p in work} | set(snapshotting), run_id)
     captured = source.to_utc(captured_at) if captured_at else None

@@ -77,11 +77,11 @@ def load_sources(directory: Path | None = None) -> tuple[list[SourceConfig], lis
 
 # -- reads from the metadata database ---------------------------------------------------------------
 def read_records(session: Any) -> dict[str, Any]:
-    """The status, run-record and health Variables by key (JSON values)."""
+    """The status, run-record, health and incident Variables by key (JSON values)."""
     from airflow.models.variable import Variable
     from sqlalchemy import or_, select
 
-    prefixes = (model.STATUS_PREFIX, model.RUNS_PREFIX, model.HEALTH_PREFIX)
+    prefixes = (model.STATUS_PREFIX, model.RUNS_PREFIX, model.HEALTH_PREFIX, model.INCIDENTS_PREFIX)
     query = select(Variable).where(or_(*(Variable.key.startswith(p, autoescape=True) for p in prefixes)))
     records = {}
     for variable in session.scalars(query):

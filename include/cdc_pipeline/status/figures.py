@@ -9,7 +9,9 @@ reads only those records (plus Airflow's own DAG, run and task-instance rows):
   duration) for the charts, bounded to ``HISTORY`` and ``MAX_POINTS``;
 - ``cdc_runs__<source>__<table>`` (``orchestration.run_record``): the failure streak;
 - ``cdc_health__<source>`` (written by ``cdc_health``): the latest check of each table (freshness,
-  retention headroom) and of the capture job.
+  retention headroom) and of the capture job;
+- ``cdc_incidents__<source>`` (written by the incident desk, include/cdc_pipeline/alerts/desk.py):
+  the open incidents, shown at the top of the page with their age and affected tables.
 
 Why Variables: the tasks already keep their hint and run record there (no new table, no schema
 migration of Airflow's database, nothing extra to deploy on Astronomer); one small JSON value per
@@ -28,12 +30,14 @@ serving the page is ``status.app``'s job.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from include.cdc_pipeline import lsn as lsnlib
+from include.cdc_pipeline.alerts import incidents as incidents_model
+from include.cdc_pipeline.alerts.messages import runbook_anchor as runbook_anchor  # the page's links and app.py
+from include.cdc_pipeline.alerts.state import LEDGER_PREFIX, ledger_key
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.offsets import HintStore
@@ -47,6 +51,7 @@ MAX_POINTS = 2100  # a week of runs every 5 minutes (2016), with some slack
 STATES = ("flowing", "snapshotting", "idle", "failing", "stopped", "no runs yet")
 RANGES = {"day": timedelta(days=1), "week": timedelta(days=7)}
 STATUS_PREFIX, RUNS_PREFIX, HEALTH_PREFIX = "cdc_status__", "cdc_runs__", "cdc_health__"
+INCIDENTS_PREFIX = LEDGER_PREFIX  # cdc_incidents__<source>: the incident desk's ledger (alerts.state)
 
 
 def status_key(source: str, table: str | None = None) -> str:
@@ -295,14 +300,8 @@ def health_summary(source: str, checks: Iterable[Any], now: datetime | None = No
 
 
 # -- the page model (the plugin) --------------------------------------------------------------------
-def runbook_anchor(heading: str) -> str:
-    """GitHub's anchor for a Markdown heading (the runbook is read on GitHub and on the page)."""
-    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
-    return text.replace(" ", "-")
-
-
 RUNBOOK = {  # docs/runbook.md headings the page links to, by what the row shows
-    "failing": "Task failed (`[CDC FAILED]`)",
+    "failing": "Task failed (errors by cause)",
     "failing_runs": "Table keeps failing (`failing_runs` alert)",
     "stopped": "Table stuck (`stuck_run` warn)",
     "late": "Freshness SLA missed (`freshness` alert)",
@@ -496,6 +495,7 @@ def source_view(
     batches = [r["last_batch"] for r in rows if r["last_batch"]]
     return {
         "name": source.name,
+        "incidents": incident_rows(source.name, records.get(ledger_key(source.name)), now),
         "dag_id": source.dag_id,
         "description": source.description,
         "schedule": source.schedule,
@@ -528,16 +528,46 @@ def page(
     """The status page's data: every source the user may read, with its tables and runs."""
     now = now or datetime.now(UTC)
     since = now - RANGES[range_name]
+    views = [
+        source_view(s, records, dags.get(s.dag_id), last_tis.get(s.dag_id, {}), dag_runs.get(s.dag_id, []), now, since)
+        for s in sources
+    ]
     return {
         "generated_at": now.isoformat(),
         "range": range_name,
         "since": since.isoformat(),
         "states": list(STATES),
         "config_errors": list(config_errors),
-        "sources": [
-            source_view(
-                s, records, dags.get(s.dag_id), last_tis.get(s.dag_id, {}), dag_runs.get(s.dag_id, []), now, since
-            )
-            for s in sources
-        ],
+        # every open incident of the sources shown, oldest first: the top of the page
+        "incidents": sorted((i for v in views for i in v["incidents"]), key=lambda i: i["opened_at"]),
+        "sources": views,
     }
+
+
+def incident_rows(source: str, ledger: Mapping[str, Any] | None, now: datetime) -> list[dict[str, Any]]:
+    """The open incidents of a source's ledger (``cdc_incidents__<source>``, written by the incident
+    desk): cause, age, the tables (or parts) it affects and their state, links."""
+    rows = []
+    for incident in incidents_model.open_incidents(ledger):
+        opened = _parse(incident.get("opened_at")) or now
+        tables = [
+            {"name": name, "label": incidents_model.label(name), **{k: state.get(k) for k in ("state", "since")}}
+            for name, state in sorted(incident.get("tables", {}).items())
+        ]
+        rows.append(
+            {
+                "id": incident["id"],
+                "source": source,
+                "title": incident.get("title"),
+                "kind": incident.get("kind"),
+                "opened_at": incident.get("opened_at"),
+                "age_s": round((now - opened).total_seconds(), 1),
+                "notified_at": incident.get("notified_at"),
+                "tables": tables,
+                "failing": [t["label"] for t in tables if t["state"] == incidents_model.FAILING],
+                "log_url": incident.get("log_url"),
+                "where": incident.get("where"),
+                "runbook": f"runbook#{runbook_anchor(incident.get('runbook') or RUNBOOK['ok'])}",
+            }
+        )
+    return rows
