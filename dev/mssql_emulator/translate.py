@@ -103,6 +103,7 @@ def _tokenizer() -> _BatchTokenizer:
         tokenizer = _TOKENIZERS.tokenizer = _BatchTokenizer(dialect=TSQL)
     return tokenizer
 
+
 # BEGIN followed by these is a statement (BEGIN TRAN …), not the start of a statement block
 _BEGIN_STATEMENTS = {"TRAN", "TRANSACTION", "DISTRIBUTED", "TRY", "CATCH", "DIALOG", "CONVERSATION"}
 

@@ -19,7 +19,12 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
-from include.cdc_pipeline.alerts.callbacks import failure_notifier, run_failure_summary, source_deadline_alert
+from include.cdc_pipeline.alerts.callbacks import (
+    failure_notifier,
+    run_failure_summary,
+    run_success_callback,
+    source_deadline_alert,
+)
 from include.cdc_pipeline.config import SourceConfig, config_dir, load_source_config
 from include.cdc_pipeline.orchestration.assets import published_asset, raw_alias, raw_asset, snowflake_namespace
 
@@ -93,6 +98,8 @@ def build_cdc_dag(config_name: str, directory: Path | None = None) -> DAG:
         },
         dagrun_timeout=timedelta(hours=6),
         on_failure_callback=run_failure_summary(source),
+        # a run that completes resolves the incidents of the tables it completed (alerts.desk)
+        on_success_callback=run_success_callback(source),
         **({"deadline": deadline} if (deadline := source_deadline_alert(source)) else {}),
     ) as dag:
         config_path = str(path)

@@ -342,6 +342,12 @@ def snapshot_worker(config_path: str, worker: dict[str, Any], context: dict[str,
     source = _config(config_path)
     number = worker["worker"]
     _name_map_index(f"snapshot worker {number}")
+    try:  # the tables a failure of this worker affects (alerts.desk: incidents name them)
+        from airflow.sdk import get_current_context
+
+        get_current_context()["cdc_tables"] = list(worker["tables"])  # type: ignore[typeddict-unknown-key]
+    except Exception:  # outside a task
+        log.debug("no task context for the worker's tables", exc_info=True)
     owner = f"{context['run_id']}#{number}"
     t = source.target
     opened: list[Warehouse] = []
