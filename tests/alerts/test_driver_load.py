@@ -85,8 +85,7 @@ class Source:
 def source(
     tmp_path_factory: pytest.TempPathFactory, local_snowflake: Any, smtp_sink: Any, airflow_db: None
 ) -> Iterator[Source]:
-    """An emulator server seeded with the billing tables, snapshotted once by a run whose
-    mssql-python driver cannot load (snapshots read with pymssql: the run succeeds)."""
+    """An emulator server seeded with the billing tables, loaded once (snapshots)."""
     directory = tmp_path_factory.mktemp("driverload")
     server = seeded_server(directory / "billing.duckdb", seed=5)
     config_dir = directory / "config"
@@ -105,8 +104,12 @@ def source(
         "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp_sink.airflow_conn()),
     }
     src = Source(server, config_dir, env, local_snowflake.port)
-    run, output = src.run_dag("auto")
-    assert run["state"] == "success", output[-4000:]
+    # The first load by the pipeline itself, in this process (snapshots never use mssql-python):
+    # the DAG's runs below plan from the watermarks it leaves.
+    (config_dir / "billing.yaml").write_text(billing_yaml("DRIVERLOAD", change_reader="auto"))
+    config = SourceConfig.model_validate(yaml.safe_load((config_dir / "billing.yaml").read_text()))
+    for pipeline in pipelines(config, server.port, local_snowflake.port):
+        assert pipeline.run_once()["mode"] == "snapshot"
     yield src
     server.stop()
 

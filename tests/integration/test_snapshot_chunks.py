@@ -106,7 +106,8 @@ def test_two_workers_share_the_chunks_each_chunk_once(harness: Harness) -> None:
     assert reconcile(harness.pipeline(config), salt=SALT).ok
 
 
-@pytest.mark.parametrize("delete_mode", ["soft", "hard"])
+# hard delete mode in `make test` (a deleted key leaves no raw row: the subtler case); both in test-all
+@pytest.mark.parametrize("delete_mode", [pytest.param("soft", marks=pytest.mark.slow), "hard"])
 def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness, delete_mode: str) -> None:
     h, rng = harness, random.Random(7)
     h.sql("CREATE TABLE dbo.items (id int NOT NULL PRIMARY KEY, v int NOT NULL, note nvarchar(20) NULL)")

@@ -66,6 +66,7 @@ def test_start_status_stop_by_pid(own_server: tuple[Path, int]) -> None:
     assert sl.status(db_dir, port) == (False, None)
 
 
+@pytest.mark.slow  # the local stand-in's process life: make test-all
 def test_cli_start_status_stop(own_server: tuple[Path, int]) -> None:
     db_dir, port = own_server
     assert _cli("status", "--dir", str(db_dir), "--port", str(port)).returncode == 1
@@ -85,6 +86,7 @@ def test_cli_start_status_stop(own_server: tuple[Path, int]) -> None:
     assert _cli("status", "--dir", str(db_dir), "--port", str(port)).returncode == 1
 
 
+@pytest.mark.slow  # the local stand-in's process life: make test-all
 def test_concurrent_starts_share_one_server(own_server: tuple[Path, int]) -> None:
     db_dir, port = own_server
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -112,6 +114,7 @@ def test_start_refuses_a_port_in_use(own_server: tuple[Path, int], local_snowfla
         sl.start(db_dir, local_snowflake.port)
 
 
+@pytest.mark.slow  # the local stand-in's process life: make test-all
 def test_data_stage_and_metadata_persist_across_restart(own_server: tuple[Path, int], tmp_path: Path) -> None:
     db_dir, port = own_server
     parquet = tmp_path / "p.parquet"
@@ -176,6 +179,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # the local stand-in's process life: make test-all
 def test_two_processes_write_concurrently(local_snowflake: LocalSnowflake) -> None:
     with contextlib.closing(local_snowflake.connect()) as conn:
         cur = conn.cursor()
