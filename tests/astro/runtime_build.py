@@ -57,7 +57,7 @@ AIRFLOW_PIN_RULE = re.compile(r"apache-airflow\s*[=~>]{1,2}.*")
 AIRFLOW_PIN_MESSAGE = (
     "Do not upgrade by specifying 'apache-airflow' in your requirements.txt, change the base image instead!"
 )
-VENV_LAYOUT_VERSION = "1"  # bump when the way the venv is built changes
+VENV_LAYOUT_VERSION = "2"  # bump when the way the venv is built changes
 
 
 class RuntimeBuildError(Exception):
@@ -197,7 +197,8 @@ def _build_environment(venv: Path, pins: RuntimePins, requirements: str) -> None
     # What requirements.txt may not move: Airflow and every Runtime pin it does not name.
     held = [line for line in pins.lines if canonicalize_name(Requirement(line).name) not in named]
     (work / "constraints.txt").write_text("\n".join(line for line in held if "==" in line) + "\n")
-    target = ["--python", str(venv / "bin" / "python")]
+    # Byte-compiled as the image's are: the parse then imports Airflow without compiling it first.
+    target = ["--python", str(venv / "bin" / "python"), "--compile-bytecode"]
     _uv(["pip", "install", "--quiet", *target, "-r", str(work / "runtime.txt")], f"installing {pins.path.name}")
     _uv(
         [
