@@ -116,7 +116,6 @@ class Stack:
             DO_NOT_TRACK="1",
             PYTHONPATH=str(self.project),
             CDC_CONFIG_DIR=str(self.home / "config"),
-            CDC_DEADLINES="off",
             PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             AIRFLOW_CONN_MSSQL_BENCH=json.dumps(self.mssql_conn),
             AIRFLOW_CONN_SNOWFLAKE_DEFAULT=json.dumps(

@@ -195,9 +195,9 @@ class Stack:
     ) -> float:
         """``airflow dags test``; a failed run stops the caller unless ``expect_failure``."""
         started = time.monotonic()
-        # Deadline Alerts off under `dags test` (Airflow 3.3 bug, see alerts.callbacks.deadlines_enabled).
-        env = {**self.env, "CDC_DEADLINES": "off", **env_extra}
-        command = [PY, "-m", "airflow", "dags", "test", dag_id]
+        # With the DAG's Deadline Alerts, as the scheduler parses it (one DAG version: dev/dag_test.py).
+        env = {**self.env, **env_extra}
+        command = [PY, "-m", "dev.dag_test", dag_id]
         if conf:
             command += ["--conf", json.dumps(conf)]
         log_file = self.log_dir / f"dag-{dag_id}.log"

@@ -87,6 +87,7 @@ def test_the_build_fails_when_apache_airflow_is_pinned_again(tmp_path: Path) -> 
         rb.check(project)
 
 
+@pytest.mark.slow  # a second parse in the Runtime venv (~20 s); `make test` keeps the positive one
 def test_the_parse_fails_when_the_manifest_is_only_under_include_target(tmp_path: Path) -> None:
     # Given an image build that writes the dbt manifest where dbt puts it by default,
     # include/dbt/billing/target/ (what this project's Dockerfile used to do),

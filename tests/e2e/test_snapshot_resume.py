@@ -1,7 +1,7 @@
 """A chunked snapshot survives its worker being killed (SIGKILL, not an exception) and resumes.
 
 The real CDC DAG (``dag.test()`` in a process of its own: killing it kills the worker) snapshots a
-table of 300 rows in ten chunks of 30; a failpoint SIGKILLs the process at the sixth chunk, after
+table of 150 rows in seven chunks of 25; a failpoint SIGKILLs the process at the fourth chunk, after
 its MERGE and before it is recorded done. Between the runs the source keeps changing. The next run
 frees what the dead worker held, reads the unfinished chunks (never a finished one again), and
 finalizes: raw equals the source value for value and history holds every key's snapshot row and
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "SNAPKILL"
-ROWS, CHUNK = 300, 30
+ROWS, CHUNK = 150, 25
 CONFIG = f"""
 name: billing
 mssql_conn_id: mssql_billing
@@ -59,7 +59,7 @@ def source(
     cur.execute("EXEC sys.sp_cdc_enable_db")
     cur.execute("CREATE TABLE dbo.big (id int NOT NULL PRIMARY KEY, v nvarchar(40) NULL)")
     for start in range(0, ROWS, 100):
-        values = ", ".join(f"({i}, N'v{i}')" for i in range(start, start + 100))
+        values = ", ".join(f"({i}, N'v{i}')" for i in range(start, min(start + 100, ROWS)))
         cur.execute(f"INSERT INTO dbo.big VALUES {values}")
     cur.execute("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'big', @role_name = NULL")
     conn.commit()
@@ -103,18 +103,18 @@ def _chunks(source: dict[str, Any]) -> dict[int, tuple[Any, ...]]:
 
 
 def test_a_killed_snapshot_resumes_at_the_first_unfinished_chunk(source: dict[str, Any]) -> None:
-    # Given the first run's worker killed (SIGKILL) in the middle of the seventh of ten chunks,
-    code, output = _run(source, CDC_FAILPOINTS="kill:after_chunk_merge@-6")
+    # Given the first run's worker killed (SIGKILL) in the middle of the fourth of seven chunks,
+    code, output = _run(source, CDC_FAILPOINTS="kill:after_chunk_merge@-3")
     assert code == -signal.SIGKILL, output[-3000:]
     before = _chunks(source)
-    assert len(before) == ROWS // CHUNK + 1  # ten full chunks and the open-ended last one
+    assert len(before) == ROWS // CHUNK + 1  # six full chunks and the open-ended last one
     finished = {no: row for no, row in before.items() if row[0] == "done"}
-    assert sorted(finished) == list(range(6)) and before[6][0] == "running"
+    assert sorted(finished) == list(range(3)) and before[3][0] == "running"
     # and the source changing meanwhile, in finished and unfinished ranges alike,
     conn = connect(server=source["server"].host, port=source["server"].port, database="billing")
     cur = conn.cursor()
-    cur.execute("UPDATE dbo.big SET v = N'changed' WHERE id IN (5, 95, 185, 275)")
-    cur.execute("DELETE FROM dbo.big WHERE id IN (10, 200)")
+    cur.execute("UPDATE dbo.big SET v = N'changed' WHERE id IN (5, 60, 110, 140)")
+    cur.execute("DELETE FROM dbo.big WHERE id IN (10, 120)")
     cur.execute("INSERT INTO dbo.big VALUES (1000, N'new')")
     conn.commit()
     cur.execute("EXEC sys.sp_cdc_scan")
@@ -128,7 +128,7 @@ def test_a_killed_snapshot_resumes_at_the_first_unfinished_chunk(source: dict[st
     after = _chunks(source)
     assert {row[0] for row in after.values()} == {"done"}
     assert {no: after[no] for no in finished} == finished
-    assert after[6][3] == before[6][3]  # the killed chunk kept its LSN: re-read under the same tag
+    assert after[3][3] == before[3][3]  # the killed chunk kept its LSN: re-read under the same tag
     # raw equals the source value for value (the changes streamed beside the snapshot),
     config = SourceConfig.model_validate(yaml.safe_load((source["config_dir"] / "billing.yaml").read_text()))
     (pipeline,) = pipelines(config, source["server"].port, source["snowflake"].port)
@@ -142,4 +142,4 @@ def test_a_killed_snapshot_resumes_at_the_first_unfinished_chunk(source: dict[st
     assert max(counted.values()) == 1
     snapshot_keys = Counter(row[1] for row in history if row[0] == 0)
     assert max(snapshot_keys.values()) == 1 and len(snapshot_keys) >= ROWS - 2
-    assert {row[1] for row in history if row[0] != 0} >= {5, 95, 185, 275, 10, 200, 1000}
+    assert {row[1] for row in history if row[0] != 0} >= {5, 60, 110, 140, 10, 120, 1000}

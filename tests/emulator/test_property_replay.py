@@ -92,7 +92,7 @@ statement = st.one_of(
 transaction = st.tuples(st.lists(statement, min_size=1, max_size=4), st.booleans(), st.booleans())
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(txs=st.lists(transaction, min_size=1, max_size=12))
 def test_replay_of_random_dml_including_multi_row_key_updates(txs: list[Any]) -> None:
     engine = Engine(":memory:")
@@ -206,7 +206,7 @@ def tracked_table(sql: Sql, ddl: str, rows: str, name: str) -> None:
     sql(f"EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'{name}', @role_name = NULL")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     txs=st.lists(st.tuples(st.lists(char_statement, min_size=1, max_size=4), st.booleans()), min_size=1, max_size=10),
     tf8207=st.booleans(),

@@ -150,13 +150,15 @@ def run_success_callback(source: SourceConfig) -> RunEnd:
 
 # -- Deadline Alerts --------------------------------------------------------------------------------
 def deadlines_enabled() -> bool:
-    """False when ``CDC_DEADLINES=off``: for runs under ``airflow dags test`` / ``dag.test()`` only.
+    """False when ``CDC_DEADLINES=off``: for the tests' in-process ``dag.test()`` runs only.
 
     Airflow 3.3's ``dag.test()`` cannot finish a *successful* run of a DAG with a DeadlineAlert:
     ``DagRun.update_state`` looks the alerts up by id, but the test path hands it their
     serialized dicts (``AttributeError: 'dict' object has no attribute 'hex'``). Deadlines never
-    fire there anyway (no run is queued), so the local dag-test paths (the demo, the end-to-end
-    tests) switch them off; the scheduler path (`make airflow`, Astronomer) keeps them.
+    fire there anyway (no run is queued), so the end-to-end tests switch them off; the scheduler
+    path (`make airflow`, Astronomer) keeps them, and so does the demo, whose ``airflow dags test``
+    runs go through ``dev/dag_test.py`` (it works around that defect, so the DAG the demo writes to
+    the metadata DB is the one the DAG processor writes: one version, listed once).
     """
     return os.environ.get("CDC_DEADLINES", "on").lower() not in ("off", "0", "false")
 
