@@ -63,13 +63,22 @@ def test_dags_test_writes_the_version_the_dag_processor_writes(tmp_path: Path) -
     }
     env.pop("CDC_DEADLINES", None)
 
-    def run(*args: str) -> None:
-        result = subprocess.run([sys.executable, "-m", *args], env=env, cwd=ROOT, capture_output=True, text=True)
-        assert result.returncode == 0, f"{args}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
-
-    run("airflow", "db", "migrate")
-    run("dev.dag_test", "versioned_probe")
-    run("airflow", "dags", "reserialize")
+    # One process, as three CLI calls would do it (an Airflow import each costs seconds): migrate
+    # the DB, `python -m dev.dag_test versioned_probe`, `airflow dags reserialize`.
+    script = textwrap.dedent(
+        """
+        import sys
+        from airflow.utils import db
+        db.initdb()
+        from dev import dag_test
+        dag_test.main(["versioned_probe"])
+        from airflow.__main__ import main
+        sys.argv = ["airflow", "dags", "reserialize"]
+        main()
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
 
     with sqlite3.connect(db) as conn:
         versions = conn.execute("SELECT COUNT(*) FROM serialized_dag WHERE dag_id = 'versioned_probe'").fetchone()

@@ -70,7 +70,9 @@ def assert_raw_equals_source(h: Harness, config: SourceConfig) -> None:
 
 
 # -- case 1: snapshot paging on character and datetime2 keys --------------------------------------
-@pytest.mark.parametrize("chunk_rows", [1, 2, 3])
+@pytest.mark.parametrize(
+    "chunk_rows", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)
 def test_snapshot_pages_on_character_and_datetime2_keys_read_every_row_once(harness: Harness, chunk_rows: int) -> None:
     h = harness
     # Given a varchar key under the default collation and a datetime2(7) key with sub-millisecond values,
@@ -210,7 +212,7 @@ def test_percent_sign_in_a_column_name(harness: Harness) -> None:
 
 
 # -- case 6: re-snapshot after a restore ------------------------------------------------------------
-@pytest.mark.parametrize("delete_mode", ["soft", "hard"])
+@pytest.mark.parametrize("delete_mode", ["soft", pytest.param("hard", marks=pytest.mark.slow)])
 def test_resnapshot_after_a_restore_repairs_raw_and_history(harness: Harness, tmp_path: Path, delete_mode: str) -> None:
     h = harness
     db, backup = tmp_path / "billing.duckdb", tmp_path / "backup.duckdb"

@@ -54,7 +54,7 @@ def _pipeline_reading_with_cleanup(h: Harness, config: Any) -> TablePipeline:
     return pipeline
 
 
-@pytest.mark.parametrize("when", ["between_plan_and_read", "during_read"])
+@pytest.mark.parametrize("when", [pytest.param("between_plan_and_read", marks=pytest.mark.slow), "during_read"])
 def test_cleanup_after_plan_never_loads_a_partial_window(harness: Harness, when: str) -> None:
     # Case 3. Given a planned stream window of many change rows (chunk_rows 7),
     h = harness
@@ -190,7 +190,7 @@ def _one_dag_run(pipeline_for: Any, cut: str) -> dict[str, Any]:
 DEFAULT_BUDGET = 600  # catch_up_seconds' default
 
 
-@pytest.mark.parametrize("budget", [DEFAULT_BUDGET, 0])
+@pytest.mark.parametrize("budget", [DEFAULT_BUDGET, pytest.param(0, marks=pytest.mark.slow)])
 def test_capped_windows_catch_up_within_one_run(harness: Harness, budget: int) -> None:
     # Case 14: max_transactions_per_batch bounds each batch, not the run: a busy source producing
     # more transactions per interval than the cap must not fall further behind every run.
