@@ -10,6 +10,7 @@ one resumes: rows read again and seconds lost against an uninterrupted run.
 
     python benchmarks/bench_snapshot.py                      # 5M rows; 1 and 2 workers; kill at 60 %; 3 runs each
     python benchmarks/bench_snapshot.py --rows 1000000 --repeat 1
+    python benchmarks/bench_snapshot.py --workers "" --repeat 2    # the kill and resume alone
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ def kill_and_resume(base: dict[str, Any], chunk_rows: int, at: float, scratch: P
     chunks = start(spec)
     victim = int(chunks * at)
     began = time.monotonic()
-    armed = {"CDC_FAILPOINTS": f"kill:after_chunk_merge@-{victim}", "CDC_FAILPOINT_DIR": str(scratch)}
+    # A failpoint fires once per marker directory: a fresh one per kill, or a repeat would not kill.
+    markers = tempfile.mkdtemp(dir=scratch, prefix="failpoints-")
+    armed = {"CDC_FAILPOINTS": f"kill:after_chunk_merge@-{victim}", "CDC_FAILPOINT_DIR": markers}
     killed = spawn({**spec, "owner": "doomed"}, armed)
     killed.communicate()
     killed_after = time.monotonic() - began
@@ -182,7 +185,7 @@ def main() -> None:
     kills = []
     try:
         for _ in range(args.repeat):
-            for workers in (int(w) for w in args.workers.split(",")):
+            for workers in (int(w) for w in args.workers.split(",") if w):  # --workers "": the kill alone
                 figures = run(base, workers, args.chunk_rows)
                 print(json.dumps(figures), flush=True)
                 results.setdefault(workers, []).append(figures)
@@ -192,6 +195,8 @@ def main() -> None:
     finally:
         snowflake_local.stop_pid(sf_pid)
         server.stop()
+    if not results:  # the kill alone: its figures are the lines above
+        return
     print(f"\nmedians of {args.repeat}: {args.rows:,} rows in chunks of {args.chunk_rows:,}")
     print("| chunk workers | wall s | rows/s | peak RSS per worker (MB) |\n|---|---|---|---|")
     for workers, runs in sorted(results.items()):
