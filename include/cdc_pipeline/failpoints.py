@@ -16,16 +16,10 @@ from pathlib import Path
 
 from include.cdc_pipeline.errors import InjectedFailure
 
-POINTS = (
-    "after_read",
-    "after_put",
-    "after_copy",
-    "after_merge",
-    "before_watermark",
-    "after_chunk_merge",
-    "before_chunk_done",
-    "before_finalize",
-)
+# The step boundaries of a stream window (extract_load, apply), then of a snapshot chunk.
+WINDOW_POINTS = ("after_read", "after_put", "after_copy", "after_merge", "before_watermark")
+CHUNK_POINTS = ("after_chunk_merge", "before_chunk_done", "before_finalize")
+POINTS = WINDOW_POINTS + CHUNK_POINTS
 
 
 def failpoint(name: str, scope: str = "") -> None:

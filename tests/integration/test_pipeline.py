@@ -15,7 +15,7 @@ import pytest
 
 from dev.mssql_emulator import Engine
 from include.cdc_pipeline.errors import InjectedFailure, RetentionGapError, SourceRewoundError, TableNotCapturedError
-from include.cdc_pipeline.failpoints import POINTS
+from include.cdc_pipeline.failpoints import WINDOW_POINTS
 from include.cdc_pipeline.lsn import to_hex
 from include.cdc_pipeline.pipeline import TablePipeline
 from include.cdc_pipeline.reconcile import reconcile
@@ -96,7 +96,7 @@ def test_random_workload_snapshot_then_stream_converges(harness: Harness, seed: 
 
 
 # A crash after the MERGE, before the watermark moves, is the boundary that duplicates if anything does.
-@pytest.mark.parametrize("point", _in_make_test(POINTS, {"after_merge"}))
+@pytest.mark.parametrize("point", _in_make_test(WINDOW_POINTS, {"after_merge"}))
 def test_failure_at_every_step_boundary_then_retry_converges(
     harness: Harness, point: str, tmp_path, monkeypatch
 ) -> None:
@@ -119,7 +119,7 @@ def test_failure_at_every_step_boundary_then_retry_converges(
 
 
 # A retried extract_load after its COPY: the same window's files must not load twice.
-@pytest.mark.parametrize("point", _in_make_test(POINTS, {"after_copy"}))
+@pytest.mark.parametrize("point", _in_make_test(WINDOW_POINTS, {"after_copy"}))
 def test_task_retry_with_the_same_window_converges(harness: Harness, point: str, tmp_path, monkeypatch) -> None:
     # Airflow retries one task with the same XCom input: extract_load(window) or apply(batch).
     config, workload = orders_harness(harness, seed=11)
