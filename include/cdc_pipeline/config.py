@@ -315,8 +315,8 @@ class SourceConfig(_Strict):
     snapshot_run_seconds: int = Field(
         default=240,
         gt=0,
-        description="How long a run's snapshot workers keep claiming chunks; the next run goes on. The stream "
-        "runs beside them, so it lags at most this plus one chunk.",
+        description="How long a run's snapshot workers keep claiming chunks (at most until 80 % of the time to "
+        "the next scheduled run, and within the deadline); the next run goes on. The stream runs beside them.",
     )
     retention_minutes: int = Field(
         default=4320,

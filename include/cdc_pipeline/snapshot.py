@@ -260,14 +260,19 @@ class SnapshotStore:
         assert created is not None
         return created
 
-    def move(self, snapshot_id: str, from_state: str, to_state: str, owner: str | None = None) -> bool:
-        """Compare-and-set of a snapshot's state: True for exactly one caller."""
+    def move(
+        self, snapshot_id: str, from_state: str, to_state: str, owner: str | None = None, *, or_held: bool = False
+    ) -> bool:
+        """Compare-and-set of a snapshot's state: True for exactly one caller. ``or_held``: also True
+        for ``owner`` when it holds ``to_state`` already (its task's retry of an interrupted split or
+        finalize takes the step again)."""
         extra = f", SPLIT_AT = {UTC_NOW}" if to_state == "running" else ""
         extra += f", FINISHED_AT = {UTC_NOW}" if to_state == "done" else ""
+        held = " OR (STATE = %(to)s AND OWNER = %(owner)s)" if or_held else ""
         return (
             self.wh().affected(
                 f"UPDATE {self.snapshots} SET STATE = %(to)s, OWNER = %(owner)s{extra}"
-                " WHERE SNAPSHOT_ID = %(id)s AND STATE = %(from)s",
+                f" WHERE SNAPSHOT_ID = %(id)s AND (STATE = %(from)s{held})",
                 {"to": to_state, "owner": owner, "id": snapshot_id, "from": from_state},
             )
             == 1
@@ -465,7 +470,7 @@ class SnapshotWork:
 
     def split(self, snapshot: Snapshot, owner: str) -> bool:
         """Cut the table into chunks of ``snapshot_chunk_rows`` keys (one worker does it)."""
-        if not self.store.move(snapshot.snapshot_id, "split", "splitting", owner):
+        if not self.store.move(snapshot.snapshot_id, "split", "splitting", owner, or_held=True):
             return False
         p = self.pipeline
         started = time.monotonic()
@@ -542,7 +547,7 @@ class SnapshotWork:
         progress = self.store.progress(snapshot.snapshot_id)
         if progress["chunks"] == 0 or progress["done"] < progress["chunks"]:
             return None
-        if not self.store.move(snapshot.snapshot_id, "running", "finalizing", owner):
+        if not self.store.move(snapshot.snapshot_id, "running", "finalizing", owner, or_held=True):
             return None
         failpoint("before_finalize", self.label)
         p = self.pipeline
@@ -617,13 +622,13 @@ def run_workers(
         if not snapshots:
             break
         for snapshot in snapshots:
-            if snapshot.state == "split":
+            if snapshot.state in ("split", "splitting"):  # splitting: another worker's, or our retry's
                 works[snapshot.table].split(snapshot, owner)
         snapshots = store.active(list(works))
         by_id = {s.snapshot_id: s for s in snapshots}
         chunk = store.claim([s.snapshot_id for s in snapshots if s.state == "running"], owner)
         if chunk is None:
-            done = [works[s.table].finalize(s, owner) for s in snapshots if s.state == "running"]
+            done = [works[s.table].finalize(s, owner) for s in snapshots if s.state in ("running", "finalizing")]
             finished += [d for d in done if d]
             if any(s.state in ("split", "splitting") for s in store.active(list(works))):
                 time.sleep(wait_for_split)  # another worker is splitting: its chunks come next

@@ -76,7 +76,7 @@ def orders_harness(h: Harness, seed: int, transactions: int = 30) -> tuple[Any, 
 
 
 def _in_make_test(values: tuple[str, ...] | list[int], fast: set) -> list[object]:
-    """Every value runs in `make test-all`; ``fast`` ones also in `make test` (kept under 15 minutes)."""
+    """Every value runs in `make test-all`; ``fast`` ones also in `make test` (kept under 10 minutes)."""
     return [pytest.param(v, marks=() if v in fast else pytest.mark.slow) for v in values]
 
 

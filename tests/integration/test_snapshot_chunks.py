@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from include.cdc_pipeline.errors import InjectedFailure
+from include.cdc_pipeline.failpoints import CHUNK_POINTS
 from include.cdc_pipeline.lsn import to_hex
 from include.cdc_pipeline.reconcile import reconcile
-from include.cdc_pipeline.snapshot import SnapshotWork, decode_key, encode_key, run_workers
+from include.cdc_pipeline.snapshot import SnapshotStore, SnapshotWork, decode_key, encode_key, run_workers
 from tests.integration.conftest import SALT, Harness
 
 pytestmark = pytest.mark.integration
@@ -44,6 +46,26 @@ def _chunks(h: Harness) -> list[tuple[Any, ...]]:
         f"SELECT CHUNK_NO, STATE, OWNER, ROWS_LOADED, LOW_LSN FROM {h.database}.CONTROL.CDC_SNAPSHOT_CHUNKS"
         " ORDER BY CHUNK_NO"
     )
+
+
+class _PausingStore(SnapshotStore):
+    """A worker's store that, once a chunk's LSN is taken (before its rows are read), signals
+    ``taken`` and waits for ``resume``: the test runs the stream in that gap."""
+
+    def __init__(self, warehouse: Any, taken: threading.Semaphore, resume: threading.Semaphore, *args: str) -> None:
+        super().__init__(warehouse, *args)
+        self.taken, self.resume = taken, resume
+
+    def set_low(self, chunk: Any, lsn: str) -> str:
+        low = super().set_low(chunk, lsn)
+        self.taken.release()
+        assert self.resume.acquire(timeout=300), "the stream round never finished"
+        return low
+
+
+def _store_args(pipeline: Any) -> tuple[str, str, str]:
+    t = pipeline.cfg.target
+    return t.database, t.control_schema, pipeline.cfg.name
 
 
 def test_key_bounds_keep_their_types() -> None:
@@ -149,25 +171,55 @@ def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness
     stream()
     pipeline = h.pipeline(config)
     snapshot = pipeline.start_snapshot(pipeline.plan(resnapshot=True))
-    store = pipeline.snapshot_store()
-    work = SnapshotWork(pipeline, store)
-    assert work.split(store.get(snapshot.snapshot_id) or snapshot, "w")
-    snapshot = store.get(snapshot.snapshot_id) or snapshot
-    # when chunks and stream runs interleave — including changes made after a chunk's LSN was taken
-    # and applied by the stream before that chunk's rows are merged —
-    round_no = 1
-    while (chunk := store.claim([snapshot.snapshot_id], "w")) is not None:
-        store.set_low(chunk, to_hex(h.query("SELECT sys.fn_cdc_get_max_lsn()")[0][0]))
+    # and its worker (the loop the DAG's snapshot workers run: split, chunks, finalize) in a thread
+    # of its own, pausing after each chunk's LSN is taken until the stream has applied a round,
+    taken, resume = threading.Semaphore(0), threading.Semaphore(0)
+    chunks_done: list[int] = []
+    worker_pipeline = h.pipeline(config)
+    store = _PausingStore(lambda: worker_pipeline.warehouse, taken, resume, *_store_args(worker_pipeline))
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_workers(
+                {worker_pipeline.table.name: SnapshotWork(worker_pipeline, store)}, store, "w",
+                on_chunk=lambda _snapshot, progress: chunks_done.append(progress["done"]),
+            )  # fmt: skip
+        except BaseException as exc:  # the assertion below names it
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work)
+    # when the stream keeps applying changes while the chunks load — changes made after a chunk's
+    # LSN was taken and applied before its rows are read, and changes made while a chunk is read —
+    lags: list[int] = []  # per round of changes: the chunks finished between its commit and its apply
+
+    def streamed_round(round_no: int) -> None:
+        before = len(chunks_done)
         change(round_no)
         stream()
-        work.run_chunk(snapshot, chunk, "w")
-        change(round_no + 100)
-        stream()
+        lags.append(len(chunks_done) - before)
+
+    worker.start()
+    round_no = 1
+    while True:
+        if not taken.acquire(timeout=0.5):
+            if worker.is_alive():
+                continue
+            break
+        streamed_round(round_no)  # the chunk's LSN is taken, its rows not yet read
+        resume.release()
+        streamed_round(round_no + 100)  # while the worker reads and merges the chunk
         round_no += 1
-    assert work.finalize(snapshot, "w") is not None
+    worker.join()
+    # then the stream never waited for the snapshot: every round was applied, caught up to the
+    # source's max LSN, before more than one chunk finished (its lag never exceeded one chunk),
+    assert "error" not in outcome, outcome
+    assert len(outcome["result"]["finished"]) == 1
+    assert round_no > 5 and chunks_done == list(range(1, len(chunks_done) + 1))
+    assert len(lags) == 2 * (round_no - 1) and max(lags) <= 1
     change(999)
     stream()
-    # then raw equals the source value for value,
+    # and after catch-up raw equals the source value for value,
     assert reconcile(h.pipeline(config), salt=SALT).ok
     # and history holds every change the stream read, once (its snapshot rows: one per chunk read).
     history = h.snowflake_rows(
@@ -184,3 +236,85 @@ def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness
         if to_hex(lsn) > snapshot.snapshot_lsn
     }
     assert set(counted) == captured
+
+
+FAST_RESUMES = {("before_chunk_done", "task retry"), ("before_finalize", "next run")}
+
+
+# A step failing in a chunk (the kill after its MERGE: tests/e2e/test_snapshot_resume.py) resumes in
+# the task's retry (the same owner takes its chunk again) or in the next run (which frees what an
+# earlier run's workers held). Two cases in `make test`, all six in test-all.
+@pytest.mark.parametrize(
+    ("point", "resume"),
+    [
+        pytest.param(point, resume, marks=() if (point, resume) in FAST_RESUMES else pytest.mark.slow)
+        for point in CHUNK_POINTS
+        for resume in ("task retry", "next run")
+    ],
+)
+def test_a_snapshot_failing_at_a_chunk_step_resumes_without_reading_a_finished_chunk_again(
+    harness: Harness, point: str, resume: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    h = harness
+    config = _codes_table(h)
+    # Given a snapshot of five chunks whose worker fails at the step in the third chunk (or at the end),
+    monkeypatch.setenv("CDC_FAILPOINTS", point if point == "before_finalize" else f"{point}@-2")
+    monkeypatch.setenv("CDC_FAILPOINT_DIR", str(tmp_path))
+    pipeline = h.pipeline(config)
+    snapshot = pipeline.start_snapshot(pipeline.plan())
+    store = pipeline.snapshot_store()
+    works = {pipeline.table.name: SnapshotWork(pipeline, store)}
+    with pytest.raises(InjectedFailure):
+        run_workers(works, store, "run1#0")
+    finished = {row[0]: row for row in _chunk_marks(h) if row[1] == "done"}
+    assert len(finished) == (5 if point == "before_finalize" else 2)
+    # and the source changing meanwhile, streamed beside the snapshot,
+    h.sql("UPDATE dbo.codes SET v = N'changed' WHERE (code = 'a' AND n = 3) OR (code = 'D' AND n = 7)")
+    h.sql("DELETE FROM dbo.codes WHERE code = 'c' AND n = 1")
+    h.sql("INSERT INTO dbo.codes VALUES ('zz', 1, N'new')")
+    h.capture()
+    assert h.pipeline(config).run_once()["mode"] == "stream"
+    # when the worker runs again (its task's retry, or a worker of the next run),
+    owner = "run1#0"
+    if resume == "next run":
+        store.free([snapshot.snapshot_id])
+        owner = "run2#0"
+    result = run_workers(works, store, owner)
+    # then the snapshot completes once, no finished chunk was read again (same owner, same finish),
+    assert [done["snapshot_id"] for done in result["finished"]] == [snapshot.snapshot_id]
+    marks = _chunk_marks(h)
+    assert {row[1] for row in marks} == {"done"} and len(marks) == 5
+    assert {row[0]: row for row in marks if row[0] in finished} == finished
+    # raw equals the source value for value,
+    assert reconcile(h.pipeline(config), salt=SALT).ok
+    # and history holds one snapshot row per key read (a key its chunk read after the changes: as it
+    # was then) and every streamed change once.
+    history = h.snowflake_rows(
+        f"SELECT _CDC_OPERATION, CODE, N, _CDC_LSN, _CDC_SEQVAL FROM {h.database}.RAW.CODES_HISTORY"
+    )
+    assert max(Counter(history).values()) == 1
+    snapshot_rows = Counter((code, n) for op, code, n, *_ in history if op == 0)
+    assert len(snapshot_rows) >= 119 and set(snapshot_rows.values()) == {1}
+    assert {(code, n) for op, code, n, *_ in history if op != 0} == {("a", 3), ("D", 7), ("c", 1), ("zz", 1)}
+
+
+def _chunk_marks(h: Harness) -> list[tuple[Any, ...]]:
+    return h.snowflake_rows(
+        f"SELECT CHUNK_NO, STATE, OWNER, FINISHED_AT, LOW_LSN FROM {h.database}.CONTROL.CDC_SNAPSHOT_CHUNKS"
+        " ORDER BY CHUNK_NO"
+    )
+
+
+def test_an_interrupted_split_is_taken_again_by_its_owners_retry(harness: Harness) -> None:
+    # Given a snapshot whose split a worker took and did not finish (its process died),
+    config = _codes_table(harness)
+    pipeline = harness.pipeline(config)
+    snapshot = pipeline.start_snapshot(pipeline.plan())
+    store = pipeline.snapshot_store()
+    assert store.move(snapshot.snapshot_id, "split", "splitting", "run1#0", or_held=True)
+    # when another worker looks, it does not take it, and the same worker's retry does,
+    assert not store.move(snapshot.snapshot_id, "split", "splitting", "run1#1", or_held=True)
+    result = run_workers({pipeline.table.name: SnapshotWork(pipeline, store)}, store, "run1#0")
+    # then the retry splits, loads and finalizes the snapshot.
+    assert result["chunks"] == 5 and len(result["finished"]) == 1
+    assert reconcile(harness.pipeline(config), salt=SALT).ok

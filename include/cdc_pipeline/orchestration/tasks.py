@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -324,13 +325,28 @@ def _snapshots(
     return started, sorted(s.table for s in active), sorted(s.table for s in active if s.kind == "initial")
 
 
-def _snapshot_seconds(source: SourceConfig) -> int:
-    """How long a run's snapshot workers take chunks: ``snapshot_run_seconds``, and within the
-    source's Deadline Alert (a snapshot must not make every run late)."""
+def _snapshot_seconds(source: SourceConfig, now: datetime | None = None) -> int:
+    """How long a run's snapshot workers take chunks: ``snapshot_run_seconds``, within the source's
+    Deadline Alert (a snapshot must not make every run late), and ending before the schedule's next
+    run is due: that run (its stream) starts on time, or later by the one chunk a worker finishes."""
     seconds = source.snapshot_run_seconds
     if source.deadline is not None:
         seconds = min(seconds, max(30, int(source.deadline.total_seconds() * 0.6)))
+    due = _next_run_in(source.schedule, now or datetime.now(UTC))
+    if due is not None:
+        seconds = min(seconds, max(30, int(due * 0.8)))
     return seconds
+
+
+def _next_run_in(schedule: str | None, now: datetime) -> float | None:
+    """Seconds from ``now`` to the schedule's next tick (cron or @preset, parsed by croniter, the
+    parser Airflow's cron timetables use); None for manual runs or a schedule without ticks."""
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    if not schedule or not croniter.is_valid(schedule):
+        return None
+    following: datetime = croniter(schedule, now).get_next(datetime)
+    return (following - now).total_seconds()
 
 
 def snapshot_worker(config_path: str, worker: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
