@@ -197,8 +197,8 @@ def _build_environment(venv: Path, pins: RuntimePins, requirements: str) -> None
     # What requirements.txt may not move: Airflow and every Runtime pin it does not name.
     held = [line for line in pins.lines if canonicalize_name(Requirement(line).name) not in named]
     (work / "constraints.txt").write_text("\n".join(line for line in held if "==" in line) + "\n")
-    # Byte-compiled as the image's are: the parse then imports Airflow without compiling it first.
-    target = ["--python", str(venv / "bin" / "python"), "--compile-bytecode"]
+    # Not byte-compiled at install (the image is): the parse compiles, once, only what it imports.
+    target = ["--python", str(venv / "bin" / "python")]
     _uv(["pip", "install", "--quiet", *target, "-r", str(work / "runtime.txt")], f"installing {pins.path.name}")
     _uv(
         [
