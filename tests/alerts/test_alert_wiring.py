@@ -18,6 +18,21 @@ def test_health_dag_has_one_check_per_source_and_a_deadline() -> None:
     assert dag.deadline is not None
 
 
+def test_health_dags_deadline_and_run_ends_go_to_the_desk_of_all_sources() -> None:
+    # (a missed deadline of cdc_health is resolved by the end of that run: a round pass of its desk)
+    from include.cdc_pipeline.alerts.callbacks import RunEnd
+    from include.cdc_pipeline.orchestration.health_dag import build_health_dag
+
+    dag = build_health_dag()
+    alert = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    data = alert.callback.serialize() if hasattr(alert.callback, "serialize") else vars(alert.callback)
+    assert "'name': 'all_sources'" in str(data)
+    assert isinstance(dag.on_success_callback, RunEnd) and dag.on_success_callback.success
+    assert [d.name for d in dag.on_success_callback.desks] == ["all_sources"]
+    assert isinstance(dag.on_failure_callback, RunEnd)
+    assert "all_sources" in [d.name for d in dag.on_failure_callback.desks]
+
+
 def test_cdc_dag_gets_the_deadline_of_its_yaml() -> None:
     from include.cdc_pipeline.orchestration.cdc_dag import build_cdc_dag
 

@@ -4,9 +4,14 @@ first failures (real threads, the real SMTP sink)."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from dev.smtp_sink import body_text
 from include.cdc_pipeline.alerts import desk as incident_desk
@@ -200,3 +205,41 @@ def test_two_simultaneous_first_failures_send_exactly_one_mail(mailbox: Any) -> 
     ledger = store.get(state.ledger_key("billing"))
     assert [i["status"] for i in ledger["incidents"]] == ["open"]
     assert all(s["state"] == FAILING for s in ledger["incidents"][0]["tables"].values())
+
+
+def test_a_stalled_snapshot_is_an_incident() -> None:
+    desk = incident_desk.Desk(name="billing", tables=tuple(TABLES), to=("oncall@example.com",))
+    stalled = {"status": "warn", "value": 40.0, "detail": "snapshot 3/8 chunks, no chunk finished for 2h"}
+    summary = {"checked_at": T0.isoformat(), "tables": {"dbo_invoices": {"snapshot": stalled}}}
+    [finding] = incident_desk.health_findings(desk, summary, failing=set())
+    assert (finding.table, finding.kind) == ("dbo_invoices", "health:snapshot")
+    assert finding.runbook == "Snapshot stalled (`snapshot` warn)" and "no chunk finished" in finding.error
+
+
+def test_a_healthy_round_pass_takes_no_lease_and_writes_nothing() -> None:
+    store = state.MemoryVariables()
+    desk = incident_desk.Desk(name="billing", tables=tuple(TABLES), to=("oncall@example.com",))
+    assert incident_desk.run_pass(desk, round_pass=True, store=store) == []
+    assert store.values == {}
+
+
+def test_a_notice_that_could_not_be_sent_is_sent_by_the_next_pass(
+    mailbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an SMTP server that refuses connections (a port nothing listens on) when a table fails,
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    down = mailbox.airflow_conn() | {"port": closed}
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DOWN", json.dumps(down))
+    store = state.MemoryVariables()
+    desk = incident_desk.Desk(name="billing", tables=tuple(TABLES), to=("oncall@example.com",), settle_s=0.0)
+    incident_desk.write_reports(store, desk, [found("dbo_accounts")])
+    # when the first pass cannot send the page,
+    unsent = replace(desk, smtp_conn_id="smtp_down")
+    assert incident_desk.run_pass(unsent, round_pass=False, store=store) == []
+    # then no incident is recorded as notified, and the next pass (SMTP back) sends it, once.
+    assert store.get(state.ledger_key("billing")) is None
+    [opened] = incident_desk.run_pass(desk, round_pass=False, store=store)
+    assert opened.kind == "opened" and len(mailbox.mails(expect=1)) == 1
+    assert incident_desk.run_pass(desk, round_pass=True, store=store) == []

@@ -82,34 +82,6 @@ RESTORE_EXAMPLE = {
 }
 
 
-@settings(max_examples=1, deadline=None, suppress_health_check=HEALTH)
-@given(**WORKLOAD)
-@example(**RESTORE_EXAMPLE)
-def test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_restore(
-    make_harness: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-    txs: list[Any],
-    chunk_rows: int,
-    restore: bool,
-    tf8207: bool,
-) -> None:
-    run_property(make_harness, tmp_path_factory, txs, chunk_rows, restore, tf8207)
-
-
-@pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=HEALTH)
-@given(**WORKLOAD)
-def test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_restore_at_scale(
-    make_harness: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-    txs: list[Any],
-    chunk_rows: int,
-    restore: bool,
-    tf8207: bool,
-) -> None:
-    run_property(make_harness, tmp_path_factory, txs, chunk_rows, restore, tf8207)
-
-
 def run_property(
     make_harness: Any,
     tmp_path_factory: pytest.TempPathFactory,
@@ -164,3 +136,16 @@ def run_property(
         if h.pipeline(config).run_once()["mode"] == "idle":
             break
     converged(h, config)
+
+
+def _drawn(examples: int) -> Any:
+    """``run_property`` over ``examples`` workloads hypothesis draws."""
+    return settings(max_examples=examples, deadline=None, suppress_health_check=HEALTH)(given(**WORKLOAD)(run_property))
+
+
+test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_restore = example(**RESTORE_EXAMPLE)(
+    _drawn(1)
+)
+test_pipeline_keeps_raw_equal_to_the_source_through_key_changes_merge_and_a_restore_at_scale = pytest.mark.slow(
+    _drawn(12)
+)

@@ -200,3 +200,21 @@ def test_open_incidents_come_first_with_their_age_and_tables() -> None:
     assert incident["log_url"] == "http://airflow/log"
     # the source's own section carries it too, and the resolved one is history, not shown.
     assert [i["id"] for i in page["sources"][0]["incidents"]] == ["billing-2"]
+
+
+def test_an_incident_of_the_dags_serving_every_source_is_on_top_too() -> None:
+    # Given cdc_health's deadline missed (the desk of all sources: cdc_health, cdc_preflight),
+    from include.cdc_pipeline.alerts.incidents import Finding, decide
+
+    late = Finding(
+        table="-cdc_health", fingerprint="d1", origin="deadline", title="Deadline missed: cdc_health run still running",
+        error="...", kind="deadline", runbook="Deadline missed", at=(T0 - timedelta(minutes=5)).isoformat(),
+    )  # fmt: skip
+    ledger, _ = decide(None, [late], T0 - timedelta(minutes=5), name="all_sources", round_pass=True,
+                       realert_after=timedelta(hours=4))  # fmt: skip
+    page = status.page([SOURCE], {"cdc_incidents__all_sources": ledger}, {"billing_cdc": {"is_paused": False}}, {}, {},
+                       now=T0)  # fmt: skip
+    # then the page lists it on top, under no source's section.
+    [incident] = page["incidents"]
+    assert incident["source"] == "all_sources" and incident["title"].startswith("Deadline missed")
+    assert incident["age_s"] == 300.0 and page["sources"][0]["incidents"] == []

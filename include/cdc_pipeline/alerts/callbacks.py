@@ -74,8 +74,9 @@ def failure_notifier(source: SourceConfig) -> IncidentNotifier:
 
 
 def all_sources_desk(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> Desk:
-    """The desk of what concerns no single source (the preflight DAG): its parts are its DAGs."""
-    return Desk(name="all_sources", to=tuple(to), smtp_conn_id=smtp_conn_id)
+    """The desk of what concerns no single source (the cdc_preflight DAG, cdc_health's Deadline
+    Alert): its parts are its DAGs."""
+    return Desk(name=state.ALL_SOURCES, to=tuple(to), smtp_conn_id=smtp_conn_id)
 
 
 def task_failure_notifier(to: Sequence[str], smtp_conn_id: str = "smtp_default") -> IncidentNotifier:

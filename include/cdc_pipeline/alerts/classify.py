@@ -384,11 +384,19 @@ def normalise(text: str, names: Iterable[str] = ()) -> str:
     """``text`` without what differs between occurrences of one cause: the given (table) names,
     quoted names, ids, hex and LSNs, times and numbers; lower-cased, blanks collapsed."""
     out = text.lower()
-    for name in sorted({n.lower() for n in names if n}, key=len, reverse=True):
-        out = re.sub(rf"(?<![\w$]){re.escape(name)}(?![\w$])", "<table>", out)
+    if tables := _names_pattern(tuple(sorted({n.lower() for n in names if n}, key=len, reverse=True))):
+        out = tables.sub("<table>", out)
     for pattern, placeholder in _PLACEHOLDERS:
         out = pattern.sub(placeholder, out)
     return re.sub(r"\s+", " ", out).strip()
+
+
+@cache
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for a desk's table names (longest first), compiled once per set of names."""
+    if not names:
+        return None
+    return re.compile(rf"(?<![\w$])(?:{'|'.join(re.escape(n) for n in names)})(?![\w$])")
 
 
 def fingerprint(scope: str, exc: BaseException, names: Iterable[str] = ()) -> str:

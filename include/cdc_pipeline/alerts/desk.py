@@ -79,9 +79,11 @@ class Desk:
         return timedelta(seconds=self.realert_after_s)
 
     def as_kwargs(self) -> dict[str, Any]:
-        """JSON for a Deadline Alert's callback kwargs (serialized with the DAG). Without the DAG
-        ids: a deadline pass never maps tasks to tables, and the dbt DAG's alert names only itself."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "dag_id"}
+        """JSON for a Deadline Alert's callback kwargs (serialized with the DAG). Without the tables,
+        their names and the DAG id: a deadline pass never maps tasks to tables or fingerprints an
+        error (at 1,000 tables they would be thousands of strings in every serialized DAG)."""
+        skip = ("dag_id", "tables", "names")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k not in skip}
 
     @classmethod
     def from_kwargs(cls, data: Mapping[str, Any]) -> Desk:
@@ -239,6 +241,7 @@ _HEALTH = {  # check -> (title, runbook section)
     "retention_headroom": ("Retention headroom low", "Retention headroom low (`retention_headroom` warn / alert)"),
     "stuck_run": ("Table stuck: no completed run", "Table stuck (`stuck_run` warn)"),
     "capture_job": ("Capture job stalled", "Capture job stalled (`capture_job` alert)"),
+    "snapshot": ("Snapshot stalled: no chunk finished", "Snapshot stalled (`snapshot` warn)"),
 }
 
 
@@ -289,13 +292,17 @@ def health_findings(desk: Desk, summary: Mapping[str, Any], failing: set[str]) -
 def run_pass(
     desk: Desk, *, round_pass: bool, store: state.Variables | None = None, now: datetime | None = None
 ) -> list[Notice]:
-    """Decide under the source's lease, send, keep the ledger; the notices sent."""
+    """Decide under the source's lease, send, keep the ledger; the notices sent. Nothing wrong and no
+    incident open (a healthy run's end, the usual case): no lease, no write. A notice that could not
+    be sent leaves the ledger as it was, so the next pass decides and sends it again."""
     store = store or state.Variables()
+    key = state.ledger_key(desk.name)
+    if not open_incidents(store.get(key)) and not current_findings(desk, store):
+        return []
     lease = state.Lease(store, desk.name, settle=desk.settle_s)
     if not lease.acquire():
         return []
     try:
-        key = state.ledger_key(desk.name)
         ledger = store.get(key)
         ledger, notices = decide(
             ledger if isinstance(ledger, dict) else None,
@@ -305,16 +312,18 @@ def run_pass(
             round_pass=round_pass,
             realert_after=desk.realert_after,
         )
-        for notice in notices:
-            send(desk, notice)
+        unsent = [notice for notice in notices if not send(desk, notice)]
+        if unsent:
+            log.error("%s: %d incident notice(s) not sent; the next pass sends them again", desk.name, len(unsent))
+            return [notice for notice in notices if notice not in unsent]
         store.set(key, ledger, "CDC incidents: open and recently resolved (status page; safe to delete)")
         return notices
     finally:
         lease.release()
 
 
-def send(desk: Desk, notice: Notice) -> None:
-    """One incident mail (and the webhook post); a failed send is logged, never raised."""
+def send(desk: Desk, notice: Notice) -> bool:
+    """One incident mail (and the webhook post); whether it went out (a failure is logged, never raised)."""
     from include.cdc_pipeline.alerts.channels import send_alert
 
     subject, body = incident_mail(notice, desk.name, desk.realert_after)
@@ -322,6 +331,8 @@ def send(desk: Desk, notice: Notice) -> None:
         send_alert(list(desk.to), subject, body, smtp_conn_id=desk.smtp_conn_id, webhook_conn_id=desk.webhook_conn_id)
     except Exception:
         log.exception("could not send the incident mail %r", subject)
+        return False
+    return True
 
 
 def report_failure(desk: Desk, context: Mapping[str, Any], store: state.Variables | None = None) -> list[Notice]:

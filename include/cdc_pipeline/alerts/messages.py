@@ -1,6 +1,6 @@
 """What an alert says: the incident mails (opened, update, reminder, resolved), the plain-text
 form of an alert for a chat webhook, and the failure details read from an Airflow callback context
-(DAG, task, table, LSN window from the mapped table task's input, try, error, log URL).
+(DAG, task, LSN window from the mapped table task's input, try, error, log URL).
 
 Texts only: sending lives in ``alerts.channels``, the decisions in ``alerts.incidents``, the
 Airflow side in ``alerts.desk`` and ``alerts.callbacks``.
@@ -31,13 +31,6 @@ def _link_row(name: str, url: str | None) -> str:
     return f'<tr><td><b>{name}</b></td><td><a href="{safe}">{safe}</a></td></tr>'
 
 
-def _table_of(context: dict[str, Any], ti: Any) -> str | None:
-    """The table a task of the CDC DAG works on: its mapped instance is named by table (the task
-    sets ``cdc_table`` in its context; the rendered map index keeps it)."""
-    named = context.get("cdc_table") or getattr(ti, "rendered_map_index", None)
-    return str(named) if named else None
-
-
 def _window_of(context: dict[str, Any]) -> dict[str, Any] | None:
     """The table's planned window (mode, capture instance, lower/upper LSN): the table task puts
     it in its context (``cdc_window``) as soon as it knows it."""
@@ -50,7 +43,6 @@ def failure_details(context: dict[str, Any]) -> dict[str, Any]:
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
     task_id = getattr(ti, "task_id", None) or "?"
-    table = (context.get("params") or {}).get("cdc_table") or _table_of(context, ti)
     window = _window_of(context)
     lsn_window = None
     if window:
@@ -65,7 +57,6 @@ def failure_details(context: dict[str, Any]) -> dict[str, Any]:
         "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", "?"),
         "task_id": task_id,
         "run_id": context.get("run_id") or getattr(ti, "run_id", None),
-        "table": table,
         "lsn_window": lsn_window,
         "try_number": getattr(ti, "try_number", None),
         "max_tries": getattr(ti, "max_tries", None),

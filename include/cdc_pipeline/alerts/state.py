@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_PREFIX, FAILURE_PREFIX, DEADLINE_PREFIX = "cdc_incidents__", "cdc_failure__", "cdc_deadline__"
 LEASE_PREFIX = "cdc_incident_lease__"
+ALL_SOURCES = "all_sources"  # the desk of the DAGs serving every source (cdc_health, cdc_preflight)
 RUNS_PREFIX, HEALTH_PREFIX, STATUS_PREFIX = "cdc_runs__", "cdc_health__", "cdc_status__"  # as status.figures names them
 
 

@@ -27,6 +27,7 @@ from include.cdc_pipeline.alerts.callbacks import (
     DEFAULT_ALERT_EMAILS,
     RunEnd,
     alert_emails,
+    all_sources_desk,
     deadline_alert,
     failure_notifier,
     source_desk,
@@ -119,6 +120,9 @@ def build_health_dag(
 ) -> DAG:
     sources = _sources(directory or config_dir())
     everyone, smtp_conn_id = on_call(sources)
+    # Its Deadline Alert and its runs' ends go to the desk of all sources: each run's end resolves a
+    # missed deadline (and a failed round's report) there, as a CDC run's end does for its source.
+    shared = all_sources_desk(everyone, smtp_conn_id)
     rows = "\n".join(f"| `{s.name}` | {', '.join(s.alert_emails)} | {s.retention_minutes} min |" for _, s in sources)
     with DAG(
         dag_id=DAG_ID,
@@ -128,7 +132,8 @@ def build_health_dag(
         catchup=False,
         max_active_runs=1,
         default_args=all_sources_default_args(everyone, smtp_conn_id, timedelta(minutes=1)),
-        on_failure_callback=RunEnd([source_desk(s) for _, s in sources]),
+        on_failure_callback=RunEnd([*(source_desk(s) for _, s in sources), shared]),
+        on_success_callback=RunEnd([shared], success=True),
         tags=["cdc", "monitoring"],
         doc_md=__doc__
         + "\n\n| source | on-call | retention |\n|---|---|---|\n"
@@ -137,7 +142,7 @@ def build_health_dag(
         dagrun_timeout=timedelta(minutes=30),
         **(
             {"deadline": alert}
-            if deadline and (alert := deadline_alert(deadline, everyone, smtp_conn_id, DAG_ID))
+            if deadline and (alert := deadline_alert(deadline, everyone, smtp_conn_id, DAG_ID, shared))
             else {}
         ),
     ) as dag:

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -277,12 +277,14 @@ def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any
     if snapshotting:
         # Snapshot workers are items of the same mapped group as the tables (Airflow maps a task
         # over one upstream return value): each its own task instance, on any Airflow worker.
-        seconds = _snapshot_seconds(source)
+        now = datetime.now(UTC)
+        seconds = _snapshot_seconds(source, now)
+        until = (now + timedelta(seconds=seconds)).isoformat()  # from now: a worker that waits for a slot has less
         log.info("%s: %d snapshot worker(s) for %s, taking chunks for up to %d s", source.name,
                  source.snapshot_workers, ", ".join(snapshotting), seconds)  # fmt: skip
         items += [
             {"table": f"snapshot worker {n}", "kind": "snapshot",
-             "worker": {"worker": n, "tables": snapshotting, "seconds": seconds, "initial": initial}}
+             "worker": {"worker": n, "tables": snapshotting, "until": until, "initial": initial}}
             for n in range(source.snapshot_workers)
         ]  # fmt: skip
     return items
@@ -340,13 +342,16 @@ def _snapshot_seconds(source: SourceConfig, now: datetime | None = None) -> int:
 
 def _next_run_in(schedule: str | None, now: datetime) -> float | None:
     """Seconds from ``now`` to the schedule's next tick (cron or @preset, parsed by croniter, the
-    parser Airflow's cron timetables use); None for manual runs or a schedule without ticks."""
+    parser Airflow's cron timetables use, in Airflow's default time zone as the DAG's schedule is);
+    None for manual runs or a schedule without ticks."""
+    from airflow.settings import TIMEZONE
     from croniter import croniter  # type: ignore[import-untyped]
 
     if not schedule or not croniter.is_valid(schedule):
         return None
-    following: datetime = croniter(schedule, now).get_next(datetime)
-    return (following - now).total_seconds()
+    local = now.astimezone(TIMEZONE)
+    following: datetime = croniter(schedule, local).get_next(datetime)
+    return (following - local).total_seconds()
 
 
 def snapshot_worker(config_path: str, worker: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -383,7 +388,9 @@ def snapshot_worker(config_path: str, worker: dict[str, Any], context: dict[str,
 
     try:
         with fail_fast():
-            result = run_workers(works, store, owner, time.monotonic() + worker["seconds"], on_chunk)
+            left = (datetime.fromisoformat(worker["until"]) - datetime.now(UTC)).total_seconds()
+            # one chunk at least, however late the worker started: the snapshot always progresses
+            result = run_workers(works, store, owner, time.monotonic() + max(left, 1.0), on_chunk)
     except Exception as exc:
         for name in worker["tables"]:
             try:

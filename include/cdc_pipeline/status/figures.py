@@ -37,7 +37,7 @@ from typing import Any
 from include.cdc_pipeline import lsn as lsnlib
 from include.cdc_pipeline.alerts import incidents as incidents_model
 from include.cdc_pipeline.alerts.messages import runbook_anchor as runbook_anchor  # the page's links and app.py
-from include.cdc_pipeline.alerts.state import LEDGER_PREFIX, ledger_key
+from include.cdc_pipeline.alerts.state import ALL_SOURCES, LEDGER_PREFIX, ledger_key
 from include.cdc_pipeline.config import SourceConfig, TableConfig
 from include.cdc_pipeline.extract import Batch
 from include.cdc_pipeline.offsets import HintStore
@@ -532,6 +532,7 @@ def page(
         source_view(s, records, dags.get(s.dag_id), last_tis.get(s.dag_id, {}), dag_runs.get(s.dag_id, []), now, since)
         for s in sources
     ]
+    shared = incident_rows(ALL_SOURCES, records.get(ledger_key(ALL_SOURCES)), now)  # cdc_health, cdc_preflight
     return {
         "generated_at": now.isoformat(),
         "range": range_name,
@@ -539,7 +540,7 @@ def page(
         "states": list(STATES),
         "config_errors": list(config_errors),
         # every open incident of the sources shown, oldest first: the top of the page
-        "incidents": sorted((i for v in views for i in v["incidents"]), key=lambda i: i["opened_at"]),
+        "incidents": sorted([*(i for v in views for i in v["incidents"]), *shared], key=lambda i: i["opened_at"]),
         "sources": views,
     }
 
