@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.integration
+# In `make test-all` (32 s): `make demo` runs every DAG through dev/dag_test.py's workaround anyway.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAG_FILE = '''
 """Airflow dag with a Deadline Alert, for the DAG version test."""

@@ -32,8 +32,7 @@ def _codes_table(h: Harness) -> Any:
         "CREATE TABLE dbo.codes (code varchar(20) NOT NULL, n int NOT NULL, v nvarchar(40) NULL, PRIMARY KEY (code, n))"
     )
     rows = [(code, n) for code in ("a", "B", "c", "D", "e", "F") for n in range(20)]
-    for code, n in rows:
-        h.sql(f"INSERT INTO dbo.codes VALUES ('{code}', {n}, N'{code}{n}')")
+    h.sql("INSERT INTO dbo.codes VALUES " + ", ".join(f"('{code}', {n}, N'{code}{n}')" for code, n in rows))
     h.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'codes', @role_name = NULL")
     h.capture()
     return h.source_config(
@@ -133,8 +132,7 @@ def test_two_workers_share_the_chunks_each_chunk_once(harness: Harness) -> None:
 def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness, delete_mode: str) -> None:
     h, rng = harness, random.Random(7)
     h.sql("CREATE TABLE dbo.items (id int NOT NULL PRIMARY KEY, v int NOT NULL, note nvarchar(20) NULL)")
-    for i in range(100):
-        h.sql(f"INSERT INTO dbo.items VALUES ({i}, 0, N'start')")
+    h.sql("INSERT INTO dbo.items VALUES " + ", ".join(f"({i}, 0, N'start')" for i in range(60)))
     h.sql("EXEC sys.sp_cdc_enable_table @source_schema = N'dbo', @source_name = N'items', @role_name = NULL")
     h.capture()
     config = h.source_config(
@@ -142,17 +140,17 @@ def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness
         table_defaults={"snapshot_chunk_rows": 20, "delete_mode": delete_mode},
     )
     assert h.pipeline(config).run_once()["mode"] == "snapshot"
-    live, next_id = set(range(100)), 1000
+    live, next_id = set(range(60)), 1000
 
     def change(round_no: int) -> None:
         """Updates and deletes across every chunk's range, and inserts below, inside and above it."""
         nonlocal next_id
-        for key in rng.sample(sorted(live), 12):
+        for key in rng.sample(sorted(live), 8):
             h.sql(f"UPDATE dbo.items SET v = v + 1, note = N'r{round_no}' WHERE id = {key}")
         for key in rng.sample(sorted(live), 3):
             h.sql(f"DELETE FROM dbo.items WHERE id = {key}")
             live.discard(key)
-        for key in (rng.randrange(-50, 0), rng.randrange(100, 200) * 7, next_id):
+        for key in (rng.randrange(-50, 0), rng.randrange(60, 120) * 7, next_id):
             if key not in live:
                 h.sql(f"INSERT INTO dbo.items VALUES ({key}, {round_no}, N'new')")
                 live.add(key)
@@ -215,7 +213,7 @@ def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness
     # source's max LSN, before more than one chunk finished (its lag never exceeded one chunk),
     assert "error" not in outcome, outcome
     assert len(outcome["result"]["finished"]) == 1
-    assert round_no > 5 and chunks_done == list(range(1, len(chunks_done) + 1))
+    assert round_no > 3 and chunks_done == list(range(1, len(chunks_done) + 1))
     assert len(lags) == 2 * (round_no - 1) and max(lags) <= 1
     change(999)
     stream()
@@ -238,12 +236,12 @@ def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness
     assert set(counted) == captured
 
 
-FAST_RESUMES = {("before_chunk_done", "task retry"), ("before_finalize", "next run")}
+FAST_RESUMES = {("before_finalize", "task retry")}
 
 
 # A step failing in a chunk (the kill after its MERGE: tests/e2e/test_snapshot_resume.py) resumes in
 # the task's retry (the same owner takes its chunk again) or in the next run (which frees what an
-# earlier run's workers held). Two cases in `make test`, all six in test-all.
+# earlier run's workers held). In `make test` the retry of an interrupted finalize; all six in test-all.
 @pytest.mark.parametrize(
     ("point", "resume"),
     [

@@ -177,6 +177,7 @@ def test_loader_role_without_create_database_runs(harness: Harness) -> None:
     assert_converged(h, config)
 
 
+@pytest.mark.slow  # 22 s of multi-megabyte values: in `make test-all`
 def test_value_over_the_snowflake_size_limit_is_a_named_error(harness: Harness) -> None:
     h = harness
     h.sql(
