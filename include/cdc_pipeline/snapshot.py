@@ -173,6 +173,7 @@ class Snapshot:
     state: str
     started_at: datetime | None
     chunks: int | None
+    owner: str | None = None  # the worker holding a one-worker step (splitting, finalizing)
 
 
 @dataclass(frozen=True)
@@ -212,10 +213,10 @@ class SnapshotStore:
         return wh
 
     def _snapshot(self, row: Sequence[Any]) -> Snapshot:
-        table, sid, ci, lsn, kind, state, started, chunks = row
-        return Snapshot(table, sid, ci, lsn, kind, state, started, int(chunks) if chunks is not None else None)
+        table, sid, ci, lsn, kind, state, started, chunks, owner = row
+        return Snapshot(table, sid, ci, lsn, kind, state, started, int(chunks) if chunks is not None else None, owner)
 
-    _SNAPSHOT_SELECT = "TABLE_NAME, SNAPSHOT_ID, CAPTURE_INSTANCE, SNAPSHOT_LSN, KIND, STATE, STARTED_AT, CHUNKS"
+    _SNAPSHOT_SELECT = "TABLE_NAME, SNAPSHOT_ID, CAPTURE_INSTANCE, SNAPSHOT_LSN, KIND, STATE, STARTED_AT, CHUNKS, OWNER"
 
     def active(self, tables: Sequence[str] | None = None) -> list[Snapshot]:
         """The source's snapshots not yet done (of ``tables`` when given)."""
@@ -622,13 +623,17 @@ def run_workers(
         if not snapshots:
             break
         for snapshot in snapshots:
-            if snapshot.state in ("split", "splitting"):  # splitting: another worker's, or our retry's
+            if snapshot.state == "split" or (snapshot.state == "splitting" and snapshot.owner == owner):  # our retry
                 works[snapshot.table].split(snapshot, owner)
         snapshots = store.active(list(works))
         by_id = {s.snapshot_id: s for s in snapshots}
         chunk = store.claim([s.snapshot_id for s in snapshots if s.state == "running"], owner)
         if chunk is None:
-            done = [works[s.table].finalize(s, owner) for s in snapshots if s.state in ("running", "finalizing")]
+            done = [
+                works[s.table].finalize(s, owner)
+                for s in snapshots
+                if s.state == "running" or (s.state == "finalizing" and s.owner == owner)  # our retry
+            ]
             finished += [d for d in done if d]
             if any(s.state in ("split", "splitting") for s in store.active(list(works))):
                 time.sleep(wait_for_split)  # another worker is splitting: its chunks come next

@@ -40,9 +40,10 @@ def _codes_table(h: Harness) -> Any:
     )
 
 
-def _chunks(h: Harness) -> list[tuple[Any, ...]]:
+def _chunks(h: Harness, figure: str = "ROWS_LOADED") -> list[tuple[Any, ...]]:
+    """(chunk no, state, owner, ``figure``, low LSN) of every chunk."""
     return h.snowflake_rows(
-        f"SELECT CHUNK_NO, STATE, OWNER, ROWS_LOADED, LOW_LSN FROM {h.database}.CONTROL.CDC_SNAPSHOT_CHUNKS"
+        f"SELECT CHUNK_NO, STATE, OWNER, {figure}, LOW_LSN FROM {h.database}.CONTROL.CDC_SNAPSHOT_CHUNKS"
         " ORDER BY CHUNK_NO"
     )
 
@@ -60,11 +61,6 @@ class _PausingStore(SnapshotStore):
         self.taken.release()
         assert self.resume.acquire(timeout=300), "the stream round never finished"
         return low
-
-
-def _store_args(pipeline: Any) -> tuple[str, str, str]:
-    t = pipeline.cfg.target
-    return t.database, t.control_schema, pipeline.cfg.name
 
 
 def test_key_bounds_keep_their_types() -> None:
@@ -174,7 +170,8 @@ def test_a_resnapshot_while_the_stream_applies_changes_is_exact(harness: Harness
     taken, resume = threading.Semaphore(0), threading.Semaphore(0)
     chunks_done: list[int] = []
     worker_pipeline = h.pipeline(config)
-    store = _PausingStore(lambda: worker_pipeline.warehouse, taken, resume, *_store_args(worker_pipeline))
+    own = worker_pipeline.snapshot_store()
+    store = _PausingStore(lambda: worker_pipeline.warehouse, taken, resume, own.database, own.schema, own.source)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -264,7 +261,7 @@ def test_a_snapshot_failing_at_a_chunk_step_resumes_without_reading_a_finished_c
     works = {pipeline.table.name: SnapshotWork(pipeline, store)}
     with pytest.raises(InjectedFailure):
         run_workers(works, store, "run1#0")
-    finished = {row[0]: row for row in _chunk_marks(h) if row[1] == "done"}
+    finished = {row[0]: row for row in _chunks(h, "FINISHED_AT") if row[1] == "done"}
     assert len(finished) == (5 if point == "before_finalize" else 2)
     # and the source changing meanwhile, streamed beside the snapshot,
     h.sql("UPDATE dbo.codes SET v = N'changed' WHERE (code = 'a' AND n = 3) OR (code = 'D' AND n = 7)")
@@ -280,7 +277,7 @@ def test_a_snapshot_failing_at_a_chunk_step_resumes_without_reading_a_finished_c
     result = run_workers(works, store, owner)
     # then the snapshot completes once, no finished chunk was read again (same owner, same finish),
     assert [done["snapshot_id"] for done in result["finished"]] == [snapshot.snapshot_id]
-    marks = _chunk_marks(h)
+    marks = _chunks(h, "FINISHED_AT")
     assert {row[1] for row in marks} == {"done"} and len(marks) == 5
     assert {row[0]: row for row in marks if row[0] in finished} == finished
     # raw equals the source value for value,
@@ -294,25 +291,3 @@ def test_a_snapshot_failing_at_a_chunk_step_resumes_without_reading_a_finished_c
     snapshot_rows = Counter((code, n) for op, code, n, *_ in history if op == 0)
     assert len(snapshot_rows) >= 119 and set(snapshot_rows.values()) == {1}
     assert {(code, n) for op, code, n, *_ in history if op != 0} == {("a", 3), ("D", 7), ("c", 1), ("zz", 1)}
-
-
-def _chunk_marks(h: Harness) -> list[tuple[Any, ...]]:
-    return h.snowflake_rows(
-        f"SELECT CHUNK_NO, STATE, OWNER, FINISHED_AT, LOW_LSN FROM {h.database}.CONTROL.CDC_SNAPSHOT_CHUNKS"
-        " ORDER BY CHUNK_NO"
-    )
-
-
-def test_an_interrupted_split_is_taken_again_by_its_owners_retry(harness: Harness) -> None:
-    # Given a snapshot whose split a worker took and did not finish (its process died),
-    config = _codes_table(harness)
-    pipeline = harness.pipeline(config)
-    snapshot = pipeline.start_snapshot(pipeline.plan())
-    store = pipeline.snapshot_store()
-    assert store.move(snapshot.snapshot_id, "split", "splitting", "run1#0", or_held=True)
-    # when another worker looks, it does not take it, and the same worker's retry does,
-    assert not store.move(snapshot.snapshot_id, "split", "splitting", "run1#1", or_held=True)
-    result = run_workers({pipeline.table.name: SnapshotWork(pipeline, store)}, store, "run1#0")
-    # then the retry splits, loads and finalizes the snapshot.
-    assert result["chunks"] == 5 and len(result["finished"]) == 1
-    assert reconcile(harness.pipeline(config), salt=SALT).ok

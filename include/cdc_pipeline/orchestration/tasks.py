@@ -327,14 +327,14 @@ def _snapshots(
     return started, sorted(s.table for s in active), sorted(s.table for s in active if s.kind == "initial")
 
 
-def _snapshot_seconds(source: SourceConfig, now: datetime | None = None) -> int:
+def _snapshot_seconds(source: SourceConfig, now: datetime) -> int:
     """How long a run's snapshot workers take chunks: ``snapshot_run_seconds``, within the source's
     Deadline Alert (a snapshot must not make every run late), and ending before the schedule's next
     run is due: that run (its stream) starts on time, or later by the one chunk a worker finishes."""
     seconds = source.snapshot_run_seconds
     if source.deadline is not None:
         seconds = min(seconds, max(30, int(source.deadline.total_seconds() * 0.6)))
-    due = _next_run_in(source.schedule, now or datetime.now(UTC))
+    due = _next_run_in(source.schedule, now)
     if due is not None:
         seconds = min(seconds, max(30, int(due * 0.8)))
     return seconds
