@@ -90,14 +90,24 @@ def dbt_run(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     """Seed the raw tables, then in one process: `dbt build --target local` (every model, data
     test and unit test), a second `dbt run` of the incremental model (the MERGE path), and a
     `dbt compile` of fct_receivables_ageing at a past cut-off."""
-    import subprocess
-    import sys
-
     work = tmp_path_factory.mktemp("dbt_billing")
     anchor = datetime.utcnow().replace(microsecond=0)  # naive UTC, like the contract
     data = timeline.generate(anchor=anchor, salt=LOCAL_SALT)
     dbt_local.seed(data, local_snowflake.port, database=DATABASE)
-    run = DbtRun(local_snowflake, data, data.anchor.date(), work / "target", work / "logs")
+    # The models date their rows by the warehouse's current date: a build that straddles midnight
+    # (UTC) has no single "today" to compare with, so it is built again, wholly on the new day.
+    for _ in range(2):
+        run = DbtRun(local_snowflake, data, datetime.utcnow().date(), work / "target", work / "logs")
+        _build(run)
+        if datetime.utcnow().date() == run.today:
+            break
+    yield run
+
+
+def _build(run: DbtRun) -> None:
+    import subprocess
+    import sys
+
     common = ["--project-dir", str(dbt_local.PROJECT_DIR), "--profiles-dir", str(dbt_local.PROJECT_DIR),
               "--target", "local", "--target-path", str(run.target_path), "--log-path", str(run.log_path)]  # fmt: skip
     commands = [
@@ -105,7 +115,7 @@ def dbt_run(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> I
         ["run", "--select", "fct_account_features_daily", *common],
         ["compile", "--select", "fct_receivables_ageing", "--vars", f"{{as_of_date: '{past_cutoff(run)}'}}", *common],
     ]
-    env = dbt_local.dbt_env(local_snowflake.port, database=DATABASE)
+    env = dbt_local.dbt_env(run.snowflake.port, database=DATABASE)
     result = subprocess.run(
         [sys.executable, "-c", _RUNNER, json.dumps(commands), str(run.target_path)],
         cwd=dbt_local.PROJECT_DIR, env=env, text=True, capture_output=True, timeout=900,
@@ -116,7 +126,6 @@ def dbt_run(local_snowflake: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     for n, name in enumerate(("build", "incremental", "compile")):
         path = run.target_path / f"run_results_{n}.json"
         run.results[name] = json.loads(path.read_text()) if path.exists() else {}
-    yield run
 
 
 @pytest.fixture(scope="session")
