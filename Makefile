@@ -78,13 +78,14 @@ status: setup ## Show which local services are running
 
 # pytest-xdist: one worker per core and one more (tests wait on the servers they start: 3 workers on
 # 2 cores measured 612 s against 719 s with 2); each starts its own servers and Airflow home; a
-# module's tests stay on one worker (--dist loadscope), so a module-scoped server starts once.
+# module's tests stay on one worker (--dist loadscope), so a module-scoped server starts once; modules
+# are handed out in collection order, the longest first (tests/conftest.py LONGEST_FIRST).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 test: setup manifest ## The test suite CI runs (unit, integration and one full end-to-end run), on every core
-	$(PY) -m pytest -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -m "not slow" -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test-all: setup manifest browser ## Everything, including slow suites (property tests at scale, failure matrix, browser)
-	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The browser tests drive Debian's Chromium with Playwright (from PyPI, in requirements-dev.txt);
 # Playwright never downloads a browser of its own.
