@@ -5,8 +5,6 @@ which the Astro image does not have. pytest loads this file before collection wh
 file below it is on the command line (`make test`, `pytest tests/...`).
 """
 
-from pathlib import Path
-
 import pytest
 
 pytest_plugins = ["tests.fixtures_snowflake", "tests.fixtures_mssql", "tests.fixtures_azure", "tests.fixtures_smtp"]
@@ -35,8 +33,7 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(str(config.rootpath))
-    if missing := [m for m in LONGEST_FIRST if not (root / m).is_file()]:
+    if missing := [m for m in LONGEST_FIRST if not (config.rootpath / m).is_file()]:
         raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names modules that do not exist: {missing}")
     rank = {module: n for n, module in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
