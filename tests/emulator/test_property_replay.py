@@ -59,6 +59,7 @@ def _changes_after(sql: Sql, table: str, cols: list[str], lsn: bytes | None) -> 
     )
 
 
+@pytest.mark.slow  # `make test` keeps the random-DML replay below and the workload's replay in the end-to-end run
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), transactions=st.integers(5, 60), rollback=st.sampled_from([0.0, 0.1, 0.3]))
 def test_replay_of_workload_change_tables_reproduces_the_source(seed: int, transactions: int, rollback: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ def _values(widened: set[str], seed: int) -> tuple[int, str, str]:
     )
 
 
+@pytest.mark.slow  # `make test` keeps ALTER COLUMN through the pipeline (tests/integration/test_schema_semantics.py)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     before=st.lists(statement, min_size=1, max_size=12),

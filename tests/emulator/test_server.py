@@ -58,6 +58,7 @@ def test_status_command(server: ServerProcess) -> None:
     assert closed.returncode == 1
 
 
+@pytest.mark.slow  # `make test`: the end-to-end run writes and reads a server with background capture
 def test_writer_and_reader_processes_with_background_capture(server: ServerProcess, tmp_path: Path) -> None:
     target = ["--server", "127.0.0.1", "--port", str(server.port), "--database", "billing"]
     subprocess.run(

@@ -142,6 +142,7 @@ def test_business_invariants_hold(sql: Sql) -> None:
     assert all(isinstance(r[0], Decimal) for r in sql("SELECT credit_limit FROM dbo.accounts"))
 
 
+@pytest.mark.slow  # the generator's own guarantees: `make test` keeps test_business_invariants_hold
 def test_foreign_keys_hold_across_generator_restarts(sql: Sql) -> None:
     # The demo starts a new generator process per traffic phase: each reloads its model from the
     # database. An account with invoices must never be deleted (the emulator enforces no FKs).
@@ -157,6 +158,7 @@ def test_foreign_keys_hold_across_generator_restarts(sql: Sql) -> None:
     assert {name: sql(query)[0][0] for name, query in orphans.items()} == {"invoices": 0, "payments": 0}
 
 
+@pytest.mark.slow  # the generator's own guarantees: `make test` keeps test_business_invariants_hold
 def test_bulk_fast_path_is_indistinguishable_from_transaction_by_transaction() -> None:
     fast, r_fast = _run(21, fast_bulk=300)
     slow, r_slow = _run(21, slow_bulk=300)

@@ -20,10 +20,10 @@ WIDE_VALUES = {
 }
 
 
-# make test runs one seed; make test-all all three
-@pytest.mark.parametrize(
-    "seed", [41, pytest.param(42, marks=pytest.mark.slow), pytest.param(43, marks=pytest.mark.slow)]
-)
+# `make test-all` only: `make test` keeps the deterministic ALTER COLUMN cases (test_schema_semantics:
+# widening mid-stream, a change that cannot widen).
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [41, 42, 43])
 def test_workload_with_alter_column_mid_stream_converges(harness: Harness, seed: int) -> None:
     h = harness
     rng = random.Random(seed)

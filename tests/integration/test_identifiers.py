@@ -84,6 +84,7 @@ def captured_changes(h: Harness, config: Any, instance: str, key: str) -> Counte
     return Counter((to_hex(lsn), to_hex(seq), op, k) for lsn, seq, op, k in rows if to_hex(lsn) > first_snapshot)
 
 
+@pytest.mark.slow  # `make test`: injection-shaped names (below) and a % in a name (test_keys)
 def test_order_details_with_any_column_names_replicates_value_for_value(harness: Harness) -> None:
     h = harness
     # Given Northwind's dbo.[Order Details] with column names SQL Server allows only delimited,

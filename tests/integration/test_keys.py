@@ -212,7 +212,9 @@ def test_percent_sign_in_a_column_name(harness: Harness) -> None:
 
 
 # -- case 6: re-snapshot after a restore ------------------------------------------------------------
-@pytest.mark.parametrize("delete_mode", ["soft", pytest.param("hard", marks=pytest.mark.slow)])
+# `make test-all` only: `make test` restores and re-snapshots in test_property_keys.
+@pytest.mark.slow
+@pytest.mark.parametrize("delete_mode", ["soft", "hard"])
 def test_resnapshot_after_a_restore_repairs_raw_and_history(harness: Harness, tmp_path: Path, delete_mode: str) -> None:
     h = harness
     db, backup = tmp_path / "billing.duckdb", tmp_path / "backup.duckdb"

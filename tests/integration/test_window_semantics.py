@@ -77,6 +77,7 @@ def test_cleanup_after_plan_never_loads_a_partial_window(harness: Harness, when:
     assert h.snowflake_rows(f"SELECT WATERMARK_LSN FROM {h.database}.CONTROL.CDC_WATERMARKS") == before
 
 
+@pytest.mark.slow  # `make test`: the same policy on a retention gap (test_retention_gap_resnapshots_by_policy)
 def test_cleanup_during_read_resnapshots_by_policy(harness: Harness) -> None:
     # Case 3, policy resnapshot: the same window becomes a snapshot, and raw equals the source.
     h = harness
