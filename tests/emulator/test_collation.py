@@ -36,6 +36,11 @@ def error(client: Sql, statement: str) -> tuple[int, bytes]:
     with pytest.raises(pymssql.IntegrityError) as exc:
         client(statement)
     number, message = exc.value.args
+    if isinstance(client.conn, pymssql.Connection) and number in (2601, 2627):
+        # Over TDS pymssql keeps the server's ERROR token on the exception it wraps: SQL Server
+        # reports both duplicate-key errors as "Msg 2627 (2601), Level 14, State 1".
+        server = exc.value.__context__
+        assert (server.severity, server.state) == (14, 1)  # type: ignore[union-attr]
     return number, message
 
 
@@ -171,3 +176,68 @@ def test_joins_and_derived_tables_compare_under_the_collation(heap: Sql) -> None
     assert heap("SELECT count(*) FROM dbo.g WHERE k IN (SELECT k FROM dbo.h)") == [(4,)]
     heap("DELETE FROM dbo.g WHERE k = 'A'")
     assert heap("SELECT k FROM dbo.g") == [("b",)]
+
+
+def test_a_duplicate_key_ends_the_statement_and_the_transaction_goes_on(client: Sql) -> None:
+    """With SET XACT_ABORT OFF, the default, a duplicate key terminates the statement, not the
+    transaction: "When SET XACT_ABORT is OFF, in some cases only the Transact-SQL statement that
+    raised the error is rolled back and the transaction continues processing" ("SET XACT_ABORT
+    (Transact-SQL)", learn.microsoft.com/sql/t-sql/statements/set-xact-abort-transact-sql; its
+    example commits the statements around a failed one). The failed statement leaves nothing: none
+    of its rows, no change rows."""
+    client("CREATE TABLE dbo.k (code varchar(10) NOT NULL CONSTRAINT pk_k PRIMARY KEY, v int NULL)")
+    client("CREATE UNIQUE INDEX ux_k_v ON dbo.k (v)")
+    client("CREATE TABLE dbo.i (id int NOT NULL CONSTRAINT pk_i PRIMARY KEY, v int NULL)")
+    client("INSERT INTO dbo.k VALUES ('a', 1)")
+    track(client, "k")
+    client("BEGIN TRAN")
+    client("INSERT INTO dbo.k VALUES ('b', 2)")
+    assert error(client, "UPDATE dbo.k SET code = 'A' WHERE code = 'b'")[0] == 2627
+    assert error(client, "INSERT INTO dbo.k VALUES ('c', 3), ('d', 1)")[0] == 2601  # 'c' is undone too
+    merge = (
+        "MERGE dbo.k AS t USING (VALUES ('b', 20), ('e', 1)) AS s (code, v) ON t.code = s.code"
+        " WHEN MATCHED THEN UPDATE SET v = s.v WHEN NOT MATCHED THEN INSERT (code, v) VALUES (s.code, s.v);"
+    )
+    assert error(client, merge)[0] == 2601  # 'e' takes a's v; b's update is undone with it
+    client("INSERT INTO dbo.i VALUES (1, 1)")
+    assert error(client, "INSERT INTO dbo.i VALUES (2, 2), (1, 3)")[0] == 2627  # a key DuckDB holds too
+    assert client("SELECT @@TRANCOUNT") == [(1,)]
+    client("INSERT INTO dbo.k VALUES ('f', 6)")
+    client("COMMIT")
+    assert sorted(client("SELECT code, v FROM dbo.k")) == [("a", 1), ("b", 2), ("f", 6)]
+    assert client("SELECT id, v FROM dbo.i") == [(1, 1)]
+    client("EXEC emu.capture")
+    changes = client("SELECT [__$operation], code, v FROM cdc.dbo_k_CT ORDER BY [__$seqval]")
+    assert changes == [(2, "b", 2), (2, "f", 6)]
+
+
+def test_a_failed_statement_outside_a_transaction_leaves_nothing(client: Sql) -> None:
+    """Autocommit: the failing statement is its own transaction, rolled back whole (same page)."""
+    client("CREATE TABLE dbo.k (code varchar(10) NOT NULL PRIMARY KEY, v int NULL)")
+    client("INSERT INTO dbo.k VALUES ('a', 1)")
+    assert error(client, "INSERT INTO dbo.k VALUES ('b', 2), ('A', 3)")[0] == 2627
+    assert client("SELECT @@TRANCOUNT") == [(0,)]
+    client("INSERT INTO dbo.k VALUES ('c', 3)")
+    assert sorted(client("SELECT code FROM dbo.k")) == [("a",), ("c",)]
+
+
+def test_with_xact_abort_on_a_duplicate_key_rolls_the_transaction_back(client: Sql) -> None:
+    """"When SET XACT_ABORT is ON, if a Transact-SQL statement raises a run-time error, the entire
+    transaction is terminated and rolled back" ("SET XACT_ABORT (Transact-SQL)", as above): the
+    earlier insert is gone, @@TRANCOUNT is 0 and a ROLLBACK finds no transaction (Msg 3903)."""
+    client("CREATE TABLE dbo.k (code varchar(10) NOT NULL PRIMARY KEY, v int NULL)")
+    client("INSERT INTO dbo.k VALUES ('a', 1)")
+    client("SET XACT_ABORT ON")
+    client("BEGIN TRAN")
+    client("INSERT INTO dbo.k VALUES ('b', 2)")
+    assert error(client, "INSERT INTO dbo.k VALUES ('A', 3)")[0] == 2627
+    assert client("SELECT @@TRANCOUNT") == [(0,)]
+    with pytest.raises(pymssql.OperationalError) as exc:
+        client("ROLLBACK")
+    assert exc.value.args[0] == 3903
+    client("SET XACT_ABORT OFF")
+    client("BEGIN TRAN")
+    client("INSERT INTO dbo.k VALUES ('c', 3)")
+    assert error(client, "INSERT INTO dbo.k VALUES ('A', 4)")[0] == 2627
+    client("COMMIT")
+    assert sorted(client("SELECT code FROM dbo.k")) == [("a",), ("c",)]
