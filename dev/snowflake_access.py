@@ -31,11 +31,12 @@ which either answers it (the statements below), refuses it with Snowflake's erro
   COLUMN … SET|UNSET TAG``. A column whose tag carries a policy for the column's type is masked in
   every statement that reads the table (SELECT, CREATE TABLE AS, INSERT … SELECT, MERGE USING):
   the table reference is rewritten to ``(SELECT * REPLACE (<masked> AS col) FROM t) AS t``. Only
-  policy bodies of the form ``CASE WHEN IS_ROLE_IN_SESSION('R') THEN val ELSE <expr> END`` are
-  understood (what the spec renders); ``IS_ROLE_IN_SESSION`` is true for the session's role and
-  every role it inherits. Not modelled: masking through a view (a view reads the table when it is
-  queried, past this rewrite), column references qualified with the schema (``RAW.T.C``), tag
-  inheritance from tables or schemas, and privileges on SHOW commands.
+  policy bodies of the form ``CASE WHEN IS_ROLE_IN_SESSION('R') [OR CURRENT_ROLE() = 'L'] THEN val
+  ELSE <expr> END`` are understood (what the spec renders); ``IS_ROLE_IN_SESSION`` is true for the
+  session's role and every role it inherits, ``CURRENT_ROLE()`` is the session's role alone. Not
+  modelled: masking through a view (a view reads the table when it is queried, past this rewrite),
+  column references qualified with the schema (``RAW.T.C``), tag inheritance from tables or
+  schemas, and privileges on SHOW commands.
 
 The catalogue persists as JSON in ``DIR/access.json`` (the server is one process).
 """
@@ -203,7 +204,9 @@ _STMTS: list[tuple[str, re.Pattern[str]]] = [
 _PROP = re.compile(r"(?P<key>[A-Za-z_]+)\s*=\s*(?P<value>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[^\s,]+)", re.IGNORECASE)
 _TRIGGER = re.compile(r"ON\s+(?P<pct>\d+)\s+PERCENT\s+DO\s+(?P<action>SUSPEND_IMMEDIATE|SUSPEND|NOTIFY)", re.IGNORECASE)
 _POLICY_BODY = re.compile(
-    r"^\s*CASE\s+WHEN\s+IS_ROLE_IN_SESSION\s*\(\s*'(?P<role>[^']+)'\s*\)\s+THEN\s+(?P<arg>\w+)\s+ELSE\s+(?P<masked>.+?)\s+END\s*$",
+    r"^\s*CASE\s+WHEN\s+IS_ROLE_IN_SESSION\s*\(\s*'(?P<role>[^']+)'\s*\)"
+    r"(?:\s+OR\s+CURRENT_ROLE\s*\(\s*\)\s*=\s*'(?P<current>[^']+)')?"
+    r"\s+THEN\s+(?P<arg>\w+)\s+ELSE\s+(?P<masked>.+?)\s+END\s*$",
     re.IGNORECASE | re.DOTALL,
 )
 # Snowflake type families of information_schema.columns.data_type -> masking policy signature type.
@@ -633,7 +636,10 @@ class AccessModel:
                     if t != tag or spec is None or spec["type"] != family:
                         continue
                     body = _POLICY_BODY.match(spec["body"])
-                    if body is None or body["role"].upper() not in roles:
+                    clear = body is not None and (
+                        body["role"].upper() in roles or (body["current"] or "").upper() == role.upper()
+                    )
+                    if not clear:
                         masked = body["masked"] if body else "NULL"
                         out[column] = masked if masked.upper() != "NULL" else f"CAST(NULL AS {duck_type or 'VARCHAR'})"
         return out

@@ -175,7 +175,7 @@ class TableConfig(_Strict):
         key = {c.lower() for c in self.primary_key}
         if len(key) != len(self.primary_key):
             raise ValueError("primary_key lists a column twice")
-        # A masked key would break the loader's MERGE (it matches on the key and may not see PII).
+        # A masked key would break every join on the key for the roles that see PII masked (readers, admins).
         for field in ("exclude_columns", "hash_columns", "pii_columns"):
             clash = key & {c.lower() for c in getattr(self, field)}
             if clash:

@@ -81,7 +81,8 @@ def refused(conn: Any, sql: str) -> snowflake.connector.errors.ProgrammingError:
 def test_applying_twice_changes_nothing(governed: dict[str, Any]) -> None:
     # Given the spec applied to an empty database, when it is planned again, nothing is left to do
     first, second, tags, last = governed["plans"]
-    assert len(first.statements) > 50
+    # (the account-wide part — roles, users, warehouses — may be in place from another test's database)
+    assert len([s for s in first.statements if DB in s.sql]) > 30
     assert second.statements == []
     # the raw tables created since only need their PII tags (account_name: name, email: email)
     assert sorted(s.sql for s in tags.statements) == sorted(

@@ -117,9 +117,14 @@ class Harness:
             }
         )
 
-    def pipeline(self, config: SourceConfig, table: int = 0, counter: list[Warehouse] | None = None) -> TablePipeline:
+    def pipeline(
+        self, config: SourceConfig, table: int = 0, counter: list[Warehouse] | None = None, role: str | None = None
+    ) -> TablePipeline:
+        """The production pipeline of one table; ``role``: the Snowflake role it runs as (default: the
+        local server's, SYSADMIN)."""
+
         def warehouse() -> Warehouse:
-            wh = Warehouse(self.snowflake.connect())
+            wh = Warehouse(self.snowflake.connect(**({"role": role} if role else {})))
             if counter is not None:
                 counter.append(wh)
             return wh

@@ -15,7 +15,9 @@ Role model (why each grant exists is said where it is made, in :func:`desired_st
   inherits ``pii_reader`` so the marts it builds carry PII in clear (and tagged, so masked again
   for readers).
 * ``reader`` — MARTS only (current and future tables and views); PII masked.
-* ``pii_reader`` — ``reader`` plus PII in clear (the masking policy's one exception).
+* ``pii_reader`` — ``reader`` plus PII in clear (the masking policy's exception for people; the
+  other is a session whose primary role is ``loader``, which copies raw rows into history:
+  :func:`policy_body`).
 
 ``SYSADMIN`` inherits ``loader`` and ``reader`` (Snowflake's advice: custom roles roll up to
 SYSADMIN) but not ``transformer`` or ``pii_reader``: administrators see PII masked unless they are
@@ -263,10 +265,20 @@ def pii_tag(database: str, spec: AccessSpec) -> str:
 
 
 def policy_body(spec: AccessSpec, data_type: str) -> str:
-    """The masking policy's body: the value in clear only in a session where the PII reader role is
-    active (directly or inherited, ``IS_ROLE_IN_SESSION``), else the masked value (text) or NULL."""
+    """The masking policy's body: the value in clear in a session where the PII reader role is active
+    (directly or inherited, ``IS_ROLE_IN_SESSION``) or whose primary role is the loader
+    (``CURRENT_ROLE``), else the masked value (text) or NULL.
+
+    The loader must read raw PII in clear because it copies raw rows into history (a re-snapshot's
+    deletes): masked there, the values would be lost for good. That shows it nothing new — it reads
+    every PII value from SQL Server and writes it through its stage and STAGING. ``CURRENT_ROLE``,
+    not ``IS_ROLE_IN_SESSION``, because SYSADMIN inherits the loader and must still see PII masked."""
     masked = f"'{spec.masked_value}'" if data_type == "STRING" else "NULL"
-    return f"CASE WHEN IS_ROLE_IN_SESSION('{spec.roles.pii_reader.upper()}') THEN val ELSE {masked} END"
+    r = spec.roles
+    return (
+        f"CASE WHEN IS_ROLE_IN_SESSION('{r.pii_reader.upper()}') OR CURRENT_ROLE() = '{r.loader.upper()}'"
+        f" THEN val ELSE {masked} END"
+    )
 
 
 def pii_columns(source: SourceConfig) -> dict[str, dict[str, str]]:
