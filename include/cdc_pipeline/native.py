@@ -8,8 +8,11 @@ dynamic loader to name the missing library and its package, so the page and the 
 install instead of pointing at a documentation page.
 
 Installing is not done here: the Astro image installs ``packages.txt``, ``make setup`` does it
-locally (``dev/os_packages.sh``), and ``tests/unit/test_native_libraries.py`` checks every native
-extension the code imports against it.
+locally (``dev/os_packages.sh``), and ``tests/unit/test_native_libraries.py`` runs ``unresolved``
+(the system's ``ldd``) over every native extension the code imports. Which package provides which
+library is said in ``packages.txt`` itself, one package a line with the libraries it provides as
+the line's comment (``libltdl7  # libltdl.so.7: …``): ``debian_packages`` reads it, so the one list
+of OS packages and the names the messages give cannot drift apart.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import ctypes
 import platform
 import re
+import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from include.cdc_pipeline.errors import DriverLoadError
 
-# Shared libraries the drivers' wheels need from the OS, by the Debian package that provides them.
-# (`dpkg -S <library>` on a machine that has it; packages.txt installs them.)
-DEBIAN_PACKAGES = {"libltdl.so.7": "libltdl7"}
+# The one list of OS packages (the Astro image and `make setup` install it), in the project's root.
+PACKAGES_TXT = Path(__file__).resolve().parents[2] / "packages.txt"
+# A shared library's name as the loader and ldd give it (libltdl.so.7, libstdc++.so.6).
+_SONAME = re.compile(r"^lib[\w.+-]*\.so(\.\w+)*$")
 
 # The dynamic loader's message for a dependency it cannot find (glibc's dlerror text).
 _NOT_FOUND = re.compile(r"(?P<library>[\w.+-]+\.so[\w.]*): cannot open shared object file")
@@ -38,10 +44,82 @@ def missing_library(message: str) -> str | None:
     return found.group("library") if found else None
 
 
-def package_of(library: str) -> str:
-    """How to get ``library``: its Debian package when known."""
-    package = DEBIAN_PACKAGES.get(library)
-    return f"Debian package {package}" if package else "the OS package that provides it (`apt-file search` names it)"
+def packages_txt(path: Path = PACKAGES_TXT) -> dict[str, list[str]]:
+    """Each package ``packages.txt`` lists, with the shared libraries its line's comment names.
+
+    Read as the Astro Runtime's ONBUILD step reads the file (``sed -e 's/#.*//' | xargs apt-get
+    install``: everything from ``#`` on is a comment), so the comment after a package is free to
+    name what it provides: ``libltdl7  # libltdl.so.7: why`` (several: ``# libx.so.1, liby.so.2: why``).
+    A missing file lists nothing."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    listed: dict[str, list[str]] = {}
+    for line in lines:
+        names, _, comment = line.partition("#")
+        head = comment.split(":", 1)[0] if ":" in comment else ""
+        libraries = [w for w in head.replace(",", " ").split() if _SONAME.match(w)]
+        for package in names.split():
+            listed[package] = libraries if len(names.split()) == 1 else []
+    return listed
+
+
+def debian_packages(path: Path = PACKAGES_TXT) -> dict[str, str]:
+    """Shared library -> the Debian package of ``packages.txt`` that provides it."""
+    return {library: package for package, libraries in packages_txt(path).items() for library in libraries}
+
+
+def package_of(library: str, path: Path = PACKAGES_TXT) -> str:
+    """How to get ``library``: its Debian package when ``packages.txt`` names it, else how to find one."""
+    package = debian_packages(path).get(library)
+    if package:
+        return f"Debian package {package}"
+    return (
+        f"an OS package that packages.txt does not name yet: find it with `apt-file search {library}` "
+        f"(apt-get install apt-file && apt-file update) or packages.debian.org's search of package "
+        f"contents, then add it to packages.txt as `<package>  # {library}: <who loads it>`"
+    )
+
+
+def unresolved(files: Iterable[Path], jobs: int = 2) -> dict[Path, list[str]]:
+    """The libraries the system's ``ldd`` cannot find for each of ``files`` (only files with some),
+    in the order given. ``ldd`` resolves the whole dependency tree, the files a wheel bundles (its
+    ``.libs`` folder, ``$ORIGIN`` run paths) as the loader will; files go to it in batches, ``jobs``
+    at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(dict.fromkeys(files))
+    batches = [paths[i : i + 40] for i in range(0, len(paths), 40)]
+
+    def run(batch: list[Path]) -> dict[Path, list[str]]:
+        out = subprocess.run(["ldd", *map(str, batch)], capture_output=True, text=True, check=False).stdout
+        found: dict[Path, list[str]] = {}
+        current = batch[0]  # one file: ldd prints no "<file>:" header
+        by_name = {str(p): p for p in batch}
+        for line in out.splitlines():
+            if not line[:1].isspace() and line.endswith(":") and line[:-1] in by_name:
+                current = by_name[line[:-1]]
+            elif line.rstrip().endswith("=> not found"):
+                found.setdefault(current, []).append(line.split("=>")[0].strip())
+        return found
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(run, batches))
+    merged = {p: found for result in results for p, found in result.items()}
+    return {p: sorted(set(merged[p])) for p in paths if p in merged}
+
+
+def unresolved_report(files: Mapping[str, Iterable[Path]], jobs: int = 2) -> list[str]:
+    """One line per library that cannot be found, for ``files`` by who needs them (``"pyarrow
+    (module pyarrow.lib)"``: the module, or the distribution and file): who, the library, and its
+    Debian package or how to find one."""
+    owners = {path: who for who, paths in files.items() for path in paths}
+    return [
+        f"{owners[path]} needs {library}: install {package_of(library)}"
+        for path, libraries in unresolved(owners, jobs).items()
+        for library in libraries
+    ]
 
 
 def mssql_python_driver_files() -> list[Path]:
