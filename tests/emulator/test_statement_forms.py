@@ -67,3 +67,29 @@ def test_if_with_statement_blocks_and_a_result_set(client: Sql) -> None:
     assert client("IF EXISTS (SELECT 1 FROM dbo.k WHERE k = 'A') SELECT v FROM dbo.k WHERE k = 'a' ELSE SELECT 0") == [
         (1,)
     ]
+
+
+def test_len_excludes_trailing_blanks_and_datalength_counts_bytes(client: Sql) -> None:
+    """"LEN excludes trailing spaces. If that is a problem, consider using the DATALENGTH function,
+    which doesn't trim the string" ("LEN (Transact-SQL)", learn.microsoft.com/sql/t-sql/functions/
+    len-transact-sql, whose example gives LEN 21 and DATALENGTH 22 for a varchar and 44 for an
+    nvarchar holding 'Test of 22 characters '); "DATALENGTH (Transact-SQL)", learn.microsoft.com/
+    sql/t-sql/functions/datalength-transact-sql: the number of bytes used to represent an expression,
+    NULL for NULL. varchar holds one byte per character in code page 1252, nvarchar two (UTF-16)."""
+    assert client("SELECT LEN('ab '), LEN(N'ab  '), LEN(' ab'), LEN(''), LEN(NULL)") == [(2, 2, 3, 0, None)]
+    assert client("SELECT DATALENGTH('ab '), DATALENGTH(N'ab '), DATALENGTH(0x0102), DATALENGTH(NULL)") == [
+        (3, 6, 2, None)
+    ]
+    client(
+        "CREATE TABLE dbo.l (id int NOT NULL PRIMARY KEY, v varchar(40) NULL, n nvarchar(40) NULL, c char(5) NULL,"
+        " b varbinary(10) NULL, big bigint NULL, at datetime NULL)"
+    )
+    client(
+        "INSERT INTO dbo.l VALUES (1, 'Test of 22 characters ', N'Test of 22 characters ', 'ab', 0x00FF00, 7,"
+        " '2026-01-01'), (2, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    assert client(
+        "SELECT LEN(v), DATALENGTH(v), LEN(n), DATALENGTH(n), LEN(c), DATALENGTH(c), DATALENGTH(b),"
+        " DATALENGTH(id), DATALENGTH(big), DATALENGTH(at) FROM dbo.l ORDER BY id"
+    ) == [(21, 22, 21, 44, 2, 5, 3, 4, 8, 8), (None, None, None, None, None, None, None, 4, None, None)]
+    assert client("SELECT id FROM dbo.l WHERE DATALENGTH(v) > LEN(v)") == [(1,)]
