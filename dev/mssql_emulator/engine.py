@@ -318,7 +318,6 @@ _IMPLICIT_TRAN_STATEMENTS = (
 )
 _IGNORED_SETTINGS = {
     "NOCOUNT",
-    "XACT_ABORT",
     "ANSI_NULLS",
     "ANSI_PADDING",
     "ANSI_WARNINGS",
@@ -350,6 +349,7 @@ class Session:
         self.cur = engine.cursor()
         self.spid = engine.next_spid()
         self.implicit_transactions = not autocommit
+        self.xact_abort = False  # SET XACT_ABORT: see terminate_statement
         self.trancount = 0
         self.in_duck_tx = False
         self.tx_catalog_version = -1
@@ -375,15 +375,22 @@ class Session:
             text = bind_params(sql, params)
             statements = split_batch(text)
             results: list[Result] = []
-            for index, raw in enumerate(statements):
-                last = index == len(statements) - 1
-                for result in (
-                    self._run_if(raw, stream=last) if raw.first_word == "IF" else [self._run(raw, stream=last)]
-                ):
-                    if result is not None:
-                        results.append(result)
-                        if result.has_rows and last:
-                            self._stream = result
+            try:
+                for index, raw in enumerate(statements):
+                    last = index == len(statements) - 1
+                    for result in (
+                        self._run_if(raw, stream=last) if raw.first_word == "IF" else [self._run(raw, stream=last)]
+                    ):
+                        if result is not None:
+                            results.append(result)
+                            if result.has_rows and last:
+                                self._stream = result
+            except errors.SqlServerError:
+                # Outside a transaction the failed statement was its own: nothing of it stays, and
+                # the session's next read must not run in its DuckDB snapshot.
+                if self.trancount == 0:
+                    self._rollback_duck()
+                raise
             return results
 
     def commit(self) -> None:
@@ -501,6 +508,15 @@ class Session:
         if self.in_duck_tx:
             self._rollback_duck()
             self.trancount = 0
+
+    def terminate_statement(self) -> None:
+        """A run-time error the emulator finds before its statement writes anything (a duplicate
+        key): with SET XACT_ABORT OFF, the default, only the statement ends and the transaction goes
+        on; with XACT_ABORT ON the whole transaction is rolled back ("SET XACT_ABORT
+        (Transact-SQL)", learn.microsoft.com/sql/t-sql/statements/set-xact-abort-transact-sql).
+        Outside a transaction :meth:`execute` rolls the statement's DuckDB transaction back."""
+        if self.xact_abort:
+            self._fail_statement()
 
     # -- translation helpers ---------------------------------------------------------------
     def context(self, *, dynamic_time: bool = False) -> TranslateContext:
@@ -723,6 +739,9 @@ class Session:
                 value = target.expression.name.upper() if isinstance(target.expression, (exp.Var, exp.Column)) else ""
                 if setting == "IMPLICIT_TRANSACTIONS":
                     self.implicit_transactions = value == "ON"
+                    continue
+                if setting == "XACT_ABORT":
+                    self.xact_abort = value == "ON"
                     continue
                 if setting in _IGNORED_SETTINGS or setting.startswith("ANSI"):
                     continue

@@ -16,10 +16,12 @@ events-and-errors-2000-to-2999):
 * 2601, severity 14: "Cannot insert duplicate key row in object '%.*ls' with unique index '%.*ls'.
   The duplicate key value is %ls." (unique indexes).
 
-A primary key without character columns stays DuckDB's (its duplicates are byte duplicates, and
-DuckDB's error already carries them). DuckDB also keeps every primary key as a byte-exact key, so
-two sessions writing byte-equal keys at once still conflict; keys equal only under the collation,
-written by two sessions at once, are not caught (docs/emulator.md, known differences).
+Primary keys without character columns are checked too although DuckDB holds them as well: the
+check runs before the statement writes, so a violation ends only the statement (SET XACT_ABORT
+OFF), where DuckDB's own violation would abort the transaction. DuckDB keeps every primary key as a
+byte-exact key, so two sessions writing byte-equal keys at once still conflict; keys equal only
+under the collation, written by two sessions at once, are not caught (docs/emulator.md, known
+differences).
 """
 
 from __future__ import annotations
@@ -42,14 +44,10 @@ KEPT_OUT = "__emu_rewritten_rows"
 
 
 def checked(info: TableInfo) -> list[UniqueKey]:
-    """The keys the emulator checks: UNIQUE constraints, unique indexes and a primary key that has a
-    character column."""
-    types = {c.name.lower(): c.type.name for c in info.columns}
-    return [
-        u
-        for u in info.uniques
-        if u.kind != "PRIMARY KEY" or any(types.get(c.lower()) in CHARACTER_TYPES for c in u.columns)
-    ]
+    """The keys the emulator checks: every PRIMARY KEY, UNIQUE constraint and unique index. A key
+    without character columns is DuckDB's too, but DuckDB's violation aborts the transaction, where
+    SQL Server ends only the statement."""
+    return list(info.uniques)
 
 
 def _equal(info: TableInfo, unique: UniqueKey, left: str, right: str) -> str:
@@ -107,8 +105,9 @@ def check(
 ) -> None:
     """Refuse a statement whose new rows (``rows``: values of ``columns``, in statement order) would
     duplicate a checked key, among themselves or with the table's rows other than ``rewritten``
-    (rowids the statement deletes or updates). Aborts the transaction as the other DuckDB-level
-    errors do (docs/emulator.md, "Errors inside a transaction")."""
+    (rowids the statement deletes or updates). The check runs before the statement writes, so a
+    violation ends only the statement and the transaction goes on, as in SQL Server with SET
+    XACT_ABORT OFF; with XACT_ABORT ON it rolls the transaction back (``terminate_statement``)."""
     position = {c.lower(): i for i, c in enumerate(columns)}
     keys = [u for u in checked(info) if all(c.lower() in position for c in u.columns)]
     n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
@@ -153,7 +152,7 @@ def check(
         return
     index, unique = min(found, key=lambda f: f[0])
     values = new.slice(index, 1).to_pylist()[0]
-    session._fail_statement()
+    session.terminate_statement()
     raise violation(info, unique, [values[info.column(c).name] for c in unique.columns])  # type: ignore[union-attr]
 
 
@@ -166,7 +165,7 @@ def check_existing(session: Any, info: TableInfo, unique: UniqueKey) -> None:
         table=info,
     ).fetchone()
     if row is not None:
-        session._fail_statement()
+        session.terminate_statement()
         raise errors.SqlServerError(
             1505,
             f"The CREATE UNIQUE INDEX statement terminated because a duplicate key was found for the object "
