@@ -191,3 +191,21 @@ def test_every_runbook_section_a_mail_names_exists() -> None:
     named = {section for _, section in classify.KINDS.values()} | {section for _, section in desk._HEALTH.values()}
     named |= {"Deadline missed", "Run failed without a failed task"}
     assert named <= headings, named - headings
+
+
+def test_one_refused_server_is_one_fingerprint_whichever_driver_met_it() -> None:
+    # The stream reads with mssql-python, the plan with pymssql: an outage that starts during one
+    # run's read and goes on in the next run's plan must stay one incident, not open a second.
+    from include.cdc_pipeline.source import odbc_connection_string
+
+    mssql_python = pytest.importorskip("mssql_python")  # loads the driver's native library
+    with pytest.raises(pymssql.OperationalError) as by_pymssql:
+        pymssql.connect(server="127.0.0.1", port="1", user="sa", password="x", login_timeout=5)
+    with pytest.raises(mssql_python.exceptions.Error) as by_mssql_python:  # login timeout (103) 2 s, not 15
+        mssql_python.connect(odbc_connection_string("127.0.0.1", 1, "", "sa", "x"), attrs_before={103: 2})
+    assert type(by_mssql_python.value).__module__.startswith("mssql_python")
+    assert classify.classify(by_mssql_python.value).kind == classify.classify(by_pymssql.value).kind == "network"
+    assert classify.fingerprint("billing", by_mssql_python.value) == classify.fingerprint("billing", by_pymssql.value)
+    # still one per source and per cause: another source, or the login refused, is another incident
+    assert classify.fingerprint("crm", by_pymssql.value) != classify.fingerprint("billing", by_pymssql.value)
+    assert classify.fingerprint("billing", LOGIN) != classify.fingerprint("billing", by_pymssql.value)

@@ -399,9 +399,22 @@ def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<![\w$])(?:{'|'.join(re.escape(n) for n in names)})(?![\w$])")
 
 
+# Kinds that say a server cannot be reached or will not take the login, whatever statement ran:
+# each driver words them its own way (pymssql's DB-Lib 20009 and mssql-python's SQLSTATE 08001 for
+# one refused connection; the stream reads with mssql-python, the plan with pymssql).
+SERVER_KINDS = frozenset({"driver", "network", "timeout", "service", "session", "login", "database"})
+
+
 def fingerprint(scope: str, exc: BaseException, names: Iterable[str] = ()) -> str:
-    """12 hex characters naming (scope, error class, normalised message): one incident per cause."""
+    """12 hex characters naming (scope, error class, normalised message): one incident per cause.
+    For a server that cannot be reached or refuses the login (:data:`SERVER_KINDS`) the class is
+    the server and the kind, not the driver's exception and wording: an outage that starts during
+    one run's mssql-python read and goes on in the next run's pymssql plan is one cause."""
     info = error_info(exc)
+    kind = classify(exc).kind
+    if kind in SERVER_KINDS and info.system:
+        server = "Snowflake" if info.system.startswith("Snowflake") else "SQL Server"
+        return fingerprint_of(scope, server, kind)
     cls = f"{info.exc_class}:{info.number if info.number is not None else info.sqlstate or ''}"
     return fingerprint_of(scope, cls, normalise("\n".join(info.lines), names))
 
