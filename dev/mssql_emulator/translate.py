@@ -835,6 +835,66 @@ def _datetimeoffset_as_instant(node: exp.Expression, scope: ColumnScope) -> None
         cast.set("this" if isinstance(cast, exp.Cast) else "expression", converted)
 
 
+# DATALENGTH of the fixed-size types: their storage size ("Data types (Transact-SQL)" and each type's page).
+_FIXED_BYTES = {
+    "tinyint": 1,
+    "smallint": 2,
+    "int": 4,
+    "bigint": 8,
+    "bit": 1,
+    "real": 4,
+    "float": 8,
+    "smallmoney": 4,
+    "money": 8,
+    "date": 3,
+    "smalldatetime": 4,
+    "datetime": 8,
+    "uniqueidentifier": 16,
+}
+_BINARY_TYPES = frozenset({"binary", "varbinary", "image", "timestamp"})
+
+
+def _length_functions(node: exp.Expression, scope: ColumnScope) -> None:
+    """``LEN`` and ``DATALENGTH`` as SQL Server counts ("LEN (Transact-SQL)": characters, trailing
+    blanks excluded; "DATALENGTH (Transact-SQL)": bytes, trailing blanks included, NULL for NULL):
+    ``varchar`` one byte per character (code page 1252), ``nvarchar`` two (UTF-16; a character
+    outside the BMP counts 2 here where SQL Server counts 4), binary data its bytes, the fixed-size
+    types their storage size."""
+    for length in list(node.find_all(exp.Length)):
+        length.set("this", _fn_call("rtrim", length.this.copy(), exp.Literal.string(" ")))
+    for call in list(node.find_all(exp.Anonymous)):
+        if str(call.this).upper() != "DATALENGTH" or len(call.expressions) != 1:
+            continue
+        arg = call.expressions[0]
+        kind = scope.kind(arg)
+        type_name = scope.type_name(arg)
+        if isinstance(arg, exp.Null):
+            call.replace(exp.Null())
+        elif kind == "v":
+            call.replace(exp.Length(this=arg.copy()))
+        elif kind == "n":
+            call.replace(exp.Mul(this=exp.Length(this=arg.copy()), expression=exp.Literal.number(2)))
+        elif kind == "s":
+            raise errors.SqlServerError(
+                102, "Incorrect syntax near 'DATALENGTH'. (the emulator does not keep a variable's type: "
+                "DATALENGTH of a character variable is not supported)", 15
+            )
+        elif type_name in _FIXED_BYTES:
+            size = exp.Literal.number(_FIXED_BYTES[type_name])
+            call.replace(exp.If(this=exp.Is(this=arg.copy(), expression=exp.Null()), true=exp.Null(), false=size))
+        elif type_name is not None and type_name not in _BINARY_TYPES:
+            raise errors.SqlServerError(
+                102, f"Incorrect syntax near 'DATALENGTH'. (DATALENGTH of a {type_name} column is not supported "
+                "by the emulator)", 15
+            )
+        else:  # binary data (and anything else DuckDB holds as a BLOB)
+            call.replace(exp.Anonymous(this="octet_length", expressions=[arg.copy()]))
+
+
+def _fn_call(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
 def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = True) -> exp.Expression:
     """Rewrite a parsed T-SQL statement so that DuckDB runs it with SQL Server's meaning."""
     node = node.copy()
@@ -845,6 +905,7 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
         _convert_to_legacy_time(node, scope)
         _datetimeoffset_as_instant(node, scope)
     _plus_as_concatenation(node, scope)
+    _length_functions(node, scope)
 
     def fix(n: exp.Expression) -> exp.Expression:
         if isinstance(n, exp.National):
@@ -894,8 +955,6 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
                 return exp.Literal.string(ctx.db_name)
             if name == "DB_ID":
                 return exp.Literal.number(5)
-            if name == "DATALENGTH":
-                return exp.Anonymous(this="octet_length", expressions=[sub(a) for a in n.expressions])
         if isinstance(n, exp.Parameter):
             inner = n.this
             if isinstance(inner, exp.Parameter):  # @@NAME
