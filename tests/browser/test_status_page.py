@@ -57,6 +57,8 @@ def _status_frame(page: Any, airflow: Airflow) -> Any:
 def test_page_shows_every_table_with_figures_matching_cdc_batches(running, browser) -> None:
     stack, airflow = running
     logged = stack.batches()
+    [api] = [s for s in airflow.status()["sources"] if s["name"] == "billing"]
+    readers = {t["name"]: (t["last_batch"] or {}).get("reader") for t in api["tables"]}
     page = _signed_in_page(browser, airflow)
     frame = _status_frame(page, airflow)
     # The page is the navigation entry's iframe, one row per configured billing table,
@@ -76,6 +78,13 @@ def test_page_shows_every_table_with_figures_matching_cdc_batches(running, brows
         assert int(batch.get_attribute("data-rows")) == logged[table]["rows"], table
         assert float(batch.get_attribute("data-duration-s")) == pytest.approx(logged[table]["seconds"], abs=0.002)
         assert batch.locator("[data-field='rows']").inner_text() == f"{logged[table]['rows']:,}"
+        # and the driver that read it, as recorded (this machine loads mssql-python's driver: no
+        # fallback, so no warning; tests/status/test_status_page_reader.py renders the fallback).
+        reader = batch.locator("[data-field='reader']")
+        assert readers[table] in ("mssql-python", "pymssql"), (table, readers[table])
+        assert reader.get_attribute("data-value") == readers[table], table
+        assert reader.inner_text() == f"read with {readers[table]}", table
+        assert "warn" not in (reader.get_attribute("class") or "").split(), table
         assert row.locator("[data-field='capture-instance']").inner_text() == table
     # The charts are drawn: lag lines, stacked bars of changes per run, run durations.
     source = frame.locator("section[data-source='billing']")
