@@ -241,3 +241,24 @@ def test_with_xact_abort_on_a_duplicate_key_rolls_the_transaction_back(client: S
     assert error(client, "INSERT INTO dbo.k VALUES ('A', 4)")[0] == 2627
     client("COMMIT")
     assert sorted(client("SELECT code FROM dbo.k")) == [("a",), ("c",)]
+
+
+def test_intersect_and_except_compare_under_the_collation(heap: Sql) -> None:
+    """EXCEPT and INTERSECT return distinct rows, character columns compared under their collation
+    and NULLs equal ("Set Operators - EXCEPT and INTERSECT (Transact-SQL)", learn.microsoft.com/sql/
+    t-sql/language-elements/set-operators-except-and-intersect-transact-sql: "Returns distinct rows
+    by comparing the results of two queries"; character columns compared "according to the rules of
+    collation precedence"; "two NULL values are considered equal"; the result's column names are the
+    left query's): 'a', 'A' and 'a  ' are one row, as for DISTINCT."""
+    def folded(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return sorted(tuple(v.rstrip().upper() if isinstance(v, str) else v for v in r) for r in rows)  # type: ignore[misc]
+
+    assert folded(heap("SELECT k FROM dbo.g INTERSECT SELECT k FROM dbo.h")) == [("A",), ("B",)]
+    assert folded(heap("SELECT k FROM dbo.g EXCEPT SELECT k FROM dbo.h WHERE label = N'second'")) == [("A",)]
+    assert heap("SELECT k FROM dbo.g EXCEPT SELECT k FROM dbo.h") == []
+    assert folded(heap("SELECT n FROM dbo.g EXCEPT SELECT N'X'")) == [("Y",)]  # width-insensitive too
+    heap("INSERT INTO dbo.g VALUES (NULL, NULL, 5)")
+    assert heap("SELECT k, n FROM dbo.g WHERE v = 5 INTERSECT SELECT NULL, NULL") == [(None, None)]
+    rows = heap("SELECT k AS key_text, v FROM dbo.g WHERE v < 3 INTERSECT SELECT 'A', 2 FROM dbo.h ORDER BY key_text")
+    assert rows == [("A", 2)]
+    assert heap.cur.description[0][0] == "key_text"
