@@ -214,10 +214,18 @@ def _same_column(a: exp.Column, b: exp.Column) -> bool:
     return not (a.table and b.table) or a.table.lower() == b.table.lower()
 
 
-def apply_collation(node: exp.Expression, scope: ColumnScope) -> None:
+def apply_collation(node: exp.Expression, scope: ColumnScope) -> exp.Expression:
     """Rewrite a T-SQL statement (before translation) so DuckDB compares character data of user
     tables as the collation does: comparisons, ``IN``, ``BETWEEN``, ``LIKE``, ``GROUP BY``,
-    ``DISTINCT``, ``COUNT(DISTINCT …)`` and ``ORDER BY``."""
+    ``DISTINCT``, ``COUNT(DISTINCT …)``, ``INTERSECT``/``EXCEPT`` and ``ORDER BY``. Returns the
+    statement (a new node when the statement itself is an INTERSECT or EXCEPT)."""
+    for setop in reversed(list(node.find_all(exp.Intersect, exp.Except))):  # innermost first
+        rewritten = _set_operation(setop, scope)
+        if rewritten is not None:
+            if setop is node:
+                node = rewritten
+            else:
+                setop.replace(rewritten)
     for cmp in list(node.find_all(exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)):
         if isinstance(cmp.parent, (exp.Update, exp.SetItem)):
             continue  # an assignment, not a comparison
@@ -269,6 +277,78 @@ def apply_collation(node: exp.Expression, scope: ColumnScope) -> None:
         kind = scope.typed_column(ordered.this)
         if kind is not None:
             ordered.set("this", _ordering_key(kind)(ordered.this.copy()))
+    return node
+
+
+def _projections(query: exp.Expression) -> list[exp.Expression] | None:
+    """The select list of a query side of a set operation (None when it cannot be known: ``*``)."""
+    while isinstance(query, exp.Subquery):
+        query = query.this
+    if not isinstance(query, exp.Select) or any(isinstance(p, exp.Star) for p in query.expressions):
+        return None
+    return list(query.expressions)
+
+
+def _set_operation(setop: exp.SetOperation, scope: ColumnScope) -> exp.Expression | None:
+    """``a INTERSECT b`` / ``a EXCEPT b`` over character columns, as SQL Server runs them: distinct
+    rows of ``a`` (one per set of values the collation calls equal, its smallest spelling, as for
+    DISTINCT) that some row of ``b`` equals (INTERSECT) or none does (EXCEPT), NULL equal to NULL.
+    None when no compared column is character data of a user or derived table (DuckDB's exact
+    comparison is then right)."""
+    if setop.args.get("distinct") is False:
+        return None
+    left, right = _projections(setop.this), _projections(setop.expression)
+    if left is None or right is None or len(left) != len(right):
+        return None
+    inner = [[p.this if isinstance(p, exp.Alias) else p for p in side] for side in (left, right)]
+    kinds = [scope.typed_column(a) or scope.typed_column(b) for a, b in zip(inner[0], inner[1], strict=True)]
+    if not any(kinds):
+        return None
+    names = [p.alias_or_name or f"__c{i}" for i, p in enumerate(left)]
+    cols = [f"__c{i}" for i in range(len(left))]
+
+    def side(query: exp.Expression, alias: str) -> exp.Expression:
+        return exp.Subquery(
+            this=query.copy(),
+            alias=exp.TableAlias(this=exp.to_identifier(alias), columns=[exp.to_identifier(c) for c in cols]),
+        )
+
+    def col(alias: str, i: int) -> exp.Column:
+        return exp.column(cols[i], table=alias)
+
+    conditions = [
+        exp.NullSafeEQ(
+            this=key(col("__l", i)) if kinds[i] else col("__l", i),
+            expression=key(col("__r", i)) if kinds[i] else col("__r", i),
+        )
+        for i in range(len(cols))
+    ]
+    match: exp.Expression = exp.Exists(
+        this=exp.select("1").from_(side(setop.expression, "__r")).where(exp.and_(*conditions))
+    )
+    if isinstance(setop, exp.Except):
+        match = exp.Not(this=match)
+    outputs = [exp.Min(this=col("__l", i)) if kinds[i] else col("__l", i) for i in range(len(cols))]
+    select = exp.Select(
+        expressions=[exp.alias_(o, n, quoted=True) for o, n in zip(outputs, names, strict=True)]
+    ).from_(side(setop.this, "__l"))
+    select = select.where(match).group_by(*[key(col("__l", i)) if kinds[i] else col("__l", i) for i in range(len(cols))])
+    order = setop.args.get("order")
+    if isinstance(order, exp.Order):
+        for ordered in order.expressions:
+            target = ordered.this
+            position = next(
+                (i for i, n in enumerate(names) if isinstance(target, exp.Column) and target.name.lower() == n.lower()),
+                None,
+            )
+            if position is not None:  # by the output column, under the collation when it is character data
+                kind = kinds[position]
+                ordered.set("this", _ordering_key(kind)(outputs[position].copy()) if kind else outputs[position].copy())
+        select.set("order", order.copy())
+    for arg in ("limit", "offset"):
+        if setop.args.get(arg) is not None:
+            select.set(arg, setop.args[arg].copy())
+    return select
 
 
 def _distinct_as_group_by(select: exp.Select, scope: ColumnScope) -> None:

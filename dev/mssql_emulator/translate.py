@@ -901,7 +901,7 @@ def transform(node: exp.Expression, ctx: TranslateContext, *, top_level: bool = 
     _pad_lsn_literal(node)
     scope = ColumnScope(node, ctx.column_types or (lambda schema, name: None), ctx.variables)
     if not scope.empty:
-        apply_collation(node, scope)
+        node = apply_collation(node, scope)
         _convert_to_legacy_time(node, scope)
         _datetimeoffset_as_instant(node, scope)
     _plus_as_concatenation(node, scope)
