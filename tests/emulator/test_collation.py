@@ -262,3 +262,29 @@ def test_intersect_and_except_compare_under_the_collation(heap: Sql) -> None:
     rows = heap("SELECT k AS key_text, v FROM dbo.g WHERE v < 3 INTERSECT SELECT 'A', 2 FROM dbo.h ORDER BY key_text")
     assert rows == [("A", 2)]
     assert heap.cur.description[0][0] == "key_text"
+
+
+# Punctuation in the order the emulator's rule gives it: before digits and letters, among itself by
+# code point (the order among punctuation characters is the emulator's choice; see docs/emulator.md).
+SORTED_KEYS = ["a:", "a@", "a[", "a\\", "a]", "a^", "a_b", "a{", "a|", "a}", "a~", "a1", "ab", "AC"]
+
+
+def test_punctuation_sorts_before_digits_and_letters_in_order_by_and_keyset_comparisons(client: Sql) -> None:
+    """Non-alphanumeric characters sort before digits and letters: for Unicode data the Windows
+    word sort, "all punctuation marks and other non-alphanumeric characters, except the hyphen and
+    the apostrophe, come before any alphanumeric character" (Microsoft, "StringSorter.STRINGSORT",
+    learn.microsoft.com/previous-versions/visualstudio/visual-studio-6.0/aa254109; the string sort
+    treats hyphen and apostrophe "like any other nonalphanumeric symbols. They precede the
+    alphanumeric symbols"), and for varchar under SQL_Latin1_General_CP1_CI_AS the code page's sort
+    order puts punctuation before digits and letters (KB 322112). So `_ [ \\ ] ^ { | } ~` sort
+    before `1` and `b`, in ORDER BY and in the keyset comparisons `>` / `<` alike."""
+    client("CREATE TABLE dbo.o (k varchar(10) NOT NULL PRIMARY KEY, n nvarchar(10) NULL)")
+    shuffled = SORTED_KEYS[::2] + SORTED_KEYS[1::2]
+    client("INSERT INTO dbo.o VALUES " + ", ".join(f"('{v}', N'{v}')" for v in shuffled))
+    assert [r[0] for r in client("SELECT k FROM dbo.o ORDER BY k")] == SORTED_KEYS
+    assert [r[0] for r in client("SELECT n FROM dbo.o ORDER BY n")] == SORTED_KEYS
+    for i, after in enumerate(SORTED_KEYS):
+        rest = SORTED_KEYS[i + 1 :]
+        assert [r[0] for r in client(f"SELECT k FROM dbo.o WHERE k > '{after}' ORDER BY k")] == rest
+        assert [r[0] for r in client("SELECT n FROM dbo.o WHERE n > %s ORDER BY n", (after,))] == rest
+        assert len(client(f"SELECT k FROM dbo.o WHERE k < '{after}'")) == i
