@@ -13,19 +13,27 @@ English-locale install (docs/emulator.md "Collation", with the source of each ru
   forms, so folding them is harmless for ``varchar``; one equality key serves both kinds of data;
 * a SQL collation sorts non-Unicode data (char/varchar/text, ``'…'``) in its own code-page order,
   character by character: '-' and "'" are punctuation before digits and letters (KB 322112,
-  "Comparing SQL collations to Windows collations");
+  "Comparing SQL collations to Windows collations"), as are the other non-alphanumeric characters
+  (``_ [ \\ ] ^ { | } ~ : @`` …): Microsoft's string sort, "the hyphen and apostrophe are treated
+  like any other nonalphanumeric symbols. They precede the alphanumeric symbols" ("StringSorter.
+  STRINGSORT", learn.microsoft.com/previous-versions/visualstudio/visual-studio-6.0/aa254109);
 * Unicode data (nchar/nvarchar/ntext, ``N'…'``) sorts with the Windows rules, a "word sort" that
   ignores hyphen and apostrophe at the first level: abctest < abc-test < abctest1 < abc-test1
   (Microsoft blog "Sorting and comparing unicode and binary data - why do I get a weird sort
-  order?", SQL_Latin1_General_CP1_CI_AS);
+  order?", SQL_Latin1_General_CP1_CI_AS); "all punctuation marks and other non-alphanumeric
+  characters, except the hyphen and the apostrophe, come before any alphanumeric character" (the
+  same StringSorter page). Among themselves the punctuation characters sort by code point: the
+  emulator's rule, their exact order under sort order 52 was not found documented;
 * comparing a varchar column with an nvarchar value converts the column (data type precedence), so
   ``varchar_col > N'…'`` uses the Unicode rules while ``ORDER BY varchar_col`` uses the code-page
   order: keyset paging with pymssql's ``N'…'`` parameters trips over that.
 
 The model: equality key = ``upper(rtrim(<full-width forms folded to ASCII>, ' '))``; the SQL sort
-key is the equality key; the word sort key is the equality key without '-' and "'", then, for
-ties, the same text with '-' and "'" placed after every letter. Equal word sort keys mean equal
-equality keys, so equality never depends on which sort applies. Not modelled: accents, other
+key is the equality key with its ASCII characters renumbered (blank, punctuation, digits, letters:
+a permutation, so it orders as the collation and is equal exactly when the equality key is); the
+word sort key is the same renumbered key without '-' and "'", then, for ties, the same text with
+'-' and "'" placed after every other character. Equal sort keys mean equal equality keys, so
+equality never depends on which sort applies, and ``ORDER BY`` and ``>`` / ``<`` use one key. Not modelled: accents, other
 scripts, expansions (ß = ss), ``COLLATE`` clauses and per-column collations.
 """
 
@@ -42,6 +50,11 @@ CHARACTER_TYPES = VARCHAR_TYPES | NVARCHAR_TYPES
 # Full-width forms of ASCII (U+FF01-U+FF5E) and the ideographic space, and what they fold to.
 _WIDE = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
 _NARROW = "".join(chr(c) for c in range(0x21, 0x7F)) + " "
+# The sort order of the ASCII characters a key holds: blank, punctuation in code-point order, digits,
+# letters; laid onto the same code points in ascending order (see _punctuation_first).
+_PUNCTUATION = "".join(chr(c) for c in range(0x21, 0x7F) if not chr(c).isalnum() and not chr(c).islower())
+_SORT_FROM = " " + _PUNCTUATION + "0123456789" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SORT_TO = "".join(sorted(_SORT_FROM))
 _SYSTEM_SCHEMAS = {"cdc", "sys", "emu", "information_schema"}
 _SKIP = "skip"  # a derived column whose kind cannot be known
 
@@ -64,6 +77,19 @@ def key_sql(x: str) -> str:
     return f"upper(rtrim(translate({x}, '{_WIDE}', '{narrow}'), ' '))"
 
 
+def _punctuation_first(x: exp.Expression) -> exp.Expression:
+    """The equality key with its ASCII characters renumbered so that DuckDB's code-point order is
+    the collation's: blank, punctuation (by code point), digits, letters. A permutation of the
+    characters the key can hold (no lower-case ASCII after ``upper``), so two keys stay equal
+    exactly when the text is equal under the collation."""
+    return _fn("translate", x, exp.Literal.string(_SORT_FROM), exp.Literal.string(_SORT_TO))
+
+
+def sort_key(x: exp.Expression) -> exp.Expression:
+    """The SQL collation's sort key for non-Unicode data (varchar, ``'…'``). NULL stays NULL."""
+    return _punctuation_first(key(x))
+
+
 def word_sort_key(x: exp.Expression) -> exp.Expression:
     """The Unicode word-sort key (see the module docstring). NULL stays NULL."""
     base = key(x)
@@ -73,13 +99,16 @@ def word_sort_key(x: exp.Expression) -> exp.Expression:
         exp.Literal.string("'"),
         exp.Literal.string(""),
     )
-    tie = _fn(
+    tie = _fn(  # '-' and "'" after every character the renumbered key holds
         "replace",
-        _fn("replace", base.copy(), exp.Literal.string("-"), _fn("chr", exp.Literal.number(127))),
+        _fn("replace", base.copy(), exp.Literal.string("-"), _fn("chr", exp.Literal.number(128))),
         exp.Literal.string("'"),
-        _fn("chr", exp.Literal.number(126)),
+        _fn("chr", exp.Literal.number(127)),
     )
-    return exp.DPipe(this=exp.DPipe(this=primary, expression=_fn("chr", exp.Literal.number(1))), expression=tie)
+    return exp.DPipe(
+        this=exp.DPipe(this=_punctuation_first(primary), expression=_fn("chr", exp.Literal.number(1))),
+        expression=_punctuation_first(tie),
+    )
 
 
 def python_key(value: str) -> str | None:
@@ -205,7 +234,7 @@ def _pair(scope: ColumnScope, left: exp.Expression, right: exp.Expression) -> st
 
 
 def _ordering_key(kind: str) -> Callable[[exp.Expression], exp.Expression]:
-    return word_sort_key if kind == "n" else key
+    return word_sort_key if kind == "n" else sort_key
 
 
 def _same_column(a: exp.Column, b: exp.Column) -> bool:
