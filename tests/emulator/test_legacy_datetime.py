@@ -116,14 +116,14 @@ def test_predicates_convert_a_literal_to_datetime_before_comparing(legacy: Sql, 
     assert client(f"DECLARE @d datetime = '{DAY}00:00:00.999'; SELECT @d") == [(datetime(2026, 1, 1, 0, 0, 1),)]
 
 
-def test_defaults_and_getdate_are_datetime(engine: Engine, legacy: Sql) -> None:
+def test_defaults_and_getdate_are_datetime(engine: Engine, legacy: Sql, client: Sql) -> None:
     engine.clock.set(datetime(2026, 1, 1, 9, 0, 18, 964000))
-    legacy("CREATE TABLE dbo.e (id int NOT NULL PRIMARY KEY, at datetime NOT NULL DEFAULT ('2026-01-01 09:00:18.964'))")
-    legacy("INSERT INTO dbo.e (id) VALUES (1)")
+    client("CREATE TABLE dbo.e (id int NOT NULL PRIMARY KEY, at datetime NOT NULL DEFAULT ('2026-01-01 09:00:18.964'))")
+    client("INSERT INTO dbo.e (id) VALUES (1)")
     ticks = datetime(2026, 1, 1, 9, 0, 18, 963000)
-    assert legacy("SELECT at FROM dbo.e") == [(ticks,)]
+    assert client("SELECT at FROM dbo.e") == [(ticks,)]
     # GETDATE() returns datetime (ticks), SYSDATETIME() datetime2(7), both from the emulator clock
-    assert legacy("SELECT GETDATE(), SYSDATETIME()") == [(ticks, datetime(2026, 1, 1, 9, 0, 18, 964000))]
+    assert client("SELECT GETDATE(), SYSDATETIME()") == [(ticks, datetime(2026, 1, 1, 9, 0, 18, 964000))]
 
 
 def test_lsn_time_mapping_times_are_datetime_ticks_for_both_readers(engine: Engine, legacy: Sql, tds: Sql) -> None:
@@ -138,7 +138,7 @@ def test_lsn_time_mapping_times_are_datetime_ticks_for_both_readers(engine: Engi
     assert legacy.one("SELECT sys.fn_cdc_map_lsn_to_time(%s)", (lsn,)) == stored
 
 
-def test_the_bulk_path_rounds_like_the_sql_path(engine: Engine, legacy: Sql) -> None:
+def test_the_bulk_path_rounds_like_the_sql_path(engine: Engine, legacy: Sql, client: Sql) -> None:
     engine.bulk_apply(
         total_lsns=3,
         total_trans=1,
@@ -161,5 +161,31 @@ def test_the_bulk_path_rounds_like_the_sql_path(engine: Engine, legacy: Sql) -> 
         },
     )
     stored = (datetime(2026, 1, 1, 12, 0, 0, 773000), datetime(2026, 1, 1, 12, 36))
-    assert legacy("SELECT at, sat FROM dbo.d WHERE id = 7") == [stored]
-    assert legacy("SELECT at, sat FROM cdc.dbo_d_CT WHERE id = 7") == [stored]
+    assert client("SELECT at, sat FROM dbo.d WHERE id = 7") == [stored]
+    assert client("SELECT at, sat FROM cdc.dbo_d_CT WHERE id = 7") == [stored]
+
+
+def test_smalldatetime_rounds_up_through_merge_and_pymssql_parameters(legacy: Sql, client: Sql) -> None:
+    """smalldatetime: "Values of 29.999 seconds or more are rounded up to the nearest minute" ("smalldatetime
+    (Transact-SQL)", above): on INSERT with pymssql's datetime parameters (sent to the millisecond)
+    and on both MERGE paths (``08:00:40`` → ``08:01``), in the table and in the change table."""
+    client(
+        "INSERT INTO dbo.d (id, sat) VALUES (%s, %s), (%s, %s)",
+        (1, datetime(2026, 1, 1, 12, 35, 29, 999000), 2, datetime(2026, 1, 1, 12, 35, 29, 998000)),
+    )
+    assert [(r[0], r[2]) for r in _rows(client)] == [
+        (1, datetime(2026, 1, 1, 12, 36)),
+        (2, datetime(2026, 1, 1, 12, 35)),
+    ]
+    client(
+        "MERGE dbo.d AS t USING (VALUES (2, '2026-01-01 08:00:40'), (3, '2026-01-01 08:00:40')) AS s (id, sat)"
+        " ON t.id = s.id WHEN MATCHED THEN UPDATE SET sat = s.sat"
+        " WHEN NOT MATCHED THEN INSERT (id, sat) VALUES (s.id, s.sat);"
+    )
+    expected = [(1, datetime(2026, 1, 1, 12, 36)), (2, datetime(2026, 1, 1, 8, 1)), (3, datetime(2026, 1, 1, 8, 1))]
+    assert [(r[0], r[2]) for r in _rows(client)] == expected
+    client("EXEC emu.capture")
+    captured = client(
+        "SELECT id, sat FROM cdc.dbo_d_CT WHERE [__$operation] IN (2, 4) AND id IN (2, 3) ORDER BY id, [__$start_lsn]"
+    )
+    assert captured[-2:] == expected[1:]
