@@ -8,6 +8,9 @@ unset it fails, naming each with its fix; all checks run and are reported togeth
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,10 @@ from dev.mssql_emulator.process import start_server
 from dev.workload.tsql import Workload
 from tests.e2e.conftest import billing_config
 from tests.fixtures_mssql import mssql_airflow_conn
+from tests.unloadable_driver import MISSING, unloadable_driver
 
 pytestmark = [pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "PREFLIGHT"
 POOLS = {"cdc_sqlserver": 4, "cdc_snowflake": 8}
 
@@ -205,3 +210,47 @@ def test_preflight_names_a_change_reader_that_cannot_connect(stack: dict[str, An
     assert not reader["ok"], reader
     assert "change_reader_options" in reader["fix"] and "change_reader: pymssql" in reader["fix"]
     assert findings["billing: SQL Server reachable"]["ok"] and findings["billing: SQL Server table dbo.payments"]["ok"]
+
+
+def test_preflight_warns_of_a_change_reader_driver_that_cannot_load_and_runs_every_other_check(
+    stack: dict[str, Any], tmp_path: Path
+) -> None:
+    # Given mssql-python's native driver made unloadable for one process (the suite's copy of its
+    # driver package first on PYTHONPATH, whose ODBC driver manager needs libgone.so.7: a machine
+    # without libltdl7) and the source's change_reader auto (billing.yaml's),
+    assert "change_reader" not in (stack["configs"] / "billing.yaml").read_text()  # auto, the default
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(unloadable_driver(tmp_path / "shadow")), str(ROOT)])}
+    # when the preflight runs as `make preflight` runs it (the module the cdc_preflight DAG's task calls),
+    done = subprocess.run(
+        [sys.executable, "-m", "include.cdc_pipeline.orchestration.preflight_dag"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    report = done.stdout.splitlines()
+    # then it passes with one warning: the change reader's check, naming the missing library and
+    # saying that pymssql reads instead, with the fix under it,
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    check = "billing: SQL Server change reader (mssql-python) connects"
+    [warning] = [line for line in report if line.startswith("WARN")]
+    assert warning.startswith(f"WARN  {check}: change_reader auto reads with pymssql instead (slower): "), warning
+    assert f"needs {MISSING}" in warning, warning
+    fix = report[report.index(warning) + 1]
+    assert fix.strip().startswith("fix: install the OS packages of packages.txt") and "change_reader: pymssql" in fix
+    assert report[-1].endswith(f"checks passed (1 with a warning: {check})"), report[-1]
+    # and every other check still ran and passed: the source through pymssql, Snowflake, SMTP, salt, pools.
+    passed = [line for line in report if line.startswith("ok  ")]
+    for name in (
+        "billing: SQL Server reachable",
+        "billing: SQL Server CDC on database billing",
+        "billing: SQL Server login cdc_reader is not sysadmin",
+        "billing: SQL Server login cdc_reader can read the cdc schema",
+        "billing: SQL Server table dbo.payments",
+        "billing: Snowflake reachable",
+        "billing: Snowflake warehouse in use",
+        f"billing: Snowflake create + insert in {DATABASE}.RAW",
+        "SMTP `smtp_default` answers",
+        "Variable `cdc_hash_salt_secret` set",
+        "pool `cdc_sqlserver` exists with slots",
+        "pool `cdc_snowflake` exists with slots",
+    ):
+        assert [line for line in passed if line.startswith(f"ok    {name}: ")], (name, passed)
+    assert not [line for line in report if line.startswith("FAIL")], report
