@@ -338,7 +338,9 @@ def _table_state(
     snapshot = (status or {}).get("snapshot") or {}
     if snapshot.get("state") in ("running", "finalizing"):
         # Its stream goes on beside the chunks; the page says how far the chunks are.
-        eta = f", ETA {round(snapshot['eta_s'] / 60)} min" if snapshot.get("eta_s") else ""
+        # under a minute in seconds, as the task log says it (whole minutes would read "ETA 0 min")
+        eta_s = snapshot.get("eta_s")
+        eta = "" if not eta_s else f", ETA {eta_s} s" if eta_s < 60 else f", ETA {round(eta_s / 60)} min"
         return "snapshotting", (
             f"{snapshot.get('kind') or 'snapshot'} in chunks: {snapshot.get('done')}/{snapshot.get('chunks')} done, "
             f"{snapshot.get('rows') or 0:,} rows{eta}; the stream runs beside it"
