@@ -38,6 +38,7 @@ class Harness:
     snowflake: Any  # tests.fixtures_snowflake.LocalSnowflake
     database: str
     hints: dict[str, MemoryHints] = field(default_factory=dict)
+    source_hints: MemoryHints = field(default_factory=MemoryHints)  # the planning step's record
     _sql: Any = None
     _server: EmulatorTCPServer | None = None
     _port: int = 0
@@ -138,6 +139,31 @@ class Harness:
             self.hints.setdefault(spec.name, MemoryHints()),
             lambda: SALT,
         )
+
+    def run_source_once(self, config: SourceConfig) -> dict[str, str]:
+        """One run as the DAG runs it: every table planned in one step (``source_plan``, the plan
+        task's wiring), then each table with work extract-loaded and applied (a snapshot loaded
+        whole). Returns each table's mode."""
+        from include.cdc_pipeline.source_plan import SourceHints, source_planner
+
+        source = CdcSource(self.connect(), self.connect_arrow)
+        names = [t.name for t in config.tables]
+        hints = SourceHints(self.source_hints, lambda name: self.hints.setdefault(name, MemoryHints()), names)
+        cut = source.max_lsn()
+        plan = source_planner(config, source, lambda: Warehouse(self.snowflake.connect()), hints).plan(
+            cut and cut.hex, lambda table: False
+        )
+        hints.save([p.table for p in plan.work])
+        for p in plan.work:
+            if p.exception is not None:
+                raise p.exception
+            pipeline = self.pipeline(config, names.index(p.table))
+            assert p.window is not None
+            if p.window.mode == "snapshot":
+                pipeline.snapshot(p.window)
+            else:
+                pipeline.apply(pipeline.extract_load(p.window))
+        return {p.table: p.mode for p in plan.tables}
 
     def snowflake_rows(self, sql: str) -> list[tuple[Any, ...]]:
         conn = self.snowflake.connect()

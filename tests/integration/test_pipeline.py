@@ -35,6 +35,16 @@ def run_until_idle(h: Harness, config: Any, table: int = 0, limit: int = 20) -> 
     raise AssertionError(f"not idle after {limit} runs: {results}")
 
 
+def run_source_until_idle(h: Harness, config: Any, limit: int = 20) -> list[dict[str, str]]:
+    """Runs as the DAG plans them (every table in one planning step) until every table is idle."""
+    runs = []
+    for _ in range(limit):
+        runs.append(h.run_source_once(config))
+        if set(runs[-1].values()) == {"idle"}:
+            return runs
+    raise AssertionError(f"not idle after {limit} runs: {runs}")
+
+
 def assert_converged(h: Harness, config: Any, table: int = 0, instance_filter: str | None = None) -> None:
     """Raw equals source; history equals the captured changes after the snapshot, each once."""
     pipeline = h.pipeline(config, table)
@@ -99,9 +109,19 @@ def test_random_workload_snapshot_then_stream_converges(harness: Harness, seed: 
 
 
 # A crash after the MERGE, before the watermark moves, is the boundary that duplicates if anything does.
-@pytest.mark.parametrize("point", _in_make_test(WINDOW_POINTS, {"after_merge"}))
+# The next run plans the table as the DAG's plan task does, every table of the source in one step
+# (source_plan), or on its own (TablePipeline.run_once, the demo's and the benchmarks' path): in
+# make test the DAG's way at that boundary, every pair in test-all.
+@pytest.mark.parametrize(
+    ("point", "planning"),
+    [
+        pytest.param(point, planning, marks=() if (point, planning) == ("after_merge", "source") else pytest.mark.slow)
+        for point in WINDOW_POINTS
+        for planning in ("source", "table")
+    ],
+)
 def test_failure_at_every_step_boundary_then_retry_converges(
-    harness: Harness, point: str, tmp_path, monkeypatch
+    harness: Harness, point: str, planning: str, tmp_path, monkeypatch
 ) -> None:
     config, workload = orders_harness(harness, seed=7)
     harness.pipeline(config).run_once()
@@ -116,7 +136,10 @@ def test_failure_at_every_step_boundary_then_retry_converges(
     workload.run(harness.connect(), 10)
     harness.capture()
     # when the table is retried (a new run, as after the task's retries ran out),
-    run_until_idle(harness, config)
+    if planning == "table":
+        run_until_idle(harness, config)
+    else:
+        assert run_source_until_idle(harness, config)[0] == {"dbo_orders": "stream"}
     # then nothing is lost or duplicated.
     assert_converged(harness, config)
 
