@@ -165,6 +165,21 @@ def driver_load_error(cause: BaseException) -> DriverLoadError:
     )
 
 
+def check_mssql_python_loads() -> None:
+    """Raise ``DriverLoadError`` when mssql-python or its ODBC driver cannot load on this machine
+    (``plan``, once per run under ``change_reader: mssql-python``: one failure for the whole source
+    instead of one per table). A machine where any of the driver's builds loads passes: which one the
+    driver picks is its own business, and a wrong pick still fails in ``extract_load``."""
+    try:
+        import mssql_python  # noqa: F401  (loads the driver's own extension)
+    except ImportError as exc:
+        raise driver_load_error(exc) from exc
+    files = mssql_python_driver_files()
+    problems = [problem for path in files if (problem := load_error(path))]
+    if files and len(problems) == len(files):
+        raise driver_load_error(OSError(problems[0]))
+
+
 def is_driver_load_failure(exc: BaseException) -> bool:
     """Whether mssql-python failed because its native driver cannot load (not a server or login error)."""
     return isinstance(exc, ImportError) or any(text in str(exc) for text in DRIVER_LOAD_TEXTS)

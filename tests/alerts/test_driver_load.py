@@ -144,14 +144,15 @@ def test_mssql_python_fails_in_one_try_with_one_mail_naming_the_library(source: 
     source.change(seed=12)
     # when the run reads them,
     run, output = source.run_dag("mssql-python")
-    # then the reading tasks failed in their first try (a retry cannot install a library),
+    # then the run's plan failed in its first try (a retry cannot install a library), before any
+    # table's task started (the driver is checked once per run, for every table),
     assert run["state"] == "failed", output[-4000:]
     failed = [ti for ti in run["tis"] if ti["state"] == "failed"]
-    assert failed and all(ti["try_number"] == 1 for ti in failed), run["tis"]
-    # and one mail pages for the whole run (one incident: the tables that fail for the same cause
-    # in the same run join it without a mail), naming the library and the fix.
+    assert [ti["task_id"] for ti in failed] == ["plan"] and failed[0]["try_number"] == 1, run["tis"]
+    # and one mail pages, naming every table, the library and the fix.
     subject, text = mailbox.one_mail()
     assert subject.startswith("[CDC INCIDENT billing-1] billing: ") and "(DriverLoadError)" in subject
+    assert subject.endswith("— 2 tables") and "dbo_payments" in text and "dbo_products" in text
     assert "a driver cannot load its native library (failed at once: a retry cannot fix this)" in text
     assert MISSING in text and "packages.txt" in text and "change_reader: pymssql" in text
-    assert ".extract_load (try 1 of 4" in text
+    assert ".plan (try 1 of " in text

@@ -66,17 +66,18 @@ def test_one_failed_task_sends_exactly_one_mail_after_retries(mailbox, alert_dag
         assert expected in text, (expected, text)
 
 
-def test_several_tables_failing_together_for_one_cause_send_one_mail(mailbox, alert_dags) -> None:
+def test_several_tables_failing_together_for_one_cause_page_once_then_name_the_rest(mailbox, alert_dags) -> None:
     # Given two tables failing for the same cause in the same run,
     run = alert_dags["two"].test()
     assert run.state == "failed"
-    # then one mail pages (the second table joins the incident without a mail of its own),
-    mailbox.mails(expect=1)
-    mailbox.mails(expect=2, timeout=1.0)
+    # then the first failure pages, and the end of the run names the other table in one update,
+    mailbox.mails(expect=2)
+    mailbox.mails(expect=3, timeout=1.0)
     subjects = [m["Subject"] for m in mailbox.mails()]
-    assert subjects == [
+    assert subjects[0] == (
         "[CDC INCIDENT alertstwo-1] alertstwo: injected failure: MERGE exploded (RuntimeError) — 1 table"
-    ]
+    )
+    assert subjects[1].startswith("[CDC INCIDENT alertstwo-1 UPDATE] alertstwo: 1 more failing")
     # and the incident holds both tables (the status page shows them; so does the resolved mail).
     from include.cdc_pipeline.alerts.state import Variables, ledger_key
 
@@ -84,5 +85,5 @@ def test_several_tables_failing_together_for_one_cause_send_one_mail(mailbox, al
     assert sorted(incident["tables"]) == ["dbo_invoices", "dbo_payments"] and incident["status"] == "open"
     # A second run failing the same way sends nothing.
     assert alert_dags["two"].test().state == "failed"
-    mailbox.mails(expect=2, timeout=1.0)
-    assert len(mailbox.mails()) == 1
+    mailbox.mails(expect=3, timeout=1.0)
+    assert len(mailbox.mails()) == 2

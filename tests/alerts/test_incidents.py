@@ -90,20 +90,30 @@ def test_a_table_failing_for_another_cause_is_its_own_incident() -> None:
     assert "dbo_products (now: incident billing-2)" in body
 
 
-def test_tables_joining_in_the_opening_run_are_silent_and_later_ones_update() -> None:
-    # Given an incident opened by dbo_accounts' failure,
+def test_tables_joining_an_incident_are_named_in_one_update_per_pass() -> None:
+    # Given an incident opened by dbo_accounts' failure (the first failing task pages at once),
     ledger, [opened] = step(None, [found("dbo_accounts")], T0, round_pass=False)
     assert list(opened.incident["tables"]) == ["dbo_accounts"]
-    # dbo_invoices failing for the same cause in the same run joins without a mail,
-    same_run = [found("dbo_accounts"), found("dbo_invoices", at=T0 + timedelta(seconds=5))]
-    ledger, notices = step(ledger, same_run, T0 + timedelta(seconds=40))
-    assert notices == [] and sorted(ledger["incidents"][0]["tables"]) == ["dbo_accounts", "dbo_invoices"]
-    # while dbo_payments failing in a later run is an update.
-    later = [*same_run, found("dbo_payments", at=T0 + timedelta(minutes=5), run="billing_cdc/r2")]
-    ledger, [grown] = step(ledger, later, T0 + timedelta(minutes=5))
-    assert grown.kind == "grown" and grown.new_tables == ["dbo_payments"]
+    # when its siblings fail for the same cause seconds later, they are first passes: no mail each,
+    same_run = [
+        found("dbo_accounts"),
+        *(found(t, at=T0 + timedelta(seconds=5)) for t in ("dbo_invoices", "dbo_products")),
+    ]
+    for n in (2, 3):
+        ledger, notices = step(ledger, same_run[:n], T0 + timedelta(seconds=10), round_pass=False)
+        assert notices == []
+    # and the end of the run names both in one update,
+    ledger, [grown] = step(ledger, same_run, T0 + timedelta(seconds=40))
+    assert grown.kind == "grown" and grown.new_tables == ["dbo_invoices", "dbo_products"]
     subject, _ = incident_mail(grown, "billing", FOUR_HOURS)
-    assert subject.startswith("[CDC INCIDENT billing-1 UPDATE] billing: 1 more failing")
+    assert subject.startswith("[CDC INCIDENT billing-1 UPDATE] billing: 2 more failing")
+    # the next run failing the same way sends nothing,
+    ledger, notices = step(ledger, [replace(f, run="billing_cdc/r2") for f in same_run], T0 + timedelta(minutes=5))
+    assert notices == []
+    # while dbo_payments failing in a later run is another update, of its own.
+    later = [*same_run, found("dbo_payments", at=T0 + timedelta(minutes=10), run="billing_cdc/r3")]
+    ledger, [grown] = step(ledger, later, T0 + timedelta(minutes=10))
+    assert grown.kind == "grown" and grown.new_tables == ["dbo_payments"]
 
 
 def test_every_table_failing_for_one_new_cause_is_a_cause_change() -> None:

@@ -15,9 +15,10 @@ findings with the open incidents of the ledger and returns the new ledger and th
 - ``opened``: a fingerprint no open incident has → a new incident, one mail naming every table it
   affects so far, the error, the first log link and the runbook section.
 - nothing while an open incident repeats (the next run fails the same way);
-- ``grown``: a table joined after the run that opened the incident (tables that fail for the same
-  cause in the opening run itself join without a mail: the first failing task pages before its
-  siblings fail, and one run is one page);
+- ``grown``: tables joined since the last mail — at most one update per pass, so the tables that
+  fail for the same cause in the opening run after the first page (its siblings failing seconds
+  later) are named together in one update when the run ends: the person paged learns the whole
+  set the same night, not from the resolved mail;
 - ``cause``: every table still failing now fails for one other cause no open incident has (the
   source came back with the login rejected) → the incident carries on under the new cause;
 - ``reminder``: still open ``realert_after`` (source YAML, default 4 h) after the last mail;
@@ -231,8 +232,6 @@ def _follow(incident: dict[str, Any], group: Mapping[str, Finding], held: dict[s
         state = tables.get(table)
         if state is None:
             tables[table] = {"state": FAILING, "since": finding.at, "until": None, "detail": finding.detail}
-            if finding.run and finding.run == incident.get("opened_run"):
-                incident["announced"].append(table)  # the opening run's own failures: no mail of their own
         else:
             state.update(state=FAILING, until=None, moved_to=None, moved_to_id=None, detail=finding.detail)
     for table, state in tables.items():

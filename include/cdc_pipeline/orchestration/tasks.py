@@ -31,8 +31,9 @@ from typing import Any
 
 from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
+from include.cdc_pipeline import native
 from include.cdc_pipeline.alerts import classify
-from include.cdc_pipeline.config import SourceConfig, TableConfig, load_source_config
+from include.cdc_pipeline.config import ChangeReader, SourceConfig, TableConfig, load_source_config
 from include.cdc_pipeline.errors import (
     ConfigError,
     DriverLoadError,
@@ -245,6 +246,8 @@ def plan_source(config_path: str, context: dict[str, Any]) -> list[dict[str, Any
             plan = source_planner(source, src, open_warehouse, hints).plan(
                 cut, lambda table: _wants_resnapshot(context, table)
             )
+            if source.change_reader == ChangeReader.MSSQL_PYTHON and any(p.mode == "stream" for p in plan.work):
+                native.check_mssql_python_loads()  # no fallback allowed: fail once, for every table
             captured_at = src.lsn_to_time(max_lsn) if max_lsn else None
             started, snapshotting, initial = _snapshots(config_path, source, plan, hints, max_lsn, open_warehouse)
         finally:
