@@ -424,7 +424,7 @@ def run_preflight(
         findings += check_snowflake(source, open_warehouse)
     if sources:  # roles, grants, PII tags against include/config/access.yaml (account-wide: once)
         first: SourceConfig = sources[0][1]
-        findings.append(check_access([s for _, s in sources], lambda: open_warehouse(first).connection))
+        findings.append(check_access([s for _, s in sources], lambda: _access_connection(first)))
     for conn_id in dict.fromkeys(s.smtp_conn_id for _, s in sources):
         findings.append(check_smtp(conn_id))
     findings.append(check_salt([s for _, s in sources], get_salt, salt_variable))
@@ -451,3 +451,13 @@ def report(findings: Sequence[Finding]) -> str:
 
 def as_dicts(findings: Sequence[Finding]) -> list[dict[str, Any]]:
     return [asdict(f) for f in findings]
+
+
+def _access_connection(source: SourceConfig) -> Any:
+    """The connection the access check reads grants with: the access spec's ``check_conn_id`` (a
+    role that may read every grant), else the source's own Snowflake connection."""
+    from include.cdc_pipeline.governance.spec import load_access_spec
+    from include.cdc_pipeline.snowflake import CdcSnowflakeHook
+
+    conn_id = load_access_spec().check_conn_id or source.snowflake_conn_id
+    return CdcSnowflakeHook(snowflake_conn_id=conn_id).get_conn()

@@ -254,3 +254,29 @@ def test_preflight_warns_of_a_change_reader_driver_that_cannot_load_and_runs_eve
     ):
         assert [line for line in passed if line.startswith(f"ok    {name}: ")], (name, passed)
     assert not [line for line in report if line.startswith("FAIL")], report
+
+
+def test_the_access_check_reads_grants_through_the_spec_s_check_connection(
+    stack: dict[str, Any], local_snowflake: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from include.cdc_pipeline import preflight
+    from include.cdc_pipeline.governance.spec import access_file
+    from include.cdc_pipeline.orchestration.preflight_dag import run_preflight
+
+    # On an account the pipeline reads as LOADER, which may not read SHOW GRANTS / USERS, the access
+    # check must use another connection: access.yaml's check_conn_id. Given one that answers nothing,
+    spec = tmp_path / "access.yaml"
+    spec.write_text(access_file().read_text() + "\ncheck_conn_id: snowflake_audit\n")
+    monkeypatch.setenv("CDC_ACCESS_FILE", str(spec))
+    conn = local_snowflake.airflow_conn(database=DATABASE)
+    nobody = conn | {"extra": conn["extra"] | {"port": 1, "login_timeout": 5, "network_timeout": 5}}
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_AUDIT", json.dumps(nobody))
+    findings = preflight.as_dicts(run_preflight())
+    [access] = [f for f in findings if f["check"].startswith("Snowflake access matches")]
+    # then the access check fails on that connection alone (the pipeline's own still passes),
+    assert not access["ok"] and "check_conn_id" in access["fix"], access
+    assert _by_check(findings)["billing: Snowflake reachable"]["ok"]
+    # and with check_conn_id reaching the account it reads the grants there.
+    monkeypatch.setenv("AIRFLOW_CONN_SNOWFLAKE_AUDIT", json.dumps(local_snowflake.airflow_conn(database=DATABASE)))
+    [access] = [f for f in preflight.as_dicts(run_preflight()) if f["check"].startswith("Snowflake access matches")]
+    assert access["ok"], access

@@ -47,8 +47,9 @@ def check_access(
             check,
             False,
             f"{type(exc).__name__}: {first[0] if first else ''}",
-            "the preflight reads SHOW GRANTS / SHOW USERS / SHOW RESOURCE MONITORS: give its connection a role that "
-            "may (e.g. a dedicated auditor role with MANAGE GRANTS and MONITOR USAGE), or fix the access file named",
+            "the preflight reads SHOW GRANTS / SHOW USERS / SHOW RESOURCE MONITORS: set check_conn_id in "
+            f"{access_file().name} to an Airflow connection whose role may (SECURITYADMIN, or the admin connection "
+            "make access-apply uses), or fix the access file named",
         )
     if not live.tags and not any(g.name.split(".")[0] in wanted.databases for g in live.grants):
         return AccessFinding(

@@ -120,6 +120,12 @@ class AccessSpec(_Strict):
     warehouses: list[WarehouseSpec] = Field(min_length=1)
     monitor_triggers: Triggers = Triggers()
     users: list[UserSpec] = Field(default_factory=list)
+    check_conn_id: str | None = Field(
+        default=None,
+        description="Airflow connection the preflight reads the account's grants with (SHOW GRANTS / USERS / "
+        "RESOURCE MONITORS need a role such as SECURITYADMIN that LOADER is not). Unset: the source's own "
+        "Snowflake connection (the local stack's SYSADMIN).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AccessSpec:
