@@ -251,10 +251,15 @@ def snapshot_progress(snapshot: Any, progress: Mapping[str, Any], now: datetime 
 
 def record_snapshot(store: HintStore, line: Mapping[str, Any], run_id: str, now: datetime | None = None) -> None:
     """A snapshot worker's progress of the table (or its completion), for the status page. Workers
-    of one table write the same record: each writes what the control table holds, so the last
-    write is never older than an earlier one's counts."""
+    of one table write the same record, each what the control table held when it read it; a line
+    read before another worker's later write (fewer chunks done, or the snapshot already recorded
+    done by the worker that finalized it) is dropped, so the record never goes back."""
     now = now or datetime.now(UTC)
     record = dict(store.get() or {})
+    shown = record.get("snapshot") or {}
+    later = shown.get("state") == "done" or int(shown.get("done") or 0) > int(line.get("done") or 0)
+    if line.get("state") != "done" and shown.get("snapshot_id") == line.get("snapshot_id") and later:
+        return
     record["snapshot"] = {**{k: v for k, v in line.items() if k != "text"}, "observed_at": now.isoformat(),
                           "run_id": run_id}  # fmt: skip
     if line.get("state") == "done":  # the snapshot's batch, as CONTROL.CDC_BATCHES logs it
