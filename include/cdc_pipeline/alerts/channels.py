@@ -1,9 +1,10 @@
 """How an alert is sent now: one mail through an Airflow SMTP connection (the SMTP provider's
 hook) and, when configured, the same alert to a Slack / Teams incoming webhook.
 
-No texts here (``alerts.messages``) and no Airflow callbacks (``alerts.callbacks``); Deadline
-Alerts do not pass through here either: the triggerer sends them with the provider's
-``SmtpNotifier``.
+No texts here (``alerts.messages``) and no Airflow callbacks (``alerts.callbacks``). Every incident
+notice comes through here, Deadline Alerts' included (``alerts.desk.deadline_missed`` runs the
+desk in the triggerer). The webhook is posted after the mail went out: a notice whose mail failed
+is sent again, both channels, at the next pass.
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ failure. Passes run:
 **Resolution is detected** by round passes: a table's report stands until the table completed a
 run after it — an ``apply`` (its run record ``cdc_runs__<source>__<table>``) or an idle poll (the
 source's latest plan, ``cdc_status__<source>``, names it idle). The end-of-run callback sees it as
-soon as the run that fixes things ends (the dbt and preflight DAGs wire it; for the CDC DAG it is
-``callbacks.run_success_callback``, to be wired as its ``on_success_callback``; a run that fails
-for another reason resolves at its end through the failure callback), a cdc_health round within 15
-minutes in any case.
+soon as the run that fixes things ends (every DAG wires it: the CDC DAG's ``on_success_callback``
+is ``callbacks.run_success_callback``; a run that fails for another reason resolves at its end
+through the failure callback), a cdc_health round within 15 minutes in any case.
 """
 
 from __future__ import annotations
