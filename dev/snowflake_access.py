@@ -941,6 +941,10 @@ class AccessModel:
         # Stage references (``@stage/path``) parse as tables too: they are not tables.
         reads = [t for t in tree.find_all(exp.Table) if id(t) not in {id(w) for w, _ in written}
                  and t.name and not t.name.startswith("@") and not (not t.db and t.name.upper() in ctes)]  # fmt: skip
+        if isinstance(tree, exp.Drop) and tree.args.get("exists"):
+            # DROP … IF EXISTS of an object that does not exist succeeds for any role (dbt drops its
+            # __dbt_tmp relations that way before an incremental model's first build).
+            written = [(t, a) for t, a in written if (at := self._resolve(t, s)) is None or self._columns(conn, at)]
         if self.enforced(s.role):
             for table, action in written:
                 if denied := self._check_table(table, action, s):
@@ -959,12 +963,17 @@ class AccessModel:
 
         kind = {
             **{exp.Insert: "INSERT", exp.Update: "UPDATE", exp.Delete: "DELETE", exp.Merge: "MERGE"},
-            **{exp.Copy: "INSERT", exp.Drop: "OWNERSHIP", exp.Alter: "OWNERSHIP", exp.TruncateTable: "TRUNCATE"},
+            **{exp.Copy: "INSERT", exp.Alter: "OWNERSHIP", exp.TruncateTable: "TRUNCATE"},
         }
         if isinstance(tree, exp.Create):
             kind_name = str(tree.args.get("kind", "")).upper()
             target = table_of(tree.this)
             return [(target, f"CREATE {kind_name}")] if target is not None and kind_name in ("TABLE", "VIEW") else []
+        if isinstance(tree, exp.Drop):  # sqlglot keeps a DROP's objects in ``tables``
+            if str(tree.args.get("kind", "")).upper() not in ("TABLE", "VIEW"):
+                return []
+            dropped = tree.args.get("tables") or ([tree.this] if tree.this is not None else [])
+            return [(t, "OWNERSHIP") for t in dropped if isinstance(t, exp.Table)]
         for cls, action in kind.items():
             if isinstance(tree, cls):
                 if cls is exp.TruncateTable:

@@ -127,6 +127,10 @@ def test_transformer_cannot_write_raw(local_snowflake: LocalSnowflake, governed:
         assert f"Insufficient privileges to operate on table '{DB}.RAW.ACCOUNTS'" in error.msg
         error = refused(transformer, f"CREATE TABLE {DB}.RAW.X (A INT)")
         assert "Insufficient privileges to operate on schema 'RAW'" in error.msg
+        # nor drop a raw table (only its owner, the loader, may), IF EXISTS or not
+        for drop in ("DROP TABLE RAW.ACCOUNTS", "DROP TABLE IF EXISTS RAW.ACCOUNTS"):
+            error = refused(transformer, drop)
+            assert f"Insufficient privileges to operate on table '{DB}.RAW.ACCOUNTS'" in error.msg, error.msg
         # it reads RAW (the future grant reached the tables the loader created), PII in clear
         assert run(transformer, "SELECT ACCOUNT_NAME FROM RAW.ACCOUNTS ORDER BY ACCOUNT_ID") == [
             ("Ada Lovelace",),
