@@ -33,8 +33,9 @@ key is the equality key with its ASCII characters renumbered (blank, punctuation
 a permutation, so it orders as the collation and is equal exactly when the equality key is); the
 word sort key is the same renumbered key without '-' and "'", then, for ties, the same text with
 '-' and "'" placed after every other character. Equal sort keys mean equal equality keys, so
-equality never depends on which sort applies, and ``ORDER BY`` and ``>`` / ``<`` use one key. Not modelled: accents, other
-scripts, expansions (ß = ss), ``COLLATE`` clauses and per-column collations.
+equality never depends on which sort applies, and ``ORDER BY`` and ``>`` / ``<`` use one key.
+Not modelled: accents, other scripts, expansions (ß = ss), ``COLLATE`` clauses and per-column
+collations.
 """
 
 from __future__ import annotations
@@ -358,10 +359,12 @@ def _set_operation(setop: exp.SetOperation, scope: ColumnScope) -> exp.Expressio
     if isinstance(setop, exp.Except):
         match = exp.Not(this=match)
     outputs = [exp.Min(this=col("__l", i)) if kinds[i] else col("__l", i) for i in range(len(cols))]
-    select = exp.Select(
-        expressions=[exp.alias_(o, n, quoted=True) for o, n in zip(outputs, names, strict=True)]
-    ).from_(side(setop.this, "__l"))
-    select = select.where(match).group_by(*[key(col("__l", i)) if kinds[i] else col("__l", i) for i in range(len(cols))])
+    select = exp.Select(expressions=[exp.alias_(o, n, quoted=True) for o, n in zip(outputs, names, strict=True)]).from_(
+        side(setop.this, "__l")
+    )
+    select = select.where(match).group_by(
+        *[key(col("__l", i)) if kinds[i] else col("__l", i) for i in range(len(cols))]
+    )
     order = setop.args.get("order")
     if isinstance(order, exp.Order):
         for ordered in order.expressions:

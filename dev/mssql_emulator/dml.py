@@ -68,9 +68,9 @@ def execute(session: Any, node: exp.Expression) -> Result:
         node.set("tables", None)
     session.begin_write()
     checked = bool(info is not None and keys.checked(info))
-    if checked and isinstance(node, exp.Update):  # only an UPDATE of key columns needs the check
+    if info is not None and checked and isinstance(node, exp.Update):  # only an UPDATE of key columns needs it
         assigned = {e.this.name.lower() for e in node.expressions if isinstance(e, exp.EQ)}
-        checked = any(c.lower() in assigned for u in keys.checked(info) for c in u.columns)  # type: ignore[arg-type]
+        checked = any(c.lower() in assigned for u in keys.checked(info) for c in u.columns)
     joined = bool(node.args.get("from_") or node.args.get("using"))
     if info is None or not (info.instances or (checked and not joined and not isinstance(node, exp.Delete))):
         tnode = transform(node, session.context())

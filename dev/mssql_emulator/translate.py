@@ -876,16 +876,20 @@ def _length_functions(node: exp.Expression, scope: ColumnScope) -> None:
             call.replace(exp.Mul(this=exp.Length(this=arg.copy()), expression=exp.Literal.number(2)))
         elif kind == "s":
             raise errors.SqlServerError(
-                102, "Incorrect syntax near 'DATALENGTH'. (the emulator does not keep a variable's type: "
-                "DATALENGTH of a character variable is not supported)", 15
+                102,
+                "Incorrect syntax near 'DATALENGTH'. (the emulator does not keep a variable's type: "
+                "DATALENGTH of a character variable is not supported)",
+                15,
             )
         elif type_name in _FIXED_BYTES:
             size = exp.Literal.number(_FIXED_BYTES[type_name])
             call.replace(exp.If(this=exp.Is(this=arg.copy(), expression=exp.Null()), true=exp.Null(), false=size))
         elif type_name is not None and type_name not in _BINARY_TYPES:
             raise errors.SqlServerError(
-                102, f"Incorrect syntax near 'DATALENGTH'. (DATALENGTH of a {type_name} column is not supported "
-                "by the emulator)", 15
+                102,
+                f"Incorrect syntax near 'DATALENGTH'. (DATALENGTH of a {type_name} column is not supported "
+                "by the emulator)",
+                15,
             )
         else:  # binary data (and anything else DuckDB holds as a BLOB)
             call.replace(exp.Anonymous(this="octet_length", expressions=[arg.copy()]))

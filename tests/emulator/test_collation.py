@@ -222,7 +222,7 @@ def test_a_failed_statement_outside_a_transaction_leaves_nothing(client: Sql) ->
 
 
 def test_with_xact_abort_on_a_duplicate_key_rolls_the_transaction_back(client: Sql) -> None:
-    """"When SET XACT_ABORT is ON, if a Transact-SQL statement raises a run-time error, the entire
+    """XACT_ABORT ON: "When SET XACT_ABORT is ON, if a Transact-SQL statement raises a run-time error, the entire
     transaction is terminated and rolled back" ("SET XACT_ABORT (Transact-SQL)", as above): the
     earlier insert is gone, @@TRANCOUNT is 0 and a ROLLBACK finds no transaction (Msg 3903)."""
     client("CREATE TABLE dbo.k (code varchar(10) NOT NULL PRIMARY KEY, v int NULL)")
@@ -250,6 +250,7 @@ def test_intersect_and_except_compare_under_the_collation(heap: Sql) -> None:
     by comparing the results of two queries"; character columns compared "according to the rules of
     collation precedence"; "two NULL values are considered equal"; the result's column names are the
     left query's): 'a', 'A' and 'a  ' are one row, as for DISTINCT."""
+
     def folded(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
         return sorted(tuple(v.rstrip().upper() if isinstance(v, str) else v for v in r) for r in rows)  # type: ignore[misc]
 

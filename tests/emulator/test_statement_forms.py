@@ -70,7 +70,7 @@ def test_if_with_statement_blocks_and_a_result_set(client: Sql) -> None:
 
 
 def test_len_excludes_trailing_blanks_and_datalength_counts_bytes(client: Sql) -> None:
-    """"LEN excludes trailing spaces. If that is a problem, consider using the DATALENGTH function,
+    """LEN: "LEN excludes trailing spaces. If that is a problem, consider using the DATALENGTH function,
     which doesn't trim the string" ("LEN (Transact-SQL)", learn.microsoft.com/sql/t-sql/functions/
     len-transact-sql, whose example gives LEN 21 and DATALENGTH 22 for a varchar and 44 for an
     nvarchar holding 'Test of 22 characters '); "DATALENGTH (Transact-SQL)", learn.microsoft.com/
