@@ -3,6 +3,13 @@ every write path (INSERT, UPDATE, MERGE, DEFAULT, ALTER COLUMN, the bulk path), 
 the change tables and every reader see the value SQL Server would hold.
 
 * ``char(n)``/``nchar(n)``: blank-padded to n.
+* ``char``/``varchar``/``text`` hold code page 1252 (the default collation's): a character it has
+  no place for is stored as its best fit where Windows has one for the full-width forms
+  (``Ａ`` → ``A``, U+3000 → blank) and as ``?`` otherwise, as SQL Server converts Unicode to a
+  non-Unicode column ("Collation and Unicode support", learn.microsoft.com/sql/relational-databases/
+  collations/collation-and-unicode-support: "characters that are not in the code page are replaced
+  by ?" unless a best-fit mapping exists; Windows' best-fit table for 1252, bestfit1252.txt, maps
+  U+FF01-FF5E to ASCII). Other best fits (``ā`` → ``a``) are not modelled: they become ``?``.
 * ``datetime``: rounded to 1/300-second ticks, shown as .000, .003 or .007 ("datetime
   (Transact-SQL)", learn.microsoft.com/sql/t-sql/data-types/datetime-transact-sql: "Rounded to
   increments of .000, .003, or .007 seconds"; 23:59:59.999 becomes the next day, .995-.998 become
@@ -67,6 +74,16 @@ CREATE OR REPLACE MACRO sys.round_smalldatetime(x) AS CAST(
     AS TIMESTAMP_S);
 """
 
+# Code page 1252 (``varchar``): full-width forms to their ASCII best fit, what the page lacks to "?".
+_FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
+_BEST_FIT = "".join(chr(c) for c in range(0x21, 0x7F)) + " "
+_CP1252_HIGH = bytes(b for b in range(0x80, 0xA0) if b not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)).decode("cp1252")
+MACROS += f"""
+CREATE OR REPLACE MACRO sys.to_cp1252(x) AS regexp_replace(
+    translate(CAST(x AS VARCHAR), '{_FULL_WIDTH}', '{_BEST_FIT.replace("'", "''")}'),
+    '[^\\x{{00}}-\\x{{7F}}\\x{{A0}}-\\x{{FF}}{_CP1252_HIGH}]', '?', 'g');
+"""
+
 
 def round_datetime(value: datetime) -> datetime:
     """A Python datetime as a SQL Server ``datetime`` holds it (see the module docstring)."""
@@ -86,9 +103,14 @@ def _char_length(sql_type: SqlType) -> int | None:
     return None
 
 
+_CODE_PAGE = frozenset({"char", "varchar", "text"})
+
+
 def has_rule(sql_type: SqlType | None) -> bool:
     """Whether values written to a column of this type change on the way in."""
-    return sql_type is not None and (_char_length(sql_type) is not None or sql_type.name in _MACRO)
+    return sql_type is not None and (
+        _char_length(sql_type) is not None or sql_type.name in _MACRO or sql_type.name in _CODE_PAGE
+    )
 
 
 _MACRO = {"datetime": "round_datetime", "smalldatetime": "round_smalldatetime", "datetimeoffset": "to_datetimeoffset"}
@@ -106,6 +128,8 @@ def stored(expr: exp.Expression, sql_type: SqlType, *, cast: bool = False) -> ex
         return _sys_call(macro, expr)
     if cast:
         expr = exp.Cast(this=expr, to=exp.DataType.build(sql_type.duck_type(), dialect="duckdb"))
+    if sql_type.name in _CODE_PAGE:
+        expr = _sys_call("to_cp1252", expr)
     n = _char_length(sql_type)
     if n is None:
         return expr
