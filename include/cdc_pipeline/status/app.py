@@ -114,6 +114,11 @@ TABLE_TASKS = ("tables.extract_load", "tables.apply")
 RECENT_TASK_INSTANCES = 20_000
 
 
+# task instance states of a plan that has not decided yet, and of a table task that failed
+UNFINISHED = frozenset({"scheduled", "queued", "running", "up_for_retry", "up_for_reschedule", "restarting"})
+FAILED = frozenset({"failed", "up_for_retry"})
+
+
 def read_last_task_instances(session: Any, source: SourceConfig) -> dict[str, dict[str, Any]]:
     """The latest task instance of each table that ran (the page's "last log" link): one query for
     the source, newest first, over the mapped table tasks (named by table) and ``plan`` (a table
@@ -151,9 +156,15 @@ def read_last_task_instances(session: Any, source: SourceConfig) -> dict[str, di
     if plan is None:
         return found
     # A table with no task of its own in the latest run (idle, or not yet planned) points at that
-    # run's plan, which decided it; its own task started after the plan when it had work.
+    # run's plan, which decided it; its own task started after the plan when it had work. A table
+    # whose own task failed keeps pointing at that failure while a newer plan has not finished
+    # deciding it (the on-call person opens the failure's log, not a plan still running).
+    deciding = plan.get("state") in UNFINISHED
     return {
-        name: ti if ti is not None and (ti.get("start") or "") >= (plan.get("start") or "") else plan
+        name: ti
+        if ti is not None
+        and ((ti.get("start") or "") >= (plan.get("start") or "") or (deciding and ti.get("state") in FAILED))
+        else plan
         for name in names
         for ti in [found.get(name)]
     }
