@@ -28,6 +28,21 @@ pytestmark = [pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "PREFLIGHT"
 POOLS = {"cdc_sqlserver": 4, "cdc_snowflake": 8}
+# Every check of a complete set-up but the change reader's, by name.
+OTHER_CHECKS = (
+    "billing: SQL Server reachable",
+    "billing: SQL Server CDC on database billing",
+    "billing: SQL Server login cdc_reader is not sysadmin",
+    "billing: SQL Server login cdc_reader can read the cdc schema",
+    "billing: SQL Server table dbo.payments",
+    "billing: Snowflake reachable",
+    "billing: Snowflake warehouse in use",
+    f"billing: Snowflake create + insert in {DATABASE}.RAW",
+    "SMTP `smtp_default` answers",
+    "Variable `cdc_hash_salt_secret` set",
+    "pool `cdc_sqlserver` exists with slots",
+    "pool `cdc_snowflake` exists with slots",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -106,21 +121,7 @@ def test_preflight_dag_passes_on_a_complete_setup(stack: dict[str, Any]) -> None
     findings = run.get_task_instance("preflight").xcom_pull(task_ids="preflight")
     checks = _by_check(findings)
     assert all(f["ok"] for f in findings), [f for f in findings if not f["ok"]]
-    for name in (
-        "billing: SQL Server reachable",
-        "billing: SQL Server change reader (mssql-python) connects",
-        "billing: SQL Server CDC on database billing",
-        "billing: SQL Server login cdc_reader is not sysadmin",
-        "billing: SQL Server login cdc_reader can read the cdc schema",
-        "billing: SQL Server table dbo.payments",
-        "billing: Snowflake reachable",
-        "billing: Snowflake warehouse in use",
-        f"billing: Snowflake create + insert in {DATABASE}.RAW",
-        "SMTP `smtp_default` answers",
-        "Variable `cdc_hash_salt_secret` set",
-        "pool `cdc_sqlserver` exists with slots",
-        "pool `cdc_snowflake` exists with slots",
-    ):
+    for name in ("billing: SQL Server change reader (mssql-python) connects", *OTHER_CHECKS):
         assert name in checks, (name, sorted(checks))
     assert "8 slots; used by billing_cdc.tables.apply" in checks["pool `cdc_snowflake` exists with slots"]["detail"]
 
@@ -238,20 +239,7 @@ def test_preflight_warns_of_a_change_reader_driver_that_cannot_load_and_runs_eve
     assert report[-1].endswith(f"checks passed (1 with a warning: {check})"), report[-1]
     # and every other check still ran and passed: the source through pymssql, Snowflake, SMTP, salt, pools.
     passed = [line for line in report if line.startswith("ok  ")]
-    for name in (
-        "billing: SQL Server reachable",
-        "billing: SQL Server CDC on database billing",
-        "billing: SQL Server login cdc_reader is not sysadmin",
-        "billing: SQL Server login cdc_reader can read the cdc schema",
-        "billing: SQL Server table dbo.payments",
-        "billing: Snowflake reachable",
-        "billing: Snowflake warehouse in use",
-        f"billing: Snowflake create + insert in {DATABASE}.RAW",
-        "SMTP `smtp_default` answers",
-        "Variable `cdc_hash_salt_secret` set",
-        "pool `cdc_sqlserver` exists with slots",
-        "pool `cdc_snowflake` exists with slots",
-    ):
+    for name in OTHER_CHECKS:
         assert [line for line in passed if line.startswith(f"ok    {name}: ")], (name, passed)
     assert not [line for line in report if line.startswith("FAIL")], report
 
